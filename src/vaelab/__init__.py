@@ -1,0 +1,33 @@
+"""vaelab: train variational autoencoders and measure their latent space.
+
+    import vaelab
+    config = vaelab.RunConfig.model_validate({"data": {"name": "digits"}, "model": {"arch": "64-128-8"}})
+    run = vaelab.train(config, out="runs")
+    model = run.load_model()
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "RunConfig": "vaelab.config", "build_config": "vaelab.config",
+    "train": "vaelab.train", "resume": "vaelab.train",
+    "Run": "vaelab.runs", "load_run": "vaelab.runs",
+    "VAE": "vaelab.models", "build_model": "vaelab.models",
+    "load_dataset": "vaelab.data", "fetch_dataset": "vaelab.data", "Dataset": "vaelab.data",
+    "Objective": "vaelab.objectives",
+    "VaelabError": "vaelab.errors",
+}
+
+
+def __getattr__(name: str):
+    """Import heavy modules (torch) only when first used, so `vaelab --help` starts fast."""
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(_LAZY[name])
+        return getattr(module, name)
+    raise AttributeError(f"module 'vaelab' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

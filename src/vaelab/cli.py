@@ -1,0 +1,217 @@
+"""The `vaelab` command. Thin: parses, calls the library, prints. Heavy imports happen inside commands."""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Train variational autoencoders and measure what their latent space is doing.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Datasets: list, fetch (with checksums), info.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+# --- data ------------------------------------------------------------------------------------------
+@data_app.command("list")
+def data_list(root: Optional[Path] = typer.Option(None, help="Data directory (default $VAELAB_DATA or ~/.cache/vaelab).")):
+    """Show every registered dataset with its size and whether it is present."""
+    from vaelab.data import DATASETS, data_root, is_present
+
+    typer.echo(f"{'name':<15}{'image':<9}{'train':>7}{'test':>7}  {'present':<8} description")
+    for spec in DATASETS.values():
+        present = "embedded" if spec.embedded else ("yes" if is_present(spec.name, root) else "no")
+        shape = "x".join(map(str, spec.image_shape[1:]))
+        typer.echo(f"{spec.name:<15}{shape:<9}{spec.n_train:>7}{spec.n_test:>7}  {present:<8} {spec.description}")
+    typer.echo(f"data directory: {data_root(root)}")
+
+
+@data_app.command("fetch")
+def data_fetch(name: str = typer.Argument(..., help="digits, mnist or fashion-mnist."),
+               root: Optional[Path] = typer.Option(None, help="Data directory (default $VAELAB_DATA or ~/.cache/vaelab)."),
+               force: bool = typer.Option(False, "--force", help="Delete and fetch again even if the files verify."),
+               offline: bool = typer.Option(False, "--offline", help="Skip the internet mirrors; use offline sources only.")):
+    """Download or copy a dataset's files, verify each by checksum, and put them in place atomically."""
+    from vaelab.data import fetch_dataset
+
+    fetch_dataset(name, root, force=force, offline=offline or None, log=_err)
+
+
+@data_app.command("info")
+def data_info(name: str = typer.Argument(..., help="digits, mnist or fashion-mnist."),
+              root: Optional[Path] = typer.Option(None, help="Data directory.")):
+    """Show a dataset's files, checksums, sources and presence."""
+    from vaelab.data import data_root, dataset_spec, is_present
+    from vaelab.data.sources import sources_for
+
+    spec = dataset_spec(name)
+    typer.echo(f"{spec.name}: {spec.description}")
+    typer.echo(f"  images {'x'.join(map(str, spec.image_shape))}, train {spec.n_train}, test {spec.n_test}, classes {spec.n_classes}")
+    if spec.embedded:
+        typer.echo("  embedded in scikit-learn: always present")
+        return
+    folder = data_root(root) / spec.name
+    typer.echo(f"  folder {folder} ({'present' if is_present(name, root) else 'missing: run `vaelab data fetch ' + name + '`'})")
+    for f in spec.files.values():
+        typer.echo(f"  {f.name}  sha256(content) {f.raw_sha256}")
+    typer.echo("  sources, in order: " + "; ".join(label for label, _ in sources_for(spec, offline=False)))
+
+
+# --- train -----------------------------------------------------------------------------------------
+@app.command()
+def train(
+    config: Optional[Path] = typer.Argument(None, help="A YAML config; flags below override its values."),
+    dataset: Optional[str] = typer.Option(None, help="digits (default), mnist or fashion-mnist."),
+    pixels: Optional[str] = typer.Option(None, help="continuous | dynamic (default) | fixed binarization."),
+    train_size: Optional[int] = typer.Option(None, help="Use only the first N training images."),
+    arch: Optional[str] = typer.Option(None, help="MLP as the documents write it: INPUT-HIDDEN-...-LATENT, e.g. 784-256-32-8-2."),
+    network: Optional[str] = typer.Option(None, help="mlp (default) | conv | conv-spatial."),
+    hidden: Optional[str] = typer.Option(None, help="MLP hidden widths, comma-separated (default 256,256)."),
+    latent_dim: Optional[int] = typer.Option(None, help="Latent size for mlp/conv (default 16)."),
+    conv_channels: Optional[str] = typer.Option(None, help="Channels of the stride-2 conv layers (default 32,64)."),
+    latent_channels: Optional[int] = typer.Option(None, help="conv-spatial: latent channels C of C x H x W (default 16)."),
+    activation: Optional[str] = typer.Option(None, help="relu (default) | tanh | elu | leaky_relu | softplus | gelu | silu | sigmoid."),
+    posterior: Optional[str] = typer.Option(None, help="diagonal (default) | isotropic | deterministic."),
+    likelihood: Optional[str] = typer.Option(None, help="bernoulli (default) | gaussian | continuous-bernoulli."),
+    objective: Optional[str] = typer.Option(None, help="elbo (default) | iwae | renyi | vr-max | deterministic."),
+    samples: Optional[int] = typer.Option(None, "--samples", "-k", help="K latent samples per input (default 1)."),
+    alpha: Optional[float] = typer.Option(None, help="renyi: alpha of the VR bound (1 = ELBO, 0 = IWAE)."),
+    beta: Optional[float] = typer.Option(None, help="elbo: KL weight (default 1)."),
+    warmup: Optional[int] = typer.Option(None, help="elbo: KL warm-up epochs (default 0)."),
+    penalty: Optional[float] = typer.Option(None, help="deterministic: quadratic penalty weight (default 1)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (default 20)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default 128)."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default 1e-3)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for initialisation, batches and noise (default 0)."),
+    device: Optional[Device] = typer.Option(None, help="auto (default: cuda when present) | cpu | cuda."),
+    snapshot_every: Optional[int] = typer.Option(None, help="Keep weights every N epochs for analyses over training (default 0 = off)."),
+    name: Optional[str] = typer.Option(None, help="Run name: the folder under --out (default 'run')."),
+    out: Path = typer.Option(Path("runs"), help="Output directory holding run folders."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest valid checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run of this name and start again."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+):
+    """Train a VAE from a YAML config and/or flags; writes OUT/NAME/ (config, metrics, checkpoints)."""
+    from vaelab.config import RunConfig, override
+
+    base = RunConfig.load(config) if config else RunConfig()
+
+    def widths(text: Optional[str], flag: str):
+        if text is None:
+            return None
+        try:
+            return [int(w) for w in text.split(",") if w.strip()]
+        except ValueError:
+            _fail(f"--{flag} {text!r} is not a comma-separated list of integers, e.g. 256,256")
+
+    updates = {
+        "name": name, "data.name": dataset, "data.pixels": pixels, "data.train_size": train_size,
+        "model.arch": arch, "model.network": network, "model.hidden": widths(hidden, "hidden"),
+        "model.latent_dim": latent_dim, "model.conv_channels": widths(conv_channels, "conv-channels"),
+        "model.latent_channels": latent_channels, "model.activation": activation, "model.posterior": posterior,
+        "model.likelihood": likelihood, "objective.name": objective, "objective.samples": samples,
+        "objective.alpha": alpha, "objective.beta": beta, "objective.warmup_epochs": warmup,
+        "objective.penalty": penalty, "train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
+        "train.seed": seed, "train.device": device.value if device else None, "train.snapshot_every": snapshot_every,
+    }
+    cfg = override(base, {k: v for k, v in updates.items() if v is not None})
+    if print_config:
+        typer.echo(cfg.to_yaml(), nl=False)
+        return
+    _run_training(lambda: __import__("vaelab.train", fromlist=["train"]).train(
+        cfg, out, resume=resume, overwrite=overwrite, progress=progress))
+
+
+def _run_training(start) -> None:
+    from vaelab.errors import TrainingDiverged
+
+    try:
+        run = start()
+    except TrainingDiverged as exc:
+        _fail(str(exc), code=exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; the last finished epoch is checkpointed; continue with `vaelab resume RUN`", code=130)
+    summary = run.summary()
+    last = summary["last"]
+    typer.echo(f"run: {run.path}")
+    typer.echo(f"  {summary['epochs_done']} epochs in {summary['seconds']:.1f}s; test loss {last.get('test_loss', float('nan')):.3f} nats"
+               f" (reconstruction {-last.get('test_recon', float('nan')):.3f}, KL {last.get('test_kl', float('nan')):.3f})")
+    kl = summary.get("kl_per_dim")
+    if kl:
+        typer.echo(f"  active latent dimensions (KL > {kl['threshold']} nats): {kl['active']} of {kl['dims']}")
+
+
+@app.command("resume")
+def resume_cmd(run: Path = typer.Argument(..., help="The run directory, e.g. runs/my-run."),
+               epochs: Optional[int] = typer.Option(None, help="Train to this many epochs in total (default: as configured)."),
+               progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar.")):
+    """Continue an interrupted run from its newest valid checkpoint."""
+    from vaelab.train import resume
+
+    _run_training(lambda: resume(run, epochs=epochs, progress=progress))
+
+
+@app.command()
+def info(run: Path = typer.Argument(..., help="The run directory."),
+         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")):
+    """Summarise a run: status, config, last metrics, active dimensions, checkpoints."""
+    from vaelab.runs import Run
+
+    r = Run(run)
+    s = r.summary()
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    c = r.config
+    st = s["status"]
+    typer.echo(f"run {r.path}  [{st.get('state')}]" + (f"  reason: {st['reason']}" if st.get("reason") else ""))
+    arch = c.model.arch or (f"{c.model.network} hidden {c.model.hidden}" if c.model.network == "mlp" else
+                            f"{c.model.network} channels {c.model.conv_channels}")
+    typer.echo(f"  data {c.data.name} ({c.data.pixels})   model {arch}, latent {c.model.latent_dim if c.model.network != 'conv-spatial' else 'C=' + str(c.model.latent_channels)}, "
+               f"{c.model.posterior} posterior, {c.model.likelihood} likelihood")
+    obj = c.objective
+    extra = f", alpha {obj.alpha}" if obj.alpha is not None else ""
+    typer.echo(f"  objective {obj.name} (K={obj.samples}{extra})   epochs {s['epochs_done']}/{s['epochs_planned']}, {s['seconds']:.1f}s")
+    last = s["last"]
+    if last:
+        typer.echo(f"  test loss {last['test_loss']:.3f}  train loss {last['train_loss']:.3f}  "
+                   f"test reconstruction {-last['test_recon']:.3f}  test KL {last['test_kl']:.3f}")
+    kl = s.get("kl_per_dim")
+    if kl:
+        typer.echo(f"  active dimensions (KL > {kl['threshold']}): {kl['active']}/{kl['dims']}; KL per dim min {kl['min']:.3g} "
+                   f"median {kl['median']:.3g} max {kl['max']:.3g}")
+    typer.echo(f"  checkpoints at epochs {s['checkpoints']}" + (f"; snapshots {s['snapshots']}" if s["snapshots"] else ""))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
+    from vaelab.errors import VaelabError
+
+    try:
+        app()
+    except VaelabError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Load a registered dataset into memory as float tensors in [0, 1], with an array cache for speed."""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaelab.data import idx
+from vaelab.data.registry import DIGITS, DatasetSpec, data_root, dataset_spec
+from vaelab.data.sources import verify_content
+from vaelab.errors import DataError
+from vaelab.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+
+DIGITS_SPLIT_SEED = 0
+# sha256 of scikit-learn's digits (uint8 images then uint8 labels), so a changed copy is caught
+DIGITS_SHA256 = "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a826"
+
+
+@dataclass
+class Dataset:
+    """Images as float32 tensors in [0, 1] of shape (N, C, H, W); labels as int64 (N,)."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+    @classmethod
+    def from_arrays(cls, name, x_train, y_train, x_test, y_test) -> "Dataset":
+        """Wrap user arrays. Images: (N, C, H, W) or (N, H, W), values in [0, 1]; labels (N,)."""
+        out = []
+        for what, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+            x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+            y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+            if x.ndim == 3:
+                x = x.unsqueeze(1)
+            if x.ndim != 4:
+                raise DataError(f"{what} images: expected shape (N, C, H, W) or (N, H, W), got {tuple(x.shape)}")
+            if y.shape != (x.shape[0],):
+                raise DataError(f"{what} labels: expected shape ({x.shape[0]},), got {tuple(y.shape)}")
+            if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+                raise DataError(f"{what} images: expected finite values in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
+            out += [x.contiguous(), y]
+        if out[0].shape[1:] != out[2].shape[1:]:
+            raise DataError(f"train images are {tuple(out[0].shape[1:])} but test images are {tuple(out[2].shape[1:])}")
+        return cls(name, *out)
+
+    def subset(self, train_size: int | None = None, test_size: int | None = None) -> "Dataset":
+        """The first ``train_size`` / ``test_size`` images (a slice for quick runs)."""
+        return Dataset(self.name, self.x_train[:train_size], self.y_train[:train_size],
+                       self.x_test[:test_size], self.y_test[:test_size])
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images).astype(np.uint8)  # (1797, 8, 8) in 0..16
+    labels = bunch.target.astype(np.uint8)
+    got = sha256_bytes(images.tobytes() + labels.tobytes())
+    if got != DIGITS_SHA256:
+        raise DataError(f"scikit-learn's digits data has sha256 {got[:12]}..., expected {DIGITS_SHA256[:12]}...; reinstall scikit-learn")
+    order = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(labels))
+    x = torch.from_numpy(images[order].astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(labels[order].astype(np.int64))
+    n = DIGITS.n_train
+    return Dataset("digits", x[:n].contiguous(), y[:n], x[n:].contiguous(), y[n:])
+
+
+def _read_idx_files(spec: DatasetSpec, folder: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    for role, f in spec.files.items():
+        path = folder / f.name
+        if not path.exists():
+            raise DataError(f"dataset {spec.name!r} is not in {folder} ({f.name} is missing); run `vaelab data fetch {spec.name}`")
+        reason = verify_content(path, f)
+        if reason:
+            raise DataError(f"{path}: {reason}; run `vaelab data fetch {spec.name} --force`")
+        arrays[role] = idx.decode(idx.read_gz(path), str(path))
+    return arrays
+
+
+def _load_idx_dataset(spec: DatasetSpec, root) -> Dataset:
+    folder = data_root(root) / spec.name
+    cache, meta_path = folder / "arrays.npz", folder / "arrays.json"
+    sources = {role: f.raw_sha256 for role, f in spec.files.items()}
+    arrays = None
+    if cache.exists() and meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("sources") == sources and meta.get("sha256") == sha256_file(cache):
+                with np.load(cache) as npz:
+                    arrays = {role: npz[role] for role in spec.files}
+        except (OSError, ValueError, KeyError):
+            arrays = None  # a stale or broken cache is rebuilt from the verified IDX files
+    if arrays is None:
+        arrays = _read_idx_files(spec, folder)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(cache, buf.getvalue())
+        atomic_write_json(meta_path, {"sources": sources, "sha256": sha256_file(cache)})
+    c, h, w = spec.image_shape
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32) / 255.0).reshape(-1, c, h, w)
+
+    def labels(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.int64))
+
+    return Dataset(spec.name, images(arrays["train_x"]), labels(arrays["train_y"]),
+                   images(arrays["test_x"]), labels(arrays["test_y"]))
+
+
+def load_dataset(name: str, root=None, train_size: int | None = None, test_size: int | None = None) -> Dataset:
+    """A registered dataset in memory: images (N, C, H, W) float32 in [0, 1], labels (N,) int64."""
+    spec = dataset_spec(name)
+    data = _load_digits() if spec.name == "digits" else _load_idx_dataset(spec, root)
+    if train_size is not None or test_size is not None:
+        data = data.subset(train_size, test_size)
+    return data
+
+
+def is_present(name: str, root=None) -> bool:
+    spec = dataset_spec(name)
+    if spec.embedded:
+        return True
+    folder = data_root(root) / spec.name
+    return all((folder / f.name).exists() for f in spec.files.values())

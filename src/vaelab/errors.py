@@ -1,0 +1,32 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with status 2."""
+
+
+class VaelabError(Exception):
+    """A problem with the user's input or environment, described in one actionable line."""
+
+    exit_code = 2
+
+
+class ConfigError(VaelabError):
+    """An invalid configuration value."""
+
+
+class DataError(VaelabError):
+    """A dataset that is missing, unknown or corrupt."""
+
+
+class RunError(VaelabError):
+    """A run directory that cannot be used as asked (exists, missing, locked, corrupt)."""
+
+
+class TrainingDiverged(VaelabError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 3
+
+    def __init__(self, epoch: int, step: int, value: float):
+        self.epoch, self.step, self.value = epoch, step, value
+        super().__init__(
+            f"loss became {value} at epoch {epoch}, step {step}; training stopped "
+            f"and the last good checkpoint is kept (lower --lr or check the data)"
+        )

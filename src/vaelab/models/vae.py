@@ -1,0 +1,102 @@
+"""The VAE: an encoder body + posterior head, a decoder, a likelihood, and the standard normal prior.
+
+This is the model interface every analysis uses (see :class:`LatentModel`): ``encode``, ``decode``, the three
+log densities, and the latent shape.
+"""
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from vaelab.models.likelihoods import build_likelihood
+from vaelab.models.networks import ConvDecoder, ConvEncoderBody, MLPDecoder, MLPEncoderBody
+from vaelab.models.posteriors import GaussianPosterior, PosteriorHead, std_normal_log_prob
+
+
+@runtime_checkable
+class LatentModel(Protocol):
+    """What an analysis needs from any model, vaelab's or not."""
+
+    latent_shape: tuple[int, ...]
+    image_shape: tuple[int, int, int]
+
+    def encode(self, x: torch.Tensor) -> GaussianPosterior: ...
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor: ...
+    def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor: ...
+
+
+class VAE(nn.Module):
+    def __init__(self, encoder: nn.Module, head: PosteriorHead, decoder: nn.Module, likelihood: nn.Module,
+                 image_shape: tuple[int, int, int], latent_shape: tuple[int, ...]):
+        super().__init__()
+        self.encoder, self.head, self.decoder, self.likelihood = encoder, head, decoder, likelihood
+        self.image_shape = tuple(image_shape)
+        self.latent_shape = tuple(latent_shape)
+        self.latent_dim = math.prod(latent_shape)
+
+    @property
+    def posterior_family(self) -> str:
+        return self.head.family
+
+    def encode(self, x: torch.Tensor) -> GaussianPosterior:
+        """x (B, C, H, W) -> q(z|x) with mu, logvar of shape (B, D)."""
+        return self.head(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (..., D) -> likelihood parameters (..., C, H, W) (logits for Bernoulli families, means for Gaussian)."""
+        lead = z.shape[:-1]
+        return self.decoder(z.reshape(-1, self.latent_dim)).view(*lead, *self.image_shape)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) under N(0, I): (..., D) -> (...)."""
+        return std_normal_log_prob(z)
+
+    def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) from decoder parameters: x (B, C, H, W), params (..., B, C, H, W) -> (..., B)."""
+        return self.likelihood.log_prob(x, params)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean reconstruction from the posterior mean: (B, C, H, W)."""
+        return self.reconstruct(x)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.likelihood.mean(self.decode(self.encode(x).mu))
+
+    @torch.no_grad()
+    def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Likelihood means of n prior samples: (n, C, H, W)."""
+        device = next(self.parameters()).device
+        z = torch.randn((n, self.latent_dim), generator=generator, device=device)
+        return self.likelihood.mean(self.decode(z))
+
+
+def build_model(config) -> VAE:
+    """The VAE a :class:`vaelab.config.RunConfig` describes."""
+    from vaelab.data.registry import dataset_spec
+
+    spec = dataset_spec(config.data.name)
+    m = config.model
+    image_shape = spec.image_shape
+    if m.network == "mlp":
+        encoder = MLPEncoderBody(spec.n_pixels, m.hidden, m.activation)
+        head = PosteriorHead(m.posterior, encoder.n_features, m.latent_dim)
+        decoder = MLPDecoder(m.latent_dim, m.hidden, spec.n_pixels, image_shape, m.activation)
+        latent_shape: tuple[int, ...] = (m.latent_dim,)
+    elif m.network == "conv":
+        encoder = ConvEncoderBody(image_shape, m.conv_channels, m.activation, spatial=False)
+        head = PosteriorHead(m.posterior, encoder.n_features, m.latent_dim)
+        decoder = ConvDecoder(image_shape, m.conv_channels, m.activation, m.latent_dim, None)
+        latent_shape = (m.latent_dim,)
+    else:
+        encoder = ConvEncoderBody(image_shape, m.conv_channels, m.activation, spatial=True)
+        s = encoder.map_size
+        latent_shape = (m.latent_channels, s, s)
+        head = PosteriorHead(m.posterior, encoder.n_features, math.prod(latent_shape), m.latent_channels)
+        decoder = ConvDecoder(image_shape, m.conv_channels, m.activation, math.prod(latent_shape), m.latent_channels)
+    likelihood = build_likelihood(m.likelihood, image_shape, m.gaussian_std)
+    return VAE(encoder, head, decoder, likelihood, image_shape, latent_shape)

@@ -1,0 +1,224 @@
+"""The run directory, the contract between training, analyses and reports:
+
+    runs/<name>/
+      config.yaml      everything needed to rebuild the model and data
+      status.json      running | finished | failed | interrupted, with the epoch and a reason
+      metrics.jsonl    one JSON object per epoch
+      checkpoints/     epoch-NNNNNN/ {weights.safetensors, state.pt, manifest.json}; the newest two are kept
+      snapshots/       epoch-NNNNNN.safetensors every N epochs (optional), for analyses over training
+      analysis/, figures/
+
+Everything is written atomically; checkpoints carry SHA-256 checksums and a corrupt one is never loaded.
+"""
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from vaelab.config import RunConfig
+from vaelab.errors import RunError
+from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, sha256_bytes
+
+
+class CheckpointStore:
+    """Checkpoints in ``folder/epoch-NNNNNN/``, each written to a hidden temporary folder and renamed into place."""
+
+    def __init__(self, folder: str | os.PathLike, keep: int = 2):
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def epochs(self) -> list[int]:
+        """Epochs that have a checkpoint folder, newest first (validity is checked on load)."""
+        if not self.folder.is_dir():
+            return []
+        found = [int(p.name[6:]) for p in self.folder.glob("epoch-*") if p.name[6:].isdigit()]
+        return sorted(found, reverse=True)
+
+    def path(self, epoch: int) -> Path:
+        return self.folder / f"epoch-{epoch:06d}"
+
+    def save(self, weights: dict[str, torch.Tensor], state: dict[str, Any], epoch: int) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        files = {"weights.safetensors": st_save({k: v.detach().contiguous().cpu() for k, v in weights.items()})}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        files["state.pt"] = buf.getvalue()
+        manifest = {"epoch": epoch, "sha256": {name: sha256_bytes(data) for name, data in files.items()}}
+        files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
+        tmp = self.folder / f".tmp-epoch-{epoch:06d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, data in files.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        final = self.path(epoch)
+        if final.exists():  # the same epoch written again after a resume: swap, then drop the old one
+            old = self.folder / f".old-epoch-{epoch:06d}-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        fsync_dir(self.folder)
+        for stale in self.epochs()[self.keep:]:
+            shutil.rmtree(self.path(stale), ignore_errors=True)
+        return final
+
+    def verify(self, epoch: int) -> str | None:
+        """None if the checkpoint of ``epoch`` is complete and matches its checksums, else why not."""
+        folder = self.path(epoch)
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            for name, expected in manifest["sha256"].items():
+                data = (folder / name).read_bytes()
+                if sha256_bytes(data) != expected:
+                    return f"{name} does not match its checksum"
+        except FileNotFoundError as exc:
+            return f"{Path(exc.filename).name} is missing"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"unreadable manifest ({exc})"
+        return None
+
+    def load(self, epoch: int | None = None, map_location="cpu") -> tuple[dict, dict, int] | None:
+        """(weights, state, epoch) of the newest valid checkpoint (or of ``epoch``); None if there is none.
+
+        A corrupt checkpoint is reported with its path and skipped, falling back to the previous one."""
+        for candidate in ([epoch] if epoch is not None else self.epochs()):
+            reason = self.verify(candidate)
+            if reason:
+                warnings.warn(f"checkpoint {self.path(candidate)} is corrupt ({reason}); falling back to an earlier one",
+                              stacklevel=2)
+                continue
+            folder = self.path(candidate)
+            weights = st_load((folder / "weights.safetensors").read_bytes())
+            state = torch.load(folder / "state.pt", map_location=map_location, weights_only=True)
+            return {k: v.to(map_location) for k, v in weights.items()}, state, candidate
+        return None
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``.lock``), so two processes never train one run at once."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.fh = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "another process"
+            self.fh.close()
+            raise RunError(f"run {self.path.parent} is in use by {holder}; wait for it to finish or choose another --name") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"process {os.getpid()}")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+
+
+class Run:
+    """A run directory opened for reading: its config, status, metrics and model."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        cfg = self.path / "config.yaml"
+        if not cfg.exists():
+            raise RunError(f"{self.path} is not a vaelab run (no config.yaml); train one with `vaelab train`")
+        self.config = RunConfig.load(cfg)
+        self.checkpoints = CheckpointStore(self.path / "checkpoints")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.status.get('state')!r})"
+
+    @property
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "status.json").read_text())
+        except (OSError, ValueError):
+            return {"state": "unknown"}
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def load_model(self, device: str | torch.device = "cpu", epoch: int | None = None, snapshot: int | None = None):
+        """The trained VAE (eval mode) from the newest valid checkpoint, a given checkpoint epoch, or a snapshot."""
+        from vaelab.models import build_model
+
+        model = build_model(self.config)
+        if snapshot is not None:
+            path = self.path / "snapshots" / f"epoch-{snapshot:06d}.safetensors"
+            if not path.exists():
+                raise RunError(f"{path} does not exist; snapshots: {self.snapshots()}")
+            weights = st_load(path.read_bytes())
+        else:
+            loaded = self.checkpoints.load(epoch)
+            if loaded is None:
+                raise RunError(f"{self.path} has no valid checkpoint yet")
+            weights = loaded[0]
+        model.load_state_dict(weights)
+        return model.to(device).eval()
+
+    def snapshots(self) -> list[int]:
+        folder = self.path / "snapshots"
+        return sorted(int(p.stem[6:]) for p in folder.glob("epoch-*.safetensors")) if folder.is_dir() else []
+
+    def summary(self) -> dict[str, Any]:
+        metrics = self.metrics
+        last = metrics[-1] if metrics else {}
+        return {
+            "path": str(self.path),
+            "status": self.status,
+            "epochs_done": last.get("epoch", 0),
+            "epochs_planned": self.config.train.epochs,
+            "last": {k: v for k, v in last.items() if k != "kl_per_dim"},
+            "kl_per_dim": last.get("kl_per_dim"),
+            "seconds": round(sum(m.get("seconds", 0.0) for m in metrics), 2),
+            "checkpoints": self.checkpoints.epochs(),
+            "snapshots": self.snapshots(),
+        }
+
+
+# --- writers used by the trainer -----------------------------------------------------------------
+def write_status(run_dir: Path, state: str, **fields: Any) -> None:
+    atomic_write_json(run_dir / "status.json", {"state": state, "updated": time.time(), **fields})
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def write_snapshot(run_dir: Path, weights: dict[str, torch.Tensor], epoch: int) -> None:
+    data = st_save({k: v.detach().contiguous().cpu() for k, v in weights.items()})
+    atomic_write_bytes(run_dir / "snapshots" / f"epoch-{epoch:06d}.safetensors", data)
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Open a run directory."""
+    return Run(path)
