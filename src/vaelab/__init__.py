@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "RunConfig": "vaelab.config", "build_config": "vaelab.config",
-    "train": "vaelab.train", "resume": "vaelab.train",
+    "train": "vaelab.trainer", "resume": "vaelab.trainer",
     "Run": "vaelab.runs", "load_run": "vaelab.runs",
     "VAE": "vaelab.models", "build_model": "vaelab.models",
     "load_dataset": "vaelab.data", "fetch_dataset": "vaelab.data", "Dataset": "vaelab.data",

@@ -137,7 +137,7 @@ def train(
     if print_config:
         typer.echo(cfg.to_yaml(), nl=False)
         return
-    _run_training(lambda: __import__("vaelab.train", fromlist=["train"]).train(
+    _run_training(lambda: __import__("vaelab.trainer", fromlist=["train"]).train(
         cfg, out, resume=resume, overwrite=overwrite, progress=progress))
 
 
@@ -165,7 +165,7 @@ def resume_cmd(run: Path = typer.Argument(..., help="The run directory, e.g. run
                epochs: Optional[int] = typer.Option(None, help="Train to this many epochs in total (default: as configured)."),
                progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar.")):
     """Continue an interrupted run from its newest valid checkpoint."""
-    from vaelab.train import resume
+    from vaelab.trainer import resume
 
     _run_training(lambda: resume(run, epochs=epochs, progress=progress))
 

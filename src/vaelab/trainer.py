@@ -187,7 +187,7 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
             if nan_step is not None and step == nan_step:
                 loss = loss * float("nan")
             if not torch.isfinite(loss):
-                raise TrainingDiverged(epoch, step, float(loss))
+                raise TrainingDiverged(epoch, step, float(loss.detach()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
