@@ -5,6 +5,7 @@ saved in every checkpoint, so a resumed run ends with the same weights as an uni
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -37,6 +38,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RunError("device 'cuda' was asked for but no CUDA device is available; use --device cpu or auto")
     return torch.device(name)
+
+
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam with PyTorch's fused kernel (one pass over all parameters; ~20% faster per MNIST epoch on CPU than
+    the per-parameter loop, see benchmarks/README.md), falling back to the plain loop where it is unsupported."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(model.parameters(), lr=lr)
 
 
 def kl_summary(kl_per_dim: torch.Tensor) -> dict:
@@ -143,7 +153,7 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
         raise RunError(f"dataset images are {tuple(data.image_shape)} but the model expects {model.image_shape}")
     pixels = PixelSampler(config.data.pixels, data.x_train.to(device), data.x_test.to(device), config.data.binarize_seed)
     objective = Objective(config.objective)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t_cfg.lr)
+    optimizer = make_optimizer(model, t_cfg.lr)
     generator = torch.Generator(device=device).manual_seed(t_cfg.seed)
     store = CheckpointStore(run_dir / "checkpoints")
 
@@ -155,7 +165,7 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"].cpu() if device.type == "cpu" else state["generator"])
         step = int(state["step"])
-        history = [m for m in Run(run_dir).metrics if m["epoch"] <= start_epoch]
+        history = json.loads(state["metrics_json"])  # the rows that match these weights, whatever metrics.jsonl says
         log(f"resuming {run_dir} from epoch {start_epoch}")
     write_status(run_dir, "running", epoch=start_epoch)
     write_metrics(run_dir, history)
@@ -207,7 +217,8 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
             "train_examples_per_s": round(n_train / train_seconds, 1),
         }
         history.append(row)
-        state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "epoch": epoch, "step": step}
+        state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "epoch": epoch, "step": step,
+                 "metrics_json": json.dumps(history)}
         store.save(model.state_dict(), state, epoch)
         if t_cfg.snapshot_every and epoch % t_cfg.snapshot_every == 0:
             write_snapshot(run_dir, model.state_dict(), epoch)
