@@ -134,6 +134,8 @@ def test_existing_run_needs_resume_or_overwrite_and_resume_rejects_changes(tmp_p
     changed = tiny_config(train={"epochs": 2, "lr": 0.1})
     with pytest.raises(RunError, match="train.lr"):
         vaelab.train(changed, out=tmp_path, resume=True, progress=False, log=lambda m: None)
+    with pytest.raises(RunError, match="2 are already done"):
+        vaelab.resume(tmp_path / "tiny", epochs=1, progress=False, log=lambda m: None)
     more = vaelab.resume(tmp_path / "tiny", epochs=4, progress=False, log=lambda m: None)
     assert [r["epoch"] for r in more.metrics] == [1, 2, 3, 4]
     fresh = vaelab.train(cfg, out=tmp_path, overwrite=True, progress=False, log=lambda m: None)
@@ -149,6 +151,21 @@ def test_a_locked_run_is_refused(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                               cwd=os.path.dirname(__file__))
     assert proc.returncode == 2 and "in use by process" in proc.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_mark_the_run_interrupted_and_say_how_to_resume(tmp_path, sig):
+    proc = subprocess.Popen(cli("train", "--arch", "64-64-8", "--epochs", "100000", "--out", str(tmp_path), "--name", "i",
+                                "--no-progress"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = CheckpointStore(tmp_path / "i" / "checkpoints")
+    deadline = time.time() + 120
+    while time.time() < deadline and not store.epochs():
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and f"vaelab resume {tmp_path / 'i'}" in err and "Traceback" not in err
+    run = Run(tmp_path / "i")
+    assert run.status["state"] == "interrupted" and run.checkpoints.load() is not None
 
 
 def test_cli_train_info_and_json(tmp_path):

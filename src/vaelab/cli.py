@@ -142,14 +142,12 @@ def train(
 
 
 def _run_training(start) -> None:
-    from vaelab.errors import TrainingDiverged
+    from vaelab.errors import RunInterrupted, TrainingDiverged
 
     try:
         run = start()
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, RunInterrupted) as exc:
         _fail(str(exc), code=exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; the last finished epoch is checkpointed; continue with `vaelab resume RUN`", code=130)
     summary = run.summary()
     last = summary["last"]
     typer.echo(f"run: {run.path}")

@@ -30,3 +30,13 @@ class TrainingDiverged(VaelabError):
             f"loss became {value} at epoch {epoch}, step {step}; training stopped "
             f"and the last good checkpoint is kept (lower --lr or check the data)"
         )
+
+
+class RunInterrupted(VaelabError):
+    """Ctrl-C or SIGTERM stopped training; the last finished epoch is checkpointed."""
+
+    exit_code = 130
+
+    def __init__(self, run_dir, epoch: int):
+        self.run_dir, self.epoch = run_dir, epoch
+        super().__init__(f"interrupted; epoch {epoch} is the last checkpoint; continue with `vaelab resume {run_dir}`")

@@ -5,11 +5,14 @@ saved in every checkpoint, so a resumed run ends with the same weights as an uni
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,7 +22,7 @@ import torch
 from vaelab import faults
 from vaelab.config import RunConfig
 from vaelab.data import Dataset, PixelSampler, load_dataset
-from vaelab.errors import RunError, TrainingDiverged
+from vaelab.errors import RunError, RunInterrupted, TrainingDiverged
 from vaelab.fileio import atomic_write_text
 from vaelab.models import build_model
 from vaelab.objectives import Objective
@@ -101,6 +104,23 @@ def _config_changes(old: RunConfig, new: RunConfig) -> list[str]:
     return changes
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM like Ctrl-C while training (main thread only), so both end with a clean 'interrupted'."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
     existing = run_dir / "config.yaml"
     if existing.exists() and not resume:
@@ -112,6 +132,10 @@ def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: 
             if child.name != ".lock":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     if existing.exists() and resume:
+        done = CheckpointStore(run_dir / "checkpoints").epochs()
+        if done and done[0] > config.train.epochs:
+            raise RunError(f"cannot resume {run_dir} to {config.train.epochs} epochs: {done[0]} are already done; "
+                           f"give --epochs above {done[0]} to train further")
         changes = _config_changes(RunConfig.load(existing), config)
         if changes:
             raise RunError(f"cannot resume {run_dir} with a different config ({changes[0]}); only train.epochs, "
@@ -128,14 +152,14 @@ def train(config: RunConfig, out: str | os.PathLike = "runs", *, resume: bool = 
     """
     run_dir = Path(out) / config.name
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    with RunLock(run_dir):
+    with RunLock(run_dir), _sigterm_as_interrupt():
         _prepare_run_dir(config, run_dir, resume, overwrite)
         try:
             _train_locked(config, run_dir, dataset, progress, log)
         except KeyboardInterrupt:
             last = CheckpointStore(run_dir / "checkpoints").epochs()
             write_status(run_dir, "interrupted", epoch=last[0] if last else 0)
-            raise
+            raise RunInterrupted(run_dir, last[0] if last else 0) from None
         except TrainingDiverged as exc:
             write_status(run_dir, "failed", epoch=exc.epoch, step=exc.step, reason=str(exc))
             raise
