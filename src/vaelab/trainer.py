@@ -187,7 +187,7 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
         weights, state, start_epoch = loaded
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"].cpu() if device.type == "cpu" else state["generator"])
+        generator.set_state(state["generator"].cpu())  # set_state takes a CPU ByteTensor on every device
         step = int(state["step"])
         history = json.loads(state["metrics_json"])  # the rows that match these weights, whatever metrics.jsonl says
         log(f"resuming {run_dir} from epoch {start_epoch}")
