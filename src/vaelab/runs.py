@@ -31,6 +31,11 @@ from vaelab.errors import RunError
 from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, sha256_bytes
 
 
+def weights_bytes(weights: dict[str, torch.Tensor]) -> bytes:
+    """A state dict as safetensors bytes (contiguous CPU copies, as safetensors requires)."""
+    return st_save({k: v.detach().contiguous().cpu() for k, v in weights.items()})
+
+
 class CheckpointStore:
     """Checkpoints in ``folder/epoch-NNNNNN/``, each written to a hidden temporary folder and renamed into place."""
 
@@ -50,7 +55,7 @@ class CheckpointStore:
 
     def save(self, weights: dict[str, torch.Tensor], state: dict[str, Any], epoch: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        files = {"weights.safetensors": st_save({k: v.detach().contiguous().cpu() for k, v in weights.items()})}
+        files = {"weights.safetensors": weights_bytes(weights)}
         buf = io.BytesIO()
         torch.save(state, buf)
         files["state.pt"] = buf.getvalue()
@@ -215,7 +220,7 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_snapshot(run_dir: Path, weights: dict[str, torch.Tensor], epoch: int) -> None:
-    data = st_save({k: v.detach().contiguous().cpu() for k, v in weights.items()})
+    data = weights_bytes(weights)
     atomic_write_bytes(run_dir / "snapshots" / f"epoch-{epoch:06d}.safetensors", data)
 
 

@@ -54,15 +54,20 @@ def _install(candidate: Path, target: Path, spec_file: IdxFile) -> None:
     os.replace(candidate, target)
 
 
+def _copy_verified(stream, dest: Path, spec_file: IdxFile) -> None:
+    """Copy a readable stream to a hidden .part file in ``dest``, then verify and rename it into place."""
+    with tempfile.NamedTemporaryFile(dir=dest, prefix=f".{spec_file.name}.", suffix=".part", delete=False) as tmp:
+        shutil.copyfileobj(stream, tmp)
+    _install(Path(tmp.name), dest / spec_file.name, spec_file)
+
+
 def _from_mirror(spec: DatasetSpec, dest: Path, missing: list[IdxFile], log: Log) -> None:
     last_error = None
     for mirror in spec.mirrors:
         try:
             for f in missing:
-                with tempfile.NamedTemporaryFile(dir=dest, prefix=f".{f.name}.", suffix=".part", delete=False) as tmp:
-                    with urllib.request.urlopen(mirror + f.name, timeout=MIRROR_TIMEOUT_S) as resp:
-                        shutil.copyfileobj(resp, tmp)
-                _install(Path(tmp.name), dest / f.name, f)
+                with urllib.request.urlopen(mirror + f.name, timeout=MIRROR_TIMEOUT_S) as resp:
+                    _copy_verified(resp, dest, f)
             return
         except (OSError, DataError) as exc:  # URLError is an OSError
             last_error = exc
@@ -77,11 +82,8 @@ def _from_directory(directory: Path) -> Callable[[DatasetSpec, Path, list[IdxFil
         if not directory.is_dir():
             raise DataError(f"{directory} does not exist (install Debian's package dataset-fashion-mnist)")
         for f in missing:
-            src = directory / f.name
-            with tempfile.NamedTemporaryFile(dir=dest, prefix=f".{f.name}.", suffix=".part", delete=False) as tmp:
-                with open(src, "rb") as fh:
-                    shutil.copyfileobj(fh, tmp)
-            _install(Path(tmp.name), dest / f.name, f)
+            with open(directory / f.name, "rb") as fh:
+                _copy_verified(fh, dest, f)
 
     return fetch
 
