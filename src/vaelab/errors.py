@@ -19,6 +19,10 @@ class RunError(VaelabError):
     """A run directory that cannot be used as asked (exists, missing, locked, corrupt)."""
 
 
+class NotApplicable(RunError):
+    """An analysis that does not apply to this model (e.g. geodesics of a deterministic encoder)."""
+
+
 class TrainingDiverged(VaelabError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 

@@ -1,0 +1,18 @@
+"""Measurements of a trained model's latent space. Each analysis is a function ``f(subject, **params) ->
+AnalysisResult`` (plain data); :func:`run_analysis` also saves it as JSON plus figures in the run directory.
+
+    from vaelab.analysis import from_run, analyze, diagnose
+    subject = from_run("runs/my-run")
+    results = analyze(subject, only="posterior,likelihood")
+"""
+from vaelab.analysis.common import AnalysisResult
+from vaelab.analysis.runner import ANALYSES, analyze, run_analysis
+from vaelab.analysis.subject import Subject, from_model, from_run
+
+
+def diagnose(subject, **params) -> AnalysisResult:
+    """Document 000's question for this model; saved as analysis/diagnosis.json (see vaelab.analysis.diagnose)."""
+    return run_analysis(subject, "diagnosis", **params)
+
+
+__all__ = ["ANALYSES", "AnalysisResult", "Subject", "analyze", "diagnose", "from_model", "from_run", "run_analysis"]

@@ -1,0 +1,77 @@
+"""What every analysis shares: the result type, batched encoding and decoding, seeded generators."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_BATCH = 1000
+
+
+@dataclass
+class AnalysisResult:
+    """One analysis's output: JSON-able ``data``, the ``params`` it ran with, and arrays (images, codes) kept out
+    of the JSON (saved beside it as .npz) for figures and reports."""
+
+    name: str
+    params: dict[str, Any]
+    data: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"analysis": self.name, "params": self.params, "source": self.source, "result": self.data,
+                "figures": self.figures, "arrays": sorted(self.arrays)}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+@torch.no_grad()
+def encode_all(model, x: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Posterior parameters of every image: x (N, C, H, W) -> mu (N, D), logvar (N, D) or None (deterministic)."""
+    device = _device(model)
+    mus, logvars = [], []
+    for i in range(0, x.shape[0], batch_size):
+        q = model.encode(x[i:i + batch_size].to(device))
+        mus.append(q.mu.float())
+        if q.logvar is not None:
+            logvars.append(q.logvar.float())
+    mu = torch.cat(mus)
+    return mu, (torch.cat(logvars) if logvars else None)
+
+
+@torch.no_grad()
+def decode_means(model, z: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> torch.Tensor:
+    """Likelihood means (images in [0, 1]) of latents z (N, D): (N, C, H, W) on the CPU."""
+    device = _device(model)
+    out = [model.likelihood.mean(model.decode(z[i:i + batch_size].to(device))).float().cpu()
+           for i in range(0, z.shape[0], batch_size)]
+    return torch.cat(out).clamp(0, 1)
+
+
+def _device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+def subsample(n_total: int, n: int | None, seed: int) -> torch.Tensor:
+    """Indices of a seeded random subset of size min(n, n_total) (all, in order, when n is None or too big)."""
+    if n is None or n >= n_total:
+        return torch.arange(n_total)
+    return torch.randperm(n_total, generator=generator(seed))[:n].sort().values
+
+
+def to_list(t, digits: int = 6) -> list:
+    """A tensor/array as a JSON list of rounded floats."""
+    a = np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.float64)
+    return [round(float(v), digits) for v in a.ravel()]

@@ -1,0 +1,256 @@
+"""Sample quality without Inception weights: an evaluation classifier per dataset and metrics in its feature space.
+
+- The classifier (a small CNN, trained by vaelab once per dataset and cached under the data folder) gives 128-d
+  penultimate features and class probabilities. Its test accuracy is recorded with it.
+- FD: the Frechet distance between Gaussians fitted to the features of real and generated images,
+  ||m1 - m2||^2 + Tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2). It is FID only with Inception features; vaelab calls it FD.
+- KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel (a.b / d + 1)^3, averaged over subsets.
+- Precision / recall (Kynkaanniemi et al. 2019, k = 3) and density / coverage (Naeem et al. 2020, k = 5), from
+  k-nearest-neighbour balls around real (and generated) features.
+- The class histogram of generated images and the classifier's mean confidence.
+Any other feature extractor can be plugged in: a callable images (N, C, H, W) in [0, 1] -> features (N, F),
+or a "module:function" string (e.g. Inception weights the user has on disk, for true FID).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, subsample
+from vaelab.analysis.samplers import SAMPLERS, sampler_latents
+from vaelab.errors import ConfigError
+
+CLASSIFIER_VERSION = 1
+CLASSIFIER_EPOCHS = {"digits": 40, "mnist": 6, "fashion-mnist": 10}
+
+
+# --- the evaluation classifier ----------------------------------------------------------------------
+class EvalClassifier(nn.Module):
+    """Conv(w)-Conv(w)-pool-Conv(2w)-Conv(2w)-pool-Linear(128) features, then a linear head over classes."""
+
+    def __init__(self, image_shape: tuple[int, int, int], n_classes: int = 10, width: int = 16, n_features: int = 128):
+        super().__init__()
+        c, h, w = image_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * width * (h // 4) * (w // 4), n_features), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(n_features, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, 128) and class probabilities (N, K) of images in [0, 1]."""
+        self.eval()
+        feats, probs = [], []
+        for i in range(0, x.shape[0], batch_size):
+            f = self.features(x[i:i + batch_size])
+            feats.append(f)
+            probs.append(torch.softmax(self.head(f), -1))
+        return torch.cat(feats), torch.cat(probs)
+
+
+def _cache_key(data) -> str:
+    from vaelab.fileio import sha256_bytes
+
+    return f"{data.name}-{sha256_bytes(data.x_train[:2000].numpy().tobytes() + data.y_train[:2000].numpy().tobytes())[:12]}"
+
+
+def train_classifier(data, *, epochs: int | None = None, seed: int = 0, log=None) -> tuple[EvalClassifier, dict]:
+    """Train the evaluation classifier on grey images (Adam 1e-3, batch 128); returns it and its test accuracy."""
+    epochs = epochs or CLASSIFIER_EPOCHS.get(data.name, 10)
+    torch.manual_seed(seed)
+    model = EvalClassifier(data.image_shape, data.n_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * math.ceil(len(data.y_train) / 128))
+    g = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(data.y_train), generator=g)
+        for i in range(0, len(order), 128):
+            idx = order[i:i + 128]
+            loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if log:
+            log(f"evaluation classifier for {data.name}: epoch {epoch + 1}/{epochs}")
+    _, probs = model.embed(data.x_test)
+    acc = float((probs.argmax(1) == data.y_test).double().mean())
+    info = {"dataset": data.name, "test_accuracy": acc, "epochs": epochs, "seed": seed, "version": CLASSIFIER_VERSION,
+            "train_seconds": round(time.perf_counter() - t0, 1), "n_classes": data.n_classes,
+            "image_shape": list(data.image_shape)}
+    return model.eval(), info
+
+
+def evaluation_classifier(data, *, root=None, log=None) -> tuple[EvalClassifier, dict]:
+    """The cached evaluation classifier for this dataset (trained and cached on first use)."""
+    from safetensors.torch import load as st_load
+
+    from vaelab.data.registry import data_root
+    from vaelab.fileio import atomic_write_bytes, atomic_write_json
+    from vaelab.runs import weights_bytes
+
+    folder = data_root(root) / "classifiers"
+    key = f"{_cache_key(data)}-v{CLASSIFIER_VERSION}"
+    wpath, ipath = folder / f"{key}.safetensors", folder / f"{key}.json"
+    if wpath.exists() and ipath.exists():
+        try:
+            info = json.loads(ipath.read_text())
+            model = EvalClassifier(tuple(info["image_shape"]), info["n_classes"])
+            model.load_state_dict(st_load(wpath.read_bytes()))
+            return model.eval(), info
+        except (OSError, ValueError, KeyError, RuntimeError):
+            pass  # a broken cache entry is retrained
+    model, info = train_classifier(data, log=log)
+    atomic_write_bytes(wpath, weights_bytes(model.state_dict()))
+    atomic_write_json(ipath, info)
+    return model, info
+
+
+def load_feature_extractor(spec: str) -> Callable:
+    """'package.module:function' -> the callable (images (N, C, H, W) in [0, 1] -> features (N, F))."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ConfigError(f"feature extractor {spec!r} is not of the form 'module:function'")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load feature extractor {spec!r}: {exc}") from None
+
+
+# --- metrics -------------------------------------------------------------------------------------
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets a (N, F) and b (M, F)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    m1, m2 = a.mean(0), b.mean(0)
+    c1, c2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = np.linalg.eigh(c1)
+    s1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # C1^1/2
+    cross = np.linalg.eigvalsh(s1 @ c2 @ s1)
+    return float(((m1 - m2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+
+
+def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 10, subset_size: int = 1000,
+                              seed: int = 0) -> tuple[float, float]:
+    """KID: unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and sd over random subsets."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(a), len(b))
+    d = a.shape[1]
+    vals = []
+    for _ in range(subsets):
+        x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
+        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+        vals.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                    - 2 * kxy.mean())
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def _knn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each row to its k-th nearest other row: (N,)."""
+    d = torch.cdist(x, x)
+    return d.kthvalue(k + 1, dim=1).values  # index 1 is the point itself (distance 0)
+
+
+def prdc(real: np.ndarray, fake: np.ndarray, k_pr: int = 3, k_dc: int = 5) -> dict:
+    """Precision, recall (k = 3, Kynkaanniemi et al. 2019), density and coverage (k = 5, Naeem et al. 2020)."""
+    x = torch.as_tensor(np.asarray(real), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
+    d_xy = torch.cdist(x, y)  # (N real, M fake)
+    r_x3, r_y3, r_x5 = _knn_radius(x, k_pr), _knn_radius(y, k_pr), _knn_radius(x, k_dc)
+    return {
+        "precision": float((d_xy <= r_x3[:, None]).any(0).double().mean()),
+        "recall": float((d_xy <= r_y3[None, :]).any(1).double().mean()),
+        "density": float((d_xy <= r_x5[:, None]).double().sum() / (k_dc * y.shape[0])),
+        "coverage": float((d_xy.min(1).values <= r_x5).double().mean()),
+    }
+
+
+def compare_features(real: np.ndarray, fake: np.ndarray, seed: int = 0) -> dict:
+    kid, kid_sd = kernel_inception_distance(real, fake, seed=seed)
+    return {"fd": frechet_distance(real, fake), "kid": kid, "kid_sd": kid_sd, **prdc(real, fake)}
+
+
+# --- the analysis --------------------------------------------------------------------------------
+def sample_quality(subject, *, n: int = 2000, neighbourhood_scale: float = 1.0, gmm_components: int = 10,
+                   fit_points: int = 10000, features: str | Callable | None = None, seed: int = 0,
+                   log=None) -> AnalysisResult:
+    """FD, KID, precision/recall, density/coverage and class statistics of each sampler's images against real
+    test images; with two floors: reconstructions of test images, and real training images."""
+    ref = subject.reference
+    classifier, clf_info = evaluation_classifier(ref, log=log)
+    if features is None:
+        extract = lambda imgs: classifier.embed(imgs)[0].numpy()  # noqa: E731
+        feature_name = f"vaelab evaluation classifier ({clf_info['test_accuracy']:.4f} test accuracy)"
+    else:
+        extract = load_feature_extractor(features) if isinstance(features, str) else features
+        feature_name = features if isinstance(features, str) else getattr(features, "__name__", "user features")
+    real_idx = subsample(ref.x_test.shape[0], n, seed)
+    real_images = ref.x_test[real_idx]
+    real_feats = np.asarray(extract(real_images))
+    idx = subsample(subject.data.x_train.shape[0], fit_points, seed)
+    mu, logvar = encode_all(subject.model, subject.data.x_train[idx])
+    rows = {}
+    sets = {name: None for name in SAMPLERS}
+    for name in sets:
+        z = sampler_latents(name, mu, logvar, len(real_idx), seed + 1, neighbourhood_scale, gmm_components)
+        sets[name] = decode_means(subject.model, z)
+    mu_test, _ = encode_all(subject.model, subject.data.x_test[real_idx])
+    sets["reconstruction"] = decode_means(subject.model, mu_test)
+    train_idx = subsample(ref.x_train.shape[0], len(real_idx), seed + 2)
+    sets["real-train"] = ref.x_train[train_idx]
+    for name, images in sets.items():
+        metrics = compare_features(real_feats, np.asarray(extract(images)), seed)
+        _, probs = classifier.embed(images)
+        hist = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).double() / probs.shape[0]
+        entropy = float(-(hist[hist > 0] * hist[hist > 0].log()).sum())
+        rows[name] = {**metrics, "class_histogram": [round(float(h), 4) for h in hist],
+                      "class_entropy": entropy, "class_entropy_max": math.log(probs.shape[1]),
+                      "mean_confidence": float(probs.max(1).values.mean())}
+    data = {"features": feature_name, "classifier": clf_info, "n_real": len(real_idx), "samplers": rows,
+            "fd": {k: v["fd"] for k, v in rows.items()}}
+    params = {"n": n, "neighbourhood_scale": neighbourhood_scale, "gmm_components": gmm_components,
+              "fit_points": int(idx.numel()), "features": feature_name, "seed": seed}
+    arrays = {f"images_{k}": v[:64].numpy() for k, v in sets.items()}
+    return AnalysisResult("quality", params, data, arrays)
+
+
+def plot(result: AnalysisResult, save) -> None:
+    from vaelab.report.figures import pyplot
+
+    plt = pyplot()
+    rows = result.data["samplers"]
+    names = list(rows)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    colors = ["#C44E52" if n == "prior" else "#999999" if n in ("reconstruction", "real-train") else "#4C72B0"
+              for n in names]
+    axes[0].barh(names, [rows[n]["fd"] for n in names], color=colors)
+    axes[0].set_xlabel("FD to test images (classifier features; lower is better)")
+    axes[0].invert_yaxis()
+    for metric, marker in (("precision", "o"), ("recall", "s"), ("density", "^"), ("coverage", "D")):
+        axes[1].plot([rows[n][metric] for n in names], names, marker=marker, ls="", label=metric)
+    axes[1].set_xlabel("value (1 = like the real test images)")
+    axes[1].invert_yaxis()
+    axes[1].legend(fontsize=8)
+    k = len(rows[names[0]]["class_histogram"])
+    for n in names:
+        if n in ("prior", "ex-post-gmm", "real-train"):
+            axes[2].plot(range(k), rows[n]["class_histogram"], marker="o", label=n)
+    axes[2].set_xlabel("class predicted by the evaluation classifier")
+    axes[2].set_ylabel("share of samples")
+    axes[2].set_xticks(range(k))
+    axes[2].legend(fontsize=8)
+    fig.suptitle(f"Sample quality by sampler ({result.data['features']})")
+    save(fig, "metrics")
