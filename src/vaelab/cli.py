@@ -200,6 +200,124 @@ def info(run: Path = typer.Argument(..., help="The run directory."),
     typer.echo(f"  checkpoints at epochs {s['checkpoints']}" + (f"; snapshots {s['snapshots']}" if s["snapshots"] else ""))
 
 
+# --- analysis --------------------------------------------------------------------------------------
+def _parse_settings(items: Optional[list[str]]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            _fail(f"--set {item!r} is not of the form KEY=VALUE (e.g. --set samples=5000 or --set likelihood.samples=5000)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _open_subject(run: Path, device: Device, epoch: Optional[int], snapshot: Optional[int]):
+    from vaelab.analysis import from_run
+    from vaelab.trainer import resolve_device
+
+    subject = from_run(run, device=str(resolve_device(device.value)), epoch=epoch, snapshot=snapshot)
+    src = subject.source
+    where = f"snapshot {src['snapshot']}" if "snapshot" in src else f"checkpoint of epoch {src.get('checkpoint_epoch')}"
+    note = "" if src.get("run_state") == "finished" else f" (run is {src.get('run_state')}; using its last complete checkpoint)"
+    _err(f"analysing {run} at its {where}{note}")
+    return subject
+
+
+@app.command()
+def analyze(run: Optional[Path] = typer.Argument(None, help="The run directory."),
+            only: Optional[str] = typer.Option(None, "--only", help="Comma-separated analyses (default: all); see --list."),
+            settings: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE parameter, e.g. samples=5000 or likelihood.samples=5000 (repeatable)."),
+            device: Device = typer.Option(Device.cpu, help="Where to run the model."),
+            epoch: Optional[int] = typer.Option(None, help="Analyse this checkpoint epoch instead of the newest."),
+            snapshot: Optional[int] = typer.Option(None, help="Analyse this snapshot epoch instead of the newest checkpoint."),
+            list_: bool = typer.Option(False, "--list", help="List the analyses and their parameters, then exit."),
+            as_json: bool = typer.Option(False, "--json", help="Print the results as JSON.")):
+    """Measure a trained model's latent space; writes RUN/analysis/NAME.json and RUN/figures/NAME-*.png|svg."""
+    from vaelab.analysis.runner import ANALYSES, _jsonable, analyze as run_all, parse_names, split_params
+
+    if list_:
+        for a in ANALYSES.values():
+            params = ", ".join(f"{k}={v}" for k, v in a.parameters().items())
+            typer.echo(f"{a.name:<14} {a.summary}\n{'':<14} params: {params}")
+        return
+    if run is None:
+        _fail("give a run directory, e.g. `vaelab analyze runs/my-run`, or --list to see the analyses")
+    names = parse_names(only)
+    per = _parse_settings(settings)
+    split_params(names, per)  # reject bad --set before loading anything
+    subject = _open_subject(run, device, epoch, snapshot)
+    results = run_all(subject, names, per, progress=_err)
+    if as_json:
+        typer.echo(json.dumps({k: _jsonable(v.to_json()) if v else None for k, v in results.items()}, indent=2))
+        return
+    for name, r in results.items():
+        typer.echo(f"{name}: " + ("skipped (does not apply to this model)" if r is None else
+                                  f"{run / 'analysis' / (name + '.json')}, {len(r.figures) // 2} figures"))
+        if r is not None:
+            for line in _headline(name, r.data):
+                typer.echo(f"    {line}")
+
+
+def _headline(name: str, d: dict) -> list[str]:
+    """One or two lines of the numbers that matter, per analysis."""
+    if name == "posterior":
+        mi = d.get("mutual_information")
+        return [f"active units {d['active_units']}/{d['latent_dim']} (Var[mu] > 0.01); PCA eigenvalues > 0.01: "
+                f"{d['pca']['above_threshold']}" + (f"; I(x; z) = {mi['mi_nats']:.2f} nats" if mi else "")]
+    if name == "typical-set":
+        return [f"typical-set gap {d['gap']['percent_gap_mean']:.2f}% per dim; ||z||/sqrt(n): prior "
+                f"{d['norms']['prior']['mean_over_sqrt_n']:.3f}, posterior samples {d['norms']['posterior_sample']['mean_over_sqrt_n']:.3f}, "
+                f"means {d['norms']['posterior_mean']['mean_over_sqrt_n']:.3f}"]
+    if name == "prior-gap":
+        return [f"KL(q(z)||p(z)) ~ {d['kl_aggregate_prior']:.2f} nats; holes {100 * d['holes']:.1f}% (1% expected); "
+                f"classifier AUC {d['classifier_auc']:.3f}; MMD^2 {d['mmd2']:.4f}"]
+    if name == "likelihood":
+        lines = []
+        if "log_likelihood" in d:
+            lines.append(f"log p(x) = {d['log_likelihood']:.3f} +- {d['log_likelihood_se_images']:.3f} (images) "
+                         f"+- {d['log_likelihood_se_sampling']:.4f} (sampling); VR bound {d['vr_bound']:.3f}")
+        lines.append(f"-ELBO train {d['train']['neg_elbo']:.3f}, test {d['test']['neg_elbo']:.3f} (gap {d['overfit_gap_neg_elbo']:+.3f})")
+        return lines
+    if name == "quality":
+        return ["FD: " + ", ".join(f"{k} {v:.2f}" for k, v in d["fd"].items())]
+    if name == "probes":
+        return ["probe accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in d["final"].items()) +
+                f" (pixels {d['pixels_baseline']:.3f})"]
+    if name == "interpolation":
+        return [f"pair {p['labels'][0]}->{p['labels'][1]}: Fisher-Rao {p['fisher_rao_distance']:.3f}, straight line "
+                f"{p['straight_line_fisher_length']:.3f}" for p in d["pairs"]]
+    return [f"latent dimension {d['latent_dim']}"] if "latent_dim" in d else []
+
+
+@app.command()
+def diagnose(run: Path = typer.Argument(..., help="The run directory."),
+             quick: bool = typer.Option(False, "--quick", help="Fewer samples (about 4x faster, noisier numbers)."),
+             device: Device = typer.Option(Device.cpu, help="Where to run the model."),
+             seed: int = typer.Option(0, help="Seed of every sampler."),
+             as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON.")):
+    """Why does this model generate badly (or well)? Measures latent usage, the prior/posterior gap, over-fitting and
+    sample quality per sampler; prints a table and a verdict; writes RUN/analysis/diagnosis.json and figures."""
+    from vaelab.analysis import diagnose as run_diagnosis
+    from vaelab.analysis.runner import _jsonable
+
+    subject = _open_subject(run, device, None, None)
+    result = run_diagnosis(subject, quick=quick, seed=seed, progress=_err)
+    if as_json:
+        typer.echo(json.dumps(_jsonable(result.to_json()), indent=2))
+        return
+    table = result.data["table"]
+    typer.echo(f"diagnosis of {run}  ({run / 'analysis' / 'diagnosis.json'})")
+    width = max(len(k) for k in table)
+    for key, value in table.items():
+        shown = "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+        typer.echo(f"  {key:<{width}}  {shown}")
+    typer.echo("")
+    import textwrap
+
+    for sentence in result.data["verdict"]:
+        typer.echo(textwrap.fill(sentence, width=100, initial_indent="  ", subsequent_indent="    "))
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     from vaelab.errors import VaelabError

@@ -16,8 +16,9 @@ from vaelab.analysis.common import AnalysisResult
 from vaelab.analysis.runner import run_analysis
 
 # Thresholds of the verdict, stated in the output so a reader can disagree with them.
-HOLES_FACTOR = 3.0  # prior samples in holes at least 3x the 1% expected with no gap
-AUC_GAP = 0.75  # a classifier separates prior from aggregate-posterior samples this well
+HOLES_FACTOR = 5.0  # prior samples in holes at least 5x the 1% expected with no gap ...
+AUC_WITH_HOLES = 0.6  # ... while a classifier separates prior from aggregate-posterior samples at least this well,
+AUC_GAP = 0.75  # or the classifier alone separates them this well
 OVERFIT_RELATIVE = 0.03  # test -ELBO above train by more than 3% ...
 OVERFIT_NATS = 1.0  # ... and more than 1 nat
 FD_BETTER = 0.8  # an alternative sampler is "better" when its FD is below 80% of the prior's
@@ -44,7 +45,7 @@ def diagnose(subject, *, quick: bool = False, seed: int = 0, progress: Callable[
         except NotApplicable:
             results[name] = None
     data = summarise(results)
-    params = {"quick": quick, "seed": seed, "thresholds": {"holes_factor": HOLES_FACTOR, "auc_gap": AUC_GAP,
+    params = {"quick": quick, "seed": seed, "thresholds": {"holes_factor": HOLES_FACTOR, "auc_with_holes": AUC_WITH_HOLES, "auc_gap": AUC_GAP,
               "overfit_relative": OVERFIT_RELATIVE, "overfit_nats": OVERFIT_NATS, "fd_better": FD_BETTER}}
     return AnalysisResult("diagnosis", params, data)
 
@@ -68,7 +69,8 @@ def summarise(results: dict) -> dict:
         g = gap.data
         table.update({"kl_aggregate_prior": g["kl_aggregate_prior"], "holes": g["holes"],
                       "classifier_auc": g["classifier_auc"], "mmd2": g["mmd2"]})
-        soap = g["holes"] >= HOLES_FACTOR * g["holes_expected_without_gap"] or g["classifier_auc"] >= AUC_GAP
+        soap = bool((g["holes"] >= HOLES_FACTOR * g["holes_expected_without_gap"] and g["classifier_auc"] >= AUC_WITH_HOLES)
+                    or g["classifier_auc"] >= AUC_GAP)
         verdict.append(
             f"Aggregate posterior vs prior: {100 * g['holes']:.1f}% of prior samples fall in holes (below the 1% "
             f"density quantile of the codes; 1% expected with no gap), a classifier tells prior from posterior codes "
@@ -86,7 +88,7 @@ def summarise(results: dict) -> dict:
         + ("The over-fitting explanation is supported: the model does clearly better on images it trained on."
            if overfit else "The over-fitting explanation is not supported: test and train are close."))
 
-    fix = None
+    fix, readable = None, {}
     if qual is not None:
         fd = qual.data["fd"]
         table.update({f"fd_{k}": v for k, v in fd.items()})
@@ -94,11 +96,13 @@ def summarise(results: dict) -> dict:
         best = min(alternatives, key=alternatives.get)
         ratio = alternatives[best] / fd["prior"] if fd["prior"] > 0 else 1.0
         fix = best if ratio < FD_BETTER else None
+        readable = {"neighbourhood": "N(mu(x), I) around training codes", "posterior": "the posteriors N(mu(x), sigma(x)^2)",
+                    "ex-post-gmm": "an ex-post Gaussian mixture fitted to the codes"}
         verdict.append(
             f"FD to test images: prior {fd['prior']:.2f}, N(mu(x), I) {fd['neighbourhood']:.2f}, N(mu(x), sigma(x)^2) "
             f"{fd['posterior']:.2f}, ex-post GMM {fd['ex-post-gmm']:.2f} (reconstructions {fd['reconstruction']:.2f}, "
             f"real training images {fd['real-train']:.2f}). "
-            + (f"Sampling from {best} instead of the prior cuts FD by {100 * (1 - ratio):.0f}%."
+            + (f"Sampling from {readable[best]} instead of the prior cuts FD by {100 * (1 - ratio):.0f}%."
                if fix else "No alternative sampler beats the prior by 20% or more."))
     if soap and not overfit:
         conclusion = "Conclusion: the gap between the prior and the aggregate posterior explains the poor samples better than over-fitting."
@@ -111,7 +115,7 @@ def summarise(results: dict) -> dict:
     if fix == "ex-post-gmm":
         conclusion += " Fix: sample from the ex-post Gaussian mixture fitted to the codes (Ghosh et al. 2020)."
     elif fix:
-        conclusion += f" Samples from {fix} are better than from the prior."
+        conclusion += f" Samples from {readable[fix]} are better than from the prior."
     verdict.append(conclusion)
     return {"table": table, "verdict": verdict, "soap_bubble_supported": soap, "overfitting_supported": overfit,
             "best_sampler": fix}

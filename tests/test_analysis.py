@@ -1,0 +1,300 @@
+"""Each analysis on tiny models with known answers: a decoder that ignores some latent dimensions, a posterior equal
+to the prior, exact Gaussian densities, a linear-Gaussian VAE with exact log p(x), and a trained digits run."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from vaelab.analysis import analyze, from_model, from_run, run_analysis
+from vaelab.analysis.adapters import TorchModelAdapter
+from vaelab.analysis.likelihood import importance_sampled_log_likelihood, vr_bound
+from vaelab.analysis.posterior import mixture_log_density, mutual_information, pca_spectrum
+from vaelab.analysis.samplers import quantile_grid
+from vaelab.analysis.typical import theorem3_check, typical_gap
+from vaelab.data import load_dataset
+from vaelab.errors import ConfigError, NotApplicable, RunError
+from vaelab.models import build_model
+from vaelab.objectives import elbo
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path_factory, monkeypatch):
+    # the evaluation classifier is cached under the data root; keep tests away from the user's cache
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+
+
+def prior_model(latent=4, image_shape=(1, 8, 8)):
+    """q(z|x) = N(0, I) for every x: the posterior equals the prior exactly."""
+    decoder = torch.nn.Linear(latent, math.prod(image_shape))
+    return TorchModelAdapter(lambda x: (torch.zeros(x.shape[0], latent), torch.zeros(x.shape[0], latent)),
+                             decoder, latent, image_shape)
+
+
+# --- posterior statistics ---------------------------------------------------------------------------
+def test_decoder_that_ignores_dimensions_leaves_exactly_those_units_inactive(digits):
+    torch.manual_seed(0)
+    ignored = [1, 4]
+    model = build_model(tiny_config(model={"arch": "64-64-6"}, data={"pixels": "continuous"}))
+    first = model.decoder.net[0]
+    with torch.no_grad():
+        first.weight[:, ignored] = 0.0
+    first.weight.register_hook(lambda g: g.index_fill(1, torch.tensor(ignored), 0.0))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x = digits.x_train
+    for step in range(1500):
+        idx = torch.randint(0, x.shape[0], (128,))
+        loss = elbo(model, x[idx]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    r = run_analysis(from_model(model, digits), "posterior")
+    inactive = [d for d, active in enumerate(r["active_mask"]) if not active]
+    assert inactive == ignored, (r["var_mu"], r["kl_per_dim"])
+    assert all(r["kl_per_dim"][d] < 0.01 for d in ignored)
+    assert all(r["kl_per_dim"][d] > 0.05 for d in range(6) if d not in ignored)
+
+
+def test_prior_equal_posterior_has_zero_kl_zero_information_and_no_holes(digits):
+    subject = from_model(prior_model(), digits)
+    post = run_analysis(subject, "posterior")
+    assert post["kl_total"] == 0.0 and post["active_units"] == 0
+    assert abs(post["mutual_information"]["mi_nats"]) < 1e-6  # log q(z|x) = log q(z) exactly (float32 codes)
+    gap = run_analysis(subject, "prior-gap", samples=4000)
+    assert abs(gap["kl_aggregate_prior"]) < 1e-6
+    # no holes: prior samples fall below q's own 1% density quantile 1% of the time (within 4 standard errors)
+    assert abs(gap["holes"] - 0.01) < 4 * math.sqrt(0.01 * 0.99 / 4000)
+    assert 0.4 < gap["classifier_auc"] < 0.6
+
+
+def test_mixture_log_density_matches_a_direct_sum():
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(50, 3, generator=g), torch.randn(50, 3, generator=g) * 0.3
+    z = torch.randn(20, 3, generator=g) * 2
+    direct = torch.distributions.Normal(mu[None], torch.exp(0.5 * logvar)[None]).log_prob(z[:, None]).sum(-1)
+    expected = torch.logsumexp(direct.double(), 1) - math.log(50)
+    assert torch.allclose(mixture_log_density(z, mu, logvar, chunk=7), expected, atol=1e-5)
+
+
+def test_mutual_information_of_a_gaussian_channel():
+    """x ~ N(0, I_2), z = x + N(0, s^2 I): I(x; z) = 2 * 1/2 log(1 + 1/s^2) nats."""
+    g = torch.Generator().manual_seed(123)  # not the estimator's seed 0, whose noise would equal mu
+    s = 0.5
+    mu = torch.randn(6000, 2, generator=g)
+    logvar = torch.full_like(mu, math.log(s ** 2))
+    mi = mutual_information(mu, logvar, samples=2)
+    assert mi["mi_nats"] == pytest.approx(math.log(1 + 1 / s ** 2), abs=0.06)
+
+
+def test_pca_spectrum_recovers_axis_aligned_variances():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(20000, 4, generator=g) * torch.tensor([2.0, 0.5, 0.05, 0.01])
+    r = pca_spectrum(mu)
+    assert np.allclose(r["eigenvalues"], [4.0, 0.25, 0.0025, 0.0001], rtol=0.05)
+    assert r["above_threshold"] == 2
+    assert r["mean_axis_alignment_informative"] > 0.99  # eigenvectors lie on the axes
+    rotated = mu @ torch.linalg.qr(torch.randn(4, 4, generator=g))[0]
+    assert pca_spectrum(rotated)["axis_alignment"][0] < 0.99
+
+
+# --- typical set ----------------------------------------------------------------------------------
+def test_typical_gap_concentrates_like_the_chi_square_law():
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    mu = torch.randn(5000, n, generator=g)
+    logvar = torch.randn(5000, n, generator=g) * 0.2
+    gaps = typical_gap(mu, logvar, g, prefixes=[4, 40, 400])
+    # -1/m log q - h_bar = (chi^2_m - m) / (2m): mean 0, sd 1/sqrt(2m) per image, so E|.| = sqrt(2/pi) / sqrt(2m)
+    for m, row in gaps.items():
+        assert row["abs_gap_nats_per_dim"] == pytest.approx(math.sqrt(2 / math.pi) / math.sqrt(2 * m), rel=0.06)
+        assert row["log_density_ratio_sd"] == pytest.approx(math.sqrt(m / 2), rel=0.06)
+    assert gaps[4]["percent_gap_mean"] > gaps[40]["percent_gap_mean"] > gaps[400]["percent_gap_mean"]
+
+
+def test_theorem3_holds_for_positive_entropy_and_fails_below():
+    rows = theorem3_check(dims=(1, 10, 100, 1000), sigmas=(1.0, 0.1), pairs=4000)
+    by = {(r["sigma"], r["n"]): r for r in rows}
+    assert by[(1.0, 100)]["p_within_delta"] == 1.0 and by[(1.0, 1000)]["p_within_delta"] == 1.0
+    assert by[(0.1, 1000)]["p_within_delta"] == 0.0  # h < 0: densities blow up instead of meeting
+    for r in rows:  # the per-dimension log-density difference has sd exactly 1/sqrt(n)
+        assert r["per_dim_diff_sd"] == pytest.approx(r["per_dim_diff_sd_exact"], rel=0.05)
+
+
+# --- likelihood -----------------------------------------------------------------------------------
+def test_importance_sampling_matches_exact_marginal_likelihood():
+    from test_objectives import linear_gaussian_vae
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        model, x, exact = linear_gaussian_vae(exact_encoder=False)
+        with torch.no_grad():  # a poor but honest proposal: IS must still converge to log p(x), with a calibrated SE
+            model.head.logvar.bias.fill_(0.5)
+        g = torch.Generator().manual_seed(0)
+        lp, se = importance_sampled_log_likelihood(model, x, samples=20000, batch_images=2, generator=g)
+        assert torch.all((lp - exact).abs() < 5 * se + 1e-3), (lp, exact, se)
+        # Jensen: with few samples the estimate is biased low on average (200 repeats per image)
+        small, _ = importance_sampled_log_likelihood(model, x.repeat(200, 1, 1, 1), samples=10, generator=g)
+        assert torch.all(small.view(200, -1).mean(0) < exact)
+        iwae10 = vr_bound(model, x.repeat(200, 1, 1, 1), samples=10, alpha=0.0, generator=g).view(200, -1).mean(0)
+        elbo10 = vr_bound(model, x.repeat(200, 1, 1, 1), samples=10, alpha=1.0, generator=g).view(200, -1).mean(0)
+        assert torch.all(elbo10 < iwae10) and torch.all(iwae10 < exact)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_importance_sampling_is_exact_with_the_exact_posterior():
+    from test_objectives import linear_gaussian_vae
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        model, x, exact = linear_gaussian_vae(exact_encoder=True)
+        lp, se = importance_sampled_log_likelihood(model, x, samples=50)
+        assert torch.allclose(lp, exact, atol=1e-8) and float(se.max()) < 1e-6  # every weight equals p(x)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+# --- samplers -------------------------------------------------------------------------------------
+def test_quantile_grids_follow_document_003():
+    assert quantile_grid(2).shape == (100, 2)
+    g3 = quantile_grid(3)
+    assert g3.shape == (125, 3)  # 5 slices of 25
+    assert torch.allclose(g3[:25, 0], g3[0, 0].expand(25))  # a slice holds the first coordinate fixed
+    assert quantile_grid(4).shape == (81, 4)  # 3^4
+    assert torch.allclose(quantile_grid(3).mean(0), torch.zeros(3), atol=1e-6)  # symmetric quantiles
+    with pytest.raises(ConfigError, match="2, 3 or 4"):
+        quantile_grid(5)
+
+
+# --- adapters -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("encoder, message", [
+    (lambda x: (torch.full((x.shape[0], 3), float("nan")), torch.zeros(x.shape[0], 3)), "encode \\(mu\\) returned .* non-finite"),
+    (lambda x: (torch.zeros(x.shape[0], 5), torch.zeros(x.shape[0], 5)), r"encode \(mu\) returned shape \(2, 5\); expected \(2, 3\)"),
+    (lambda x: torch.zeros(x.shape[0], 3, dtype=torch.int64), "encode returned dtype torch.int64"),
+])
+def test_adapter_names_the_bad_call(encoder, message):
+    model = TorchModelAdapter(encoder, torch.nn.Linear(3, 64), 3, (1, 8, 8))
+    with pytest.raises(RunError, match=message):
+        model.encode(torch.zeros(2, 1, 8, 8))
+
+
+def test_adapter_checks_the_decoder():
+    model = TorchModelAdapter(lambda x: x.flatten(1)[:, :3], lambda z: torch.zeros(z.shape[0], 10), 3, (1, 8, 8))
+    with pytest.raises(RunError, match=r"decode returned shape \(4, 10\); expected \(4, 1, 8, 8\)"):
+        model.decode(torch.zeros(4, 3))
+
+
+def test_pythae_model_through_the_adapter(digits):
+    pythae = pytest.importorskip("pythae")
+    from pythae.models import VAE, VAEConfig
+
+    from vaelab.analysis.adapters import from_pythae
+
+    torch.manual_seed(0)
+    pm = VAE(VAEConfig(input_dim=(1, 8, 8), latent_dim=3, reconstruction_loss="bce"))
+    model = from_pythae(pm).eval()
+    x = digits.x_test[:16]
+    q = model.encode(x)
+    out = pm.encoder(x)
+    assert torch.equal(q.mu, out.embedding) and torch.equal(q.logvar, out.log_covariance)
+    probs = pm.decoder(q.mu)["reconstruction"]
+    assert torch.allclose(model.likelihood.mean(model.decode(q.mu)), probs.clamp(1e-6, 1 - 1e-6), atol=1e-6)
+    # our estimator on the adapted model agrees with pythae's own get_nll (same S, independent noise)
+    lp, se = importance_sampled_log_likelihood(model, x, samples=400)
+    theirs = pm.get_nll(x, n_samples=400, batch_size=100)
+    assert abs(float(lp.mean()) - theirs) < 5 * float(se.pow(2).sum().sqrt() / len(se)) * math.sqrt(2) + 0.02
+    assert pythae.models.VAE is VAE
+
+
+# --- a trained run, end to end ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from vaelab.trainer import train
+
+    cfg = tiny_config(model={"arch": "64-64-64-4"}, train={"epochs": 6, "batch_size": 64, "lr": 3e-3, "snapshot_every": 2})
+    return train(cfg, tmp_path_factory.mktemp("runs"), progress=False, log=lambda m: None)
+
+
+def test_every_analysis_on_a_trained_run(trained_run):
+    subject = from_run(trained_run.path)
+    assert subject.source["checkpoint_epoch"] == 6 and subject.source["run_state"] == "finished"
+    results = analyze(subject, settings={"likelihood.samples": "100", "n": "200", "quality.n": "200"})
+    assert set(results) == {"posterior", "typical-set", "prior-gap", "samples", "likelihood", "quality", "probes",
+                            "interpolation"}
+    for name, r in results.items():
+        saved = json.loads((trained_run.path / "analysis" / f"{name}.json").read_text())
+        assert saved["analysis"] == name and saved["source"]["checkpoint_epoch"] == 6
+        assert saved["params"] == json.loads(json.dumps(r.params))
+        assert r.figures and all((trained_run.path / "figures").joinpath(p.split("/")[-1]).exists() for p in r.figures)
+        assert {p.rsplit(".", 1)[1] for p in r.figures} == {"png", "svg"}
+    lik = results["likelihood"].data
+    assert lik["vr_bound"] <= lik["log_likelihood"] + 3 * lik["log_likelihood_se_images"]
+    assert results["likelihood"].params["samples"] == 100
+    probes = results["probes"].data
+    assert [e["epoch"] for e in probes["over_training"]] == [2, 4, 6]
+    assert probes["final"]["mu"] > 3 * probes["chance"]
+    samples = results["samples"].arrays
+    assert samples["images_grid"].shape == (81, 1, 8, 8) and samples["images_prior"].shape == (200, 1, 8, 8)
+    inter = results["interpolation"]
+    pair = inter.arrays["pair0"]
+    assert pair.shape == (5, 10, 1, 8, 8)
+    i, j = inter.data["pairs"][0]["test_indices"]
+    assert np.allclose(pair[0, 0], subject.data.x_test[i].numpy()) and np.allclose(pair[0, -1], subject.data.x_test[j].numpy())
+    for p in inter.data["pairs"]:
+        assert p["fisher_rao_distance"] <= p["straight_line_fisher_length"] + 1e-9
+    quality = results["quality"].data
+    assert quality["classifier"]["test_accuracy"] > 0.9
+    assert quality["fd"]["real-train"] < quality["fd"]["prior"]
+
+
+def test_deterministic_model_skips_what_does_not_apply(trained_run, digits):
+    model = TorchModelAdapter(lambda x: x.flatten(1)[:, :3], torch.nn.Linear(3, 64), 3, (1, 8, 8))
+    subject = from_model(model, digits)
+    results = analyze(subject, only="posterior,typical-set,interpolation")
+    assert results["typical-set"] is None and results["interpolation"] is None
+    assert results["posterior"]["kl_total"] is None
+    with pytest.raises(NotApplicable):
+        run_analysis(subject, "typical-set")
+
+
+def test_analysis_of_a_run_still_training_uses_its_last_checkpoint(trained_run):
+    from vaelab.runs import write_status
+
+    write_status(trained_run.path, "running", epoch=6)
+    try:
+        assert from_run(trained_run.path).source["run_state"] == "running"
+    finally:
+        write_status(trained_run.path, "finished", epoch=6)
+
+
+def test_cli_analyze_and_diagnose(trained_run):
+    from vaelab.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["analyze", str(trained_run.path), "--only", "posterior", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["posterior"]["result"]["latent_dim"] == 4
+    bad = subprocess.run([sys.executable, "-m", "vaelab", "analyze", str(trained_run.path), "--set", "sampels=10"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --set sampels: no selected analysis takes 'sampels'")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    diag = runner.invoke(app, ["diagnose", str(trained_run.path), "--quick"])
+    assert diag.exit_code == 0, diag.output
+    saved = json.loads((trained_run.path / "analysis" / "diagnosis.json").read_text())["result"]
+    table = saved["table"]
+    assert table["latent_dim"] == 4 and "fd_prior" in table and "fd_ex-post-gmm" in table
+    text = " ".join(saved["verdict"])
+    assert f"{table['active_units']} of 4 latent dimensions are used" in text
+    assert f"{table['fd_prior']:.2f}" in text and "Conclusion:" in text
+    assert "Conclusion:" in diag.stdout
