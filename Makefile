@@ -22,11 +22,13 @@ $(VENV)/.installed-dev: $(VENV)/.base pyproject.toml
 venv: $(VENV)/.installed
 venv-dev: $(VENV)/.installed-dev
 
-## The main job: train and evaluate a VAE on the embedded digits set (no download).
+## The main job: train a VAE on the embedded digits set (no download), then diagnose its latent space.
 study: venv
 	$(VENV)/bin/vaelab train --dataset digits --arch 64-128-128-8 --epochs 40 --batch-size 64 \
-		--lr 2e-3 --seed 0 --out runs --name digits-demo --overwrite
-	$(VENV)/bin/vaelab info runs/digits-demo
+		--lr 2e-3 --seed 0 --snapshot-every 10 --out runs --name digits-demo --overwrite
+	$(VENV)/bin/vaelab diagnose runs/digits-demo --quick
+	$(VENV)/bin/vaelab analyze runs/digits-demo --only probes,interpolation
+	@echo "figures: runs/digits-demo/figures/   measurements: runs/digits-demo/analysis/"
 
 test: venv-dev
 	$(PY) -m pytest -q

@@ -12,6 +12,12 @@ def test_bernoulli_matches_torch():
     x = torch.rand(2, 1, 4, 4).round()
     ref = D.Bernoulli(logits=logits).log_prob(x.expand_as(logits)).flatten(-3).sum(-1)
     assert torch.allclose(Bernoulli().log_prob(x, logits), ref, atol=1e-5)
+    # grey pixels take the general path x l - softplus(l) (the negative BCE); both paths agree on binary x
+    grey = x * 0.999 + 0.0005
+    assert torch.allclose(Bernoulli().log_prob(grey, logits), -torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, grey.expand_as(logits), reduction="none").flatten(-3).sum(-1), atol=1e-4)
+    general = (x * logits - torch.nn.functional.softplus(logits)).flatten(-3).sum(-1)
+    assert torch.allclose(Bernoulli().log_prob(x, logits), general, atol=1e-5)
 
 
 def test_continuous_bernoulli_matches_torch_including_near_half():

@@ -57,6 +57,13 @@ def interpolation(subject, *, pairs: int = 3, steps: int = 10, seed: int = 0) ->
         geo_sampled = geo_mu + geo_sigma * torch.randn(geo_mu.shape, generator=g, dtype=torch.float64, device=m1.device)
         images = [input_row.cpu()] + [decode_means(subject.model, z.float()) for z in (means_row, sampled_row, geo_sampled, geo_mu)]
         arrays[f"pair{p}"] = torch.stack(images).numpy()  # (5, steps, C, H, W)
+        if p == 0:  # document 004's Fig. 4: the geodesic against the straight line in (mu, sigma), widest dims
+            per_dim = fisher_rao_distance(m1[:, None], s1[:, None], m2[:, None], s2[:, None])
+            dims = per_dim.argsort(descending=True)[:3]
+            curve_t = torch.linspace(0, 1, 101, dtype=torch.float64)
+            c_mu, c_sigma = fisher_rao_geodesic(m1[dims], s1[dims], m2[dims], s2[dims], curve_t)
+            arrays["curve_dims"] = dims.cpu().numpy()
+            arrays["curve_geodesic"] = torch.stack([c_mu, c_sigma], 1).cpu().numpy()  # (101, 2, 3)
         fine = torch.linspace(0, 1, 513, dtype=torch.float64)[:, None]
         hull_len = path_length((1 - fine) * m1 + fine * m2, (1 - fine) * s1 + fine * s2)
         sig_mid = geo_sigma[steps // 2] if steps % 2 else 0.5 * (geo_sigma[steps // 2 - 1] + geo_sigma[steps // 2])
@@ -86,3 +93,16 @@ def plot(result: AnalysisResult, save) -> None:
         fig.suptitle(f"Interpolations {row['labels'][0]} -> {row['labels'][1]}: Fisher-Rao distance "
                      f"{row['fisher_rao_distance']:.2f}, straight line {row['straight_line_fisher_length']:.2f}")
         save(fig, str(row["pair"]))
+    if "curve_geodesic" in result.arrays:
+        curve, dims = result.arrays["curve_geodesic"], result.arrays["curve_dims"]
+        fig, ax = plt.subplots(figsize=(5.6, 3.8))
+        for k, d in enumerate(dims):
+            mu, sigma = curve[:, 0, k], curve[:, 1, k]
+            line, = ax.plot(mu, sigma, lw=2, label=f"z{d + 1}: Fisher-Rao geodesic")
+            ax.plot([mu[0], mu[-1]], [sigma[0], sigma[-1]], ls=":", color=line.get_color(), label=f"z{d + 1}: straight line")
+            ax.plot([mu[0], mu[-1]], [sigma[0], sigma[-1]], "o", color=line.get_color())
+        ax.set_xlabel("posterior mean mu")
+        ax.set_ylabel("posterior standard deviation sigma")
+        ax.set_title("Geodesics vs straight lines in (mu, sigma), pair 0")
+        ax.legend(fontsize=7, ncol=2)
+        save(fig, "geodesic-curves")
