@@ -111,7 +111,7 @@ def summarise(results: dict) -> dict:
     elif soap and overfit:
         conclusion = "Conclusion: both explanations hold for this model."
     else:
-        conclusion = "Conclusion: neither explanation is strongly supported; prior samples and test images are both served well."
+        conclusion = "Conclusion: neither explanation is supported by these numbers at the stated thresholds."
     if fix == "ex-post-gmm":
         conclusion += " Fix: sample from the ex-post Gaussian mixture fitted to the codes (Ghosh et al. 2020)."
     elif fix:
