@@ -318,6 +318,65 @@ def diagnose(run: Path = typer.Argument(..., help="The run directory."),
         typer.echo(textwrap.fill(sentence, width=100, initial_indent="  ", subsequent_indent="    "))
 
 
+# --- studies and reports ---------------------------------------------------------------------------
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
+def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see --list) or a study YAML file."),
+          scale: str = typer.Option("full", help="full (the document's own setting) or a smaller scale the study defines, e.g. small, tiny."),
+          out: Path = typer.Option(Path("studies"), help="Output directory; the study goes to OUT/NAME/."),
+          executor: Executor = typer.Option(Executor.local, help="local (parallel processes) or ray."),
+          workers: Optional[int] = typer.Option(None, help="Local executor: runs at once (default: one per core)."),
+          address: Optional[str] = typer.Option(None, help="Ray: the address of an existing cluster (default: start a local Ray)."),
+          track: Optional[str] = typer.Option(None, help="Send each run's metrics to 'tensorboard' or 'mlflow'."),
+          track_uri: Optional[str] = typer.Option(None, help="TensorBoard log dir or MLflow tracking URI (default: inside the study folder)."),
+          retry_failed: bool = typer.Option(False, "--retry-failed", help="Train runs that failed before again."),
+          list_: bool = typer.Option(False, "--list", help="List the built-in studies and their scales, then exit."),
+          print_runs: bool = typer.Option(False, "--print-runs", help="Print the runs the study would train, then exit."),
+          progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+          ):
+    """Run a study: a grid of runs and the analyses that compare them, ending in OUT/NAME/report.html.
+    Re-running skips finished runs and resumes interrupted ones."""
+    from vaelab.studies.spec import builtin_studies, load_study
+
+    if list_:
+        for key, path in builtin_studies().items():
+            spec = load_study(path)
+            scales = ", ".join(["full", *spec.scales])
+            typer.echo(f"{key:<12} {spec.title}  (document {spec.document or '-'}; scales: {scales})")
+        return
+    if name is None:
+        _fail("give a study name or file, e.g. `vaelab study latent-dim --scale small`; --list shows the built-in ones")
+    spec = load_study(name).scaled(scale)
+    runs = spec.expand()
+    if print_runs:
+        for r in runs:
+            typer.echo(f"{r.name}  epochs {r.config.train.epochs}  {r.coordinates()}")
+        return
+    from vaelab.studies.executors import make_executor
+    from vaelab.studies.runner import run_study, study_dir
+    from vaelab.studies.tracking import parse_tracking
+
+    ex = make_executor(executor.value, workers=workers, address=address, cpus_per_run=spec.cpus_per_run,
+                       gpus_per_run=spec.gpus_per_run)
+    tracking = parse_tracking(track, track_uri, study_dir(out, spec))
+    _err(f"study {spec.name} ({scale}): {len(runs)} runs on the {ex.name} executor -> {study_dir(out, spec)}")
+    folder = run_study(spec, out, executor=ex, progress=progress, tracking=tracking, retry_failed=retry_failed, log=_err)
+    typer.echo(f"results: {folder / 'results.csv'}")
+    typer.echo(f"report: {folder / 'report.html'}")
+
+
+@app.command()
+def report(folder: Path = typer.Argument(..., help="A study folder (OUT/NAME).")):
+    """Write (or rewrite) FOLDER/report.html from the study's runs and analyses."""
+    from vaelab.report.html import write_report
+
+    typer.echo(f"report: {write_report(folder)}")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     from vaelab.errors import VaelabError

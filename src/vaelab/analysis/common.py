@@ -21,10 +21,11 @@ class AnalysisResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    requested: dict[str, Any] = field(default_factory=dict)  # the parameters the caller passed (for re-use checks)
 
     def to_json(self) -> dict[str, Any]:
-        return {"analysis": self.name, "params": self.params, "source": self.source, "result": self.data,
-                "figures": self.figures, "arrays": sorted(self.arrays)}
+        return {"analysis": self.name, "params": self.params, "requested": self.requested, "source": self.source,
+                "result": self.data, "figures": self.figures, "arrays": sorted(self.arrays)}
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]

@@ -101,7 +101,7 @@ def posterior_statistics(subject, *, threshold: float = 0.01, mi_points: int = 5
                      "mutual_information": None, "prior_like_units": None,
                      "note": "deterministic encoder: no posterior variance, KL or finite I(x; z)"})
     params = {"threshold": threshold, "mi_points": mi_points, "seed": seed, "split": "test"}
-    return AnalysisResult("posterior", params, data, {"mu_test": mu.cpu().numpy()})
+    return AnalysisResult("posterior", params, data, {"mu_test": mu.cpu().numpy(), "y_test": subject.data.y_test.numpy()})
 
 
 def plot(result: AnalysisResult, save) -> None:

@@ -129,6 +129,7 @@ def run_analysis(subject, name: str, **params):
     result = fn(subject, **params)
     result.name = name
     result.source = dict(subject.source)
+    result.requested = dict(params)
     if subject.out_dir is not None:
         out = Path(subject.out_dir)
         from vaelab.report.figures import save_figure

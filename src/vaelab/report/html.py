@@ -1,0 +1,137 @@
+"""`vaelab report DIR`: one self-contained HTML page for a study (figures embedded as data URIs, no network),
+with findings that cite the numbers, a sortable results table, each document's figures, the animations, the
+diagnosis verdicts and the config of every run."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaelab.errors import RunError
+from vaelab.fileio import atomic_write_text
+
+METRICS = [  # (column, words, better)
+    ("active_units", "active units", None), ("pca_above_0.01", "PCA eigenvalues > 0.01", None),
+    ("typical_gap_percent", "typical-set gap (% per dim)", None), ("holes", "prior samples in holes", "low"),
+    ("fd_prior", "FD of prior samples", "low"), ("fd_ex-post-gmm", "FD of ex-post GMM samples", "low"),
+    ("log_likelihood", "test log p(x) (nats)", "high"), ("vr_bound", "VR bound (nats)", "high"),
+    ("test_loss", "test loss (nats)", "low"), ("overfit_gap", "test - train -ELBO (nats)", None),
+    ("probe_mu", "probe accuracy on mu", "high"), ("probe_mu+sigma2", "probe accuracy on [mu, sigma^2]", "high"),
+]
+
+
+def _fmt(v: Any) -> str:
+    if v is None or v == "":
+        return ""
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+    return str(v)
+
+
+def _data_uri(path: str) -> str:
+    mime = "image/gif" if path.endswith(".gif") else "image/png"
+    return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def findings(view) -> list[str]:
+    """Sentences that cite the study's numbers: per metric, its mean over seeds at each grid value (and variant)."""
+    from vaelab.report.study_figures import mean_sd_by
+
+    rows, spec = view.finished(), view.spec
+    out = []
+    key = view.grid_key()
+    failed = [r for r in view.rows if r.get("status") != "finished"]
+    out.append(f"{len(view.rows)} runs, {len(rows)} finished" + (f", {len(failed)} failed (listed below)." if failed else "."))
+    variants = [v.label for v in spec.variants] or [None]
+    if key and rows:
+        short = key.rsplit(".", 1)[-1]
+        for col, words, _ in METRICS:
+            for variant in variants:
+                xs, mean, sd = mean_sd_by(rows, key, col, variant)
+                if len(xs) < 1:
+                    continue
+                pairs = ", ".join(f"{_fmt(m)}{' +- ' + _fmt(s) if s else ''} at {short} = {x}" for x, m, s in zip(xs, mean, sd))
+                out.append(f"{words.capitalize()}{' (' + variant + ')' if variant else ''}: {pairs}.")
+        for variant in variants:
+            _, prior, _ = mean_sd_by(rows, key, "fd_prior", variant)
+            xs, gmm, _ = mean_sd_by(rows, key, "fd_ex-post-gmm", variant)
+            if prior and gmm and len(prior) == len(gmm):
+                best = max(range(len(xs)), key=lambda i: prior[i] - gmm[i])
+                out.append(f"Largest gain from the ex-post mixture{' (' + variant + ')' if variant else ''}: at {short} = {xs[best]}, "
+                           f"FD {_fmt(gmm[best])} against {_fmt(prior[best])} from the prior "
+                           f"({100 * (1 - gmm[best] / prior[best]):.0f}% lower).")
+    elif rows:
+        for col, words, _ in METRICS:
+            vals = [r[col] for r in rows if isinstance(r.get(col), (int, float))]
+            if vals:
+                out.append(f"{words.capitalize()}: " + ", ".join(f"{_fmt(r[col])} ({r['run']})" for r in rows if isinstance(r.get(col), (int, float))) + ".")
+    for row in getattr(view, "theorem", []) or []:
+        if row["n"] == max(r["n"] for r in view.theorem):
+            out.append(f"Theorem 3 at n = {row['n']}, sigma = {row['sigma']}: P(|f_n(Z1) - f_n(Z2)| < delta) = "
+                       f"{row['p_within_delta']:.3f}; per-dimension log-density spread {row['per_dim_diff_sd']:.4f} "
+                       f"(exact {row['per_dim_diff_sd_exact']:.4f}).")
+    return out
+
+
+def write_report(folder: str | Path) -> Path:
+    """Draw the study's figures from its runs and write folder/report.html atomically; return its path."""
+    import jinja2
+
+    import vaelab
+    from vaelab.report.study_figures import StudyView, draw
+    from vaelab.studies.runner import read_results
+    from vaelab.studies.spec import StudySpec
+
+    folder = Path(folder)
+    spec_path = folder / "study.yaml"
+    if not spec_path.exists():
+        raise RunError(f"{folder} is not a vaelab study folder (no study.yaml); run `vaelab study NAME` first")
+    spec = StudySpec(**yaml.safe_load(spec_path.read_text()))
+    rows = read_results(folder)
+    view = StudyView(folder, spec, rows)
+    figures = draw(view)
+    sections = []
+    stills = [f for f in figures if f.kind == "image"]
+    anims = [f for f in figures if f.kind == "animation"]
+    doc = f"Document {spec.document}: " if spec.document else ""
+    for sec_id, title, figs in (("figures", f"{doc}{spec.title or spec.name}", stills), ("animations", "Animations", anims)):
+        if figs:
+            sections.append({"id": sec_id, "title": title, "figures": [
+                {"id": f.id, "title": f.title, "caption": f.caption, "data_uri": _data_uri(f.png)} for f in figs]})
+    columns = []
+    for r in rows:
+        for k in r:
+            if k not in columns and k not in ("trained_now", "wall_seconds", "reason"):
+                columns.append(k)
+    verdicts, configs = [], []
+    for r in rows:
+        run_dir = folder / "runs" / r["run"]
+        diag = run_dir / "analysis" / "diagnosis.json"
+        if diag.exists():
+            try:
+                verdicts.append({"run": r["run"], "lines": json.loads(diag.read_text())["result"]["verdict"]})
+            except (OSError, ValueError, KeyError):
+                pass
+        cfg = run_dir / "config.yaml"
+        if cfg.exists():
+            configs.append({"run": r["run"], "yaml": cfg.read_text()})
+    env = jinja2.Environment(loader=jinja2.PackageLoader("vaelab.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]))
+    html = env.get_template("report.html.j2").render(
+        title=spec.title or spec.name, name=spec.name, document=spec.document, description=spec.description,
+        n_runs=len(rows), n_finished=len(view.finished()), n_failed=sum(r.get("status") != "finished" for r in rows),
+        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), version=getattr(vaelab, "__version__", "0.1.0"),
+        findings=findings(view), failures=[r for r in rows if r.get("status") != "finished"],
+        rows=rows, columns=columns, fmt=_fmt, sections=sections, verdicts=verdicts, configs=configs,
+        notes=[n for n in view.notes if not n.startswith("theorem3: ")],
+        spec_yaml=spec_path.read_text())
+    path = folder / "report.html"
+    atomic_write_text(path, html)
+    return path

@@ -1,0 +1,144 @@
+"""One run of a study, start to finish: train (or resume, or skip when finished), then the study's analyses (each
+skipped when its saved result was made with the same parameters on the same checkpoint), then one results row.
+
+``execute_run`` takes and returns plain dicts so that both executors (a local process pool, Ray tasks) can ship it."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+LOCK_WAIT_S = 2.0
+
+
+def execute_run(task: dict[str, Any]) -> dict[str, Any]:
+    """task: name, config (dict), runs_dir, analyses {name: params}, threads, retry_failed, tracking (or None)."""
+    import torch
+
+    from vaelab.config import build_config
+    from vaelab.errors import RunError, RunInterrupted, TrainingDiverged, VaelabError
+    from vaelab.runs import Run
+    from vaelab.trainer import train
+
+    torch.set_num_threads(max(1, int(task.get("threads", 1))))
+    cfg = build_config(task["config"])
+    runs_dir = Path(task["runs_dir"])
+    run_dir = runs_dir / cfg.name
+    t0 = time.time()
+    trained = False
+    try:
+        while True:
+            state = Run(run_dir).status.get("state") if (run_dir / "config.yaml").exists() else None
+            done = _epochs_done(run_dir)
+            if state == "finished" and done >= cfg.train.epochs:
+                break
+            if state == "failed" and not task.get("retry_failed"):
+                return _row(task, run_dir, "failed", Run(run_dir).status.get("reason", "failed earlier"), t0, trained)
+            try:
+                train(cfg, runs_dir, resume=True, progress=False, log=lambda m: None)
+                trained = True
+                break
+            except RunError as exc:
+                if "is in use by" not in str(exc):
+                    raise
+                time.sleep(LOCK_WAIT_S)  # another study is training this run: wait, then look again
+        if task.get("tracking"):
+            from vaelab.studies.tracking import log_run
+
+            log_run(Run(run_dir), task["tracking"])
+        _analyse(run_dir, task.get("analyses", {}))
+    except TrainingDiverged as exc:
+        return _row(task, run_dir, "failed", str(exc), t0, trained)
+    except RunInterrupted:
+        raise
+    except VaelabError as exc:
+        return _row(task, run_dir, "failed", str(exc), t0, trained)
+    return _row(task, run_dir, "finished", "", t0, trained)
+
+
+def _epochs_done(run_dir: Path) -> int:
+    from vaelab.runs import CheckpointStore
+
+    epochs = CheckpointStore(run_dir / "checkpoints").epochs()
+    return epochs[0] if epochs else 0
+
+
+def _analyse(run_dir: Path, analyses: dict[str, dict[str, Any]]) -> None:
+    from vaelab.analysis import from_run, run_analysis
+    from vaelab.errors import NotApplicable
+
+    if not analyses:
+        return
+    subject = None
+    for name, params in analyses.items():
+        saved = run_dir / "analysis" / f"{'diagnosis' if name == 'diagnose' else name}.json"
+        if subject is None:
+            subject = from_run(run_dir)
+        if saved.exists():
+            try:
+                old = json.loads(saved.read_text())
+                if old.get("requested") == params and old["source"].get("checkpoint_epoch") == subject.source.get("checkpoint_epoch"):
+                    continue
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable: run it again
+        try:
+            run_analysis(subject, "diagnosis" if name == "diagnose" else name, **params)
+        except NotApplicable as exc:
+            from vaelab.fileio import atomic_write_json
+
+            atomic_write_json(saved, {"analysis": name, "requested": params, "source": subject.source,
+                                      "skipped": str(exc)})
+
+
+def _load(run_dir: Path, name: str) -> dict | None:
+    try:
+        data = json.loads((run_dir / "analysis" / f"{name}.json").read_text())
+        return data.get("result")
+    except (OSError, ValueError):
+        return None
+
+
+def headline(run_dir: Path) -> dict[str, Any]:
+    """The numbers a results table shows for one run, from its metrics and analysis files."""
+    from vaelab.runs import Run
+
+    out: dict[str, Any] = {}
+    try:
+        metrics = Run(run_dir).metrics
+    except Exception:  # noqa: BLE001 - a run that never started has no metrics
+        metrics = []
+    if metrics:
+        last = metrics[-1]
+        out.update({"epochs": last["epoch"], "train_loss": last["train_loss"], "test_loss": last["test_loss"],
+                    "test_recon": -last["test_recon"], "test_kl": last["test_kl"],
+                    "train_seconds": round(sum(m.get("seconds", 0) for m in metrics), 2)})
+    p = _load(run_dir, "posterior")
+    if p:
+        out.update({"active_units": p["active_units"], "kl_active_units": p.get("kl_active_units"),
+                    "pca_above_0.01": p["pca"]["above_threshold"],
+                    "mutual_information": (p.get("mutual_information") or {}).get("mi_nats")})
+    t = _load(run_dir, "typical-set")
+    if t:
+        out.update({"typical_gap_percent": t["gap"]["percent_gap_mean"],
+                    "norm_posterior_over_sqrt_n": t["norms"]["posterior_sample"]["mean_over_sqrt_n"]})
+    g = _load(run_dir, "prior-gap")
+    if g:
+        out.update({"holes": g["holes"], "classifier_auc": g["classifier_auc"], "kl_aggregate_prior": g["kl_aggregate_prior"]})
+    lk = _load(run_dir, "likelihood")
+    if lk:
+        out.update({"log_likelihood": lk.get("log_likelihood"), "log_likelihood_se": lk.get("log_likelihood_se_images"),
+                    "vr_bound": lk.get("vr_bound"), "overfit_gap": lk.get("overfit_gap_neg_elbo")})
+    q = _load(run_dir, "quality")
+    if q:
+        out.update({f"fd_{k}": v for k, v in q["fd"].items()})
+    pr = _load(run_dir, "probes")
+    if pr:
+        out.update({f"probe_{k}": v for k, v in pr["final"].items()})
+    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+
+
+def _row(task, run_dir: Path, status: str, reason: str, t0: float, trained: bool) -> dict[str, Any]:
+    return {"run": task["name"], "status": status, "reason": reason, **task.get("coordinates", {}),
+            **headline(run_dir), "wall_seconds": round(time.time() - t0, 2), "trained_now": trained}

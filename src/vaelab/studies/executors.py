@@ -1,0 +1,131 @@
+"""Executors run a study's independent runs: locally in parallel processes, or as Ray tasks on a cluster.
+
+Both take the same plain-dict tasks (see :func:`vaelab.studies.execute.execute_run`) and yield result rows as runs
+finish, so the study's progress display and results table do not care where a run ran."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator
+
+from vaelab.errors import ConfigError
+
+Task = dict[str, Any]
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class LocalExecutor:
+    """Runs tasks in up to ``workers`` processes (spawned, so each has a clean PyTorch), splitting the cores
+    between them; with one worker, in this process."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, cores: int | None = None):
+        self.cores = cores or available_cores()
+        self.workers = max(1, workers or self.cores)
+
+    def run(self, tasks: list[Task], on_start: Callable[[Task], None] | None = None) -> Iterator[dict]:
+        from vaelab.studies.execute import execute_run
+
+        workers = min(self.workers, len(tasks)) or 1
+        threads = max(1, self.cores // workers)
+        for t in tasks:
+            t["threads"] = threads
+        if workers == 1:
+            for t in tasks:
+                if on_start:
+                    on_start(t)
+                yield execute_run(t)
+            return
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        pending = list(tasks)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            running = {}
+            while pending or running:
+                while pending and len(running) < workers:
+                    t = pending.pop(0)
+                    if on_start:
+                        on_start(t)
+                    running[pool.submit(execute_run, t)] = t
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    t = running.pop(fut)
+                    yield _result(fut, t)
+
+
+class RayExecutor:
+    """Each run is a Ray task with its CPU/GPU request. ``address`` joins an existing cluster ('auto' or
+    'ray://host:10001'); without it a local Ray instance starts with this machine's cores."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
+                 cores: int | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'vaelab[ray]'") from None
+        self.address, self.cpus, self.gpus = address, cpus_per_run, gpus_per_run
+        self.cores = cores or available_cores()
+
+    def run(self, tasks: list[Task], on_start: Callable[[Task], None] | None = None) -> Iterator[dict]:
+        import ray
+
+        from vaelab.studies.execute import execute_run
+
+        started_here = False
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.cores, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("VAELAB_")}})
+            started_here = True
+        try:
+            remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=2)(execute_run)
+            refs = {}
+            for t in tasks:
+                t["threads"] = max(1, int(self.cpus))
+                if on_start:
+                    on_start(t)
+                refs[remote.remote(t)] = t
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                for ref in done:
+                    t = refs.pop(ref)
+                    try:
+                        yield ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - a worker that died or raised: that run failed
+                        yield _failed(t, f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _result(fut, task: Task) -> dict:
+    try:
+        return fut.result()
+    except Exception as exc:  # noqa: BLE001 - a worker process that died: report the run as failed
+        return _failed(task, f"worker failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+
+
+def _failed(task: Task, reason: str) -> dict:
+    return {"run": task["name"], "status": "failed", "reason": reason, **task.get("coordinates", {})}
+
+
+def make_executor(kind: str, *, workers: int | None = None, address: str | None = None, cpus_per_run: float = 1.0,
+                  gpus_per_run: float = 0.0):
+    if kind == "local":
+        if address:
+            raise ConfigError("--address is for --executor ray")
+        return LocalExecutor(workers)
+    if kind == "ray":
+        return RayExecutor(address, cpus_per_run, gpus_per_run)
+    raise ConfigError(f"executor {kind!r} is not one of local, ray")

@@ -1,0 +1,118 @@
+"""Run a study: expand its grid, execute the runs (skipping finished ones, resuming interrupted ones), gather one
+results row per run into results.csv, draw the comparison figures, and write report.html.
+
+    OUT/<study>/study.yaml      the spec as run (after --scale)
+    OUT/<study>/runs/<run>/     one vaelab run directory per run (the contract of vaelab.runs)
+    OUT/<study>/results.csv     one row per run: its grid coordinates, status and headline numbers
+    OUT/<study>/figures/        the study's comparison figures
+    OUT/<study>/report.html     everything above, self-contained
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from vaelab.fileio import atomic_write_text
+from vaelab.studies.spec import StudySpec
+
+FIRST_COLUMNS = ["run", "status", "reason"]
+
+
+def study_dir(out: str | Path, spec: StudySpec) -> Path:
+    return Path(out) / spec.name
+
+
+def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, progress: bool | None = None,
+              tracking: dict | None = None, retry_failed: bool = False, report: bool = True,
+              log: Callable[[str], None] | None = None) -> Path:
+    """Run every run of ``spec`` (already scaled) with ``executor`` (local by default); return the study folder."""
+    from vaelab.studies.executors import LocalExecutor
+
+    log = log or (lambda m: print(m, file=sys.stderr))
+    folder = study_dir(out, spec)
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    planned = spec.expand()
+    tasks = [{"name": r.name, "config": r.config.model_dump(mode="json"), "runs_dir": str(folder / "runs"),
+              "analyses": spec.analyses, "coordinates": r.coordinates(), "retry_failed": retry_failed,
+              "tracking": tracking} for r in planned]
+    executor = executor or LocalExecutor()
+    rows = _run_all(spec, tasks, executor, progress, log)
+    write_results(folder, rows)
+    if report:
+        from vaelab.report.html import write_report
+
+        path = write_report(folder)
+        log(f"report: {path}")
+    return folder
+
+
+def _run_all(spec, tasks, executor, progress, log) -> list[dict]:
+    if not tasks:
+        return []
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    state = {"running": 0, "failed": 0, "done": 0}
+    t0 = time.time()
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks), unit="run", desc=spec.name, file=sys.stderr, dynamic_ncols=True)
+
+    def started(task):
+        state["running"] += 1
+        if bar is not None:
+            bar.set_postfix_str(f"running {state['running']}, failed {state['failed']}")
+
+    rows = {}
+    for row in executor.run(tasks, on_start=started):
+        state["running"] -= 1
+        state["done"] += 1
+        state["failed"] += row.get("status") != "finished"
+        rows[row["run"]] = row
+        left = len(tasks) - state["done"]
+        eta = (time.time() - t0) / state["done"] * left
+        line = (f"[{state['done']}/{len(tasks)}] {row['run']}: {row.get('status')}"
+                + (f" ({row['reason']})" if row.get("reason") else "")
+                + (f", test loss {row['test_loss']:.3f}" if isinstance(row.get("test_loss"), float) else "")
+                + f"; running {state['running']}, left {left}, about {eta / 60:.1f} min to go")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"running {state['running']}, failed {state['failed']}")
+            bar.write(line, file=sys.stderr)
+        else:
+            log(line)
+    if bar is not None:
+        bar.close()
+    return [rows[t["name"]] for t in tasks if t["name"] in rows]
+
+
+def write_results(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    """results.csv (one row per run, the union of columns) and results.json, atomically."""
+    columns = list(FIRST_COLUMNS)
+    for row in rows:
+        for key in row:
+            if key not in columns and key not in ("trained_now", "wall_seconds"):
+                columns.append(key)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    atomic_write_text(folder / "results.csv", buf.getvalue())
+    atomic_write_text(folder / "results.json", json.dumps(rows, indent=1, default=str) + "\n")
+    return folder / "results.csv"
+
+
+def read_results(folder: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads((Path(folder) / "results.json").read_text())
+    except (OSError, ValueError):
+        return []
