@@ -58,7 +58,7 @@ def findings(view) -> list[str]:
                 if len(xs) < 1:
                     continue
                 pairs = ", ".join(f"{_fmt(m)}{' +- ' + _fmt(s) if s else ''} at {short} = {x}" for x, m, s in zip(xs, mean, sd))
-                out.append(f"{words.capitalize()}{' (' + variant + ')' if variant else ''}: {pairs}.")
+                out.append(f"{words[0].upper() + words[1:]}{' (' + variant + ')' if variant else ''}: {pairs}.")
         for variant in variants:
             _, prior, _ = mean_sd_by(rows, key, "fd_prior", variant)
             xs, gmm, _ = mean_sd_by(rows, key, "fd_ex-post-gmm", variant)
@@ -71,7 +71,7 @@ def findings(view) -> list[str]:
         for col, words, _ in METRICS:
             vals = [r[col] for r in rows if isinstance(r.get(col), (int, float))]
             if vals:
-                out.append(f"{words.capitalize()}: " + ", ".join(f"{_fmt(r[col])} ({r['run']})" for r in rows if isinstance(r.get(col), (int, float))) + ".")
+                out.append(f"{words[0].upper() + words[1:]}: " + ", ".join(f"{_fmt(r[col])} ({r['run']})" for r in rows if isinstance(r.get(col), (int, float))) + ".")
     for row in getattr(view, "theorem", []) or []:
         if row["n"] == max(r["n"] for r in view.theorem):
             out.append(f"Theorem 3 at n = {row['n']}, sigma = {row['sigma']}: P(|f_n(Z1) - f_n(Z2)| < delta) = "
@@ -125,7 +125,7 @@ def write_report(folder: str | Path) -> Path:
     env = jinja2.Environment(loader=jinja2.PackageLoader("vaelab.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     html = env.get_template("report.html.j2").render(
-        title=spec.title or spec.name, name=spec.name, document=spec.document, description=spec.description,
+        title=spec.title or spec.name, name=spec.name, scale=spec.scale, scale_description=spec.scale_description, document=spec.document, description=spec.description,
         n_runs=len(rows), n_finished=len(view.finished()), n_failed=sum(r.get("status") != "finished" for r in rows),
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), version=getattr(vaelab, "__version__", "0.1.0"),
         findings=findings(view), failures=[r for r in rows if r.get("status") != "finished"],

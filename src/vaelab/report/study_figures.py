@@ -149,7 +149,9 @@ def typical_gap(view: StudyView, **_) -> list[Figure]:
                                 ("norm_posterior_over_sqrt_n", "||z|| / sqrt(n), posterior samples")],
                          "typical-gap", "Typical-set gap per latent dimension (document 002 Fig. 3)",
                          "The per-dimension density of posterior samples approaches the typical-sequence density as "
-                         "the latent dimension grows, as Theorem 3 predicts.")
+                         "the latent dimension grows, as Theorem 3 predicts. Note that this gap, (chi^2_n - n)/(2n) in "
+                         "log density per dimension, does not depend on the trained model at all: it is the same for "
+                         "every run with the same n.")
 
 
 def headline(view: StudyView, **_) -> list[Figure]:
@@ -216,9 +218,183 @@ def theorem3(view: StudyView, dims=(1, 10, 100, 1000), sigmas=(1.0, 0.1), pairs=
                   "grow like exp(-n h) and their difference grows too, so the theorem needs h > 0.")]
 
 
+# --- document 004 (renyi) ----------------------------------------------------------------------------
+def _lines_by(view: StudyView, x_key: str, line_key: str, metric: str, ax, ylabel: str) -> None:
+    rows = view.finished()
+    for value in sorted({r.get(line_key) for r in rows}, key=lambda v: (v is None, v)):
+        xs, mean, sd = mean_sd_by([r for r in rows if r.get(line_key) == value], x_key, metric)
+        if xs:
+            ax.errorbar(xs, mean, yerr=sd, marker="o", capsize=3, label=f"{line_key.rsplit('.', 1)[-1]} = {value}")
+    ax.set_xlabel(x_key.rsplit(".", 1)[-1])
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
+def pca_spectra(view: StudyView, **_) -> list[Figure]:
+    rows = view.first_seed()
+    latents = sorted({r.get("model.latent_dim") for r in rows})
+    if not rows:
+        view.notes.append("pca-spectra: no finished runs")
+        return []
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(latents), figsize=(4.4 * len(latents), 3.6), squeeze=False)
+    for ax, k in zip(axes[0], latents):
+        for r in sorted((r for r in rows if r.get("model.latent_dim") == k), key=lambda r: r.get("objective.alpha", 0)):
+            p = view.analysis(r, "posterior")
+            if p:
+                ev = np.maximum(np.asarray(p["pca"]["eigenvalues"]), 1e-6)
+                ax.semilogy(np.arange(1, len(ev) + 1), ev, marker=".", label=f"alpha = {r.get('objective.alpha')}")
+        ax.axhline(0.01, color="#C44E52", ls="--", lw=1)
+        ax.set_xlabel("principal component")
+        ax.set_ylabel("eigenvalue of Cov[mu(x)]")
+        ax.set_title(f"k = {k}")
+        ax.legend(fontsize=7)
+    return [_save(view, fig, "pca-spectra", "PCA spectra of the posterior means (document 004 Fig. 1)",
+                  "Eigenvalues of the covariance of mu(x) over the test set, per alpha; the dashed line is 0.01.")]
+
+
+def components_vs_alpha(view: StudyView, **_) -> list[Figure]:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.4, 3.6))
+    _lines_by(view, "objective.alpha", "model.latent_dim", "pca_above_0.01", ax, "components with eigenvalue > 0.01")
+    return [_save(view, fig, "components-vs-alpha", "Latent components carrying information (document 004 Fig. 2, left)",
+                  f"Mean over seeds {view.spec.seeds} with sd; one line per latent size k.")]
+
+
+def bounds_vs_alpha(view: StudyView, **_) -> list[Figure]:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    _lines_by(view, "objective.alpha", "model.latent_dim", "vr_bound", axes[0], "VR bound, K = 10 (nats)")
+    _lines_by(view, "objective.alpha", "model.latent_dim", "log_likelihood", axes[1], "log p(x), importance sampled (nats)")
+    samples = view.spec.analyses.get("likelihood", {}).get("samples", 1000)
+    return [_save(view, fig, "bounds-vs-alpha", "Bound and log-likelihood against alpha (document 004 Fig. 2, right)",
+                  f"Test-set VR bound with 10 samples at the run's alpha and the importance-sampled log-likelihood with {samples} samples.")]
+
+
+def probes_over_epochs(view: StudyView, **_) -> list[Figure]:
+    rows = view.first_seed()
+    alphas = sorted({r.get("objective.alpha") for r in rows if r.get("objective.alpha") is not None})
+    chosen = min(alphas, key=lambda a: abs(a - 1.0)) if alphas else None  # the KL bound, as the paper's Fig. 3
+    rows = [r for r in rows if r.get("objective.alpha") == chosen] if chosen is not None else rows
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
+    drawn = False
+    for r in rows:
+        pr = view.analysis(r, "probes")
+        if not pr or not pr["over_training"]:
+            continue
+        drawn = True
+        for ax, feat in zip(axes, ("mu", "mu+sigma2", "z")):
+            pts = [e for e in pr["over_training"] if feat in e]
+            ax.plot([e["epoch"] for e in pts], [e[feat] for e in pts], marker="o", label=f"k = {r.get('model.latent_dim')}")
+    if not drawn:
+        view.notes.append("probes-over-epochs: no run has probes over snapshots")
+        plt.close(fig)
+        return []
+    for ax, feat in zip(axes, ("mu", "[mu, sigma^2]", "sampled z")):
+        ax.set_xlabel("training epoch")
+        ax.set_title(f"features: {feat}")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("test accuracy, logistic regression")
+    return [_save(view, fig, "probes-over-epochs", "Linear probes over training (document 004 Fig. 3)",
+                  f"Runs with alpha = {chosen} (alpha = 1 is the KL bound); one line per latent size k.")]
+
+
+def copy_run_figure(view: StudyView, analysis: str, stem: str, title: str, caption: str, prefer: Callable | None = None) -> list[Figure]:
+    import shutil
+
+    rows = view.first_seed()
+    if prefer:
+        rows = sorted(rows, key=prefer)
+    for r in rows:
+        src = view.run_dir(r) / "figures" / f"{analysis}-{stem}.png"
+        if src.exists():
+            view.fig_dir.mkdir(parents=True, exist_ok=True)
+            files = []
+            for ext in ("png", "svg"):
+                dst = view.fig_dir / f"{analysis}-{stem}.{ext}"
+                shutil.copyfile(src.with_suffix(f".{ext}"), dst)
+                files.append(str(dst))
+            return [Figure(f"{analysis}-{stem}", title, f"{caption} Run: {r['run']}.", files)]
+    view.notes.append(f"{analysis}-{stem}: no run has this figure")
+    return []
+
+
+def interpolation(view: StudyView, **_) -> list[Figure]:
+    return (copy_run_figure(view, "interpolation", "0", "Interpolations (document 004 Fig. 5)",
+                            "Rows: input space; latent means; sampled latents; Fisher-Rao geodesic with sampling; "
+                            "the geodesic without sampling.", prefer=lambda r: abs(r.get("objective.alpha", 1.0) - 1.0))
+            + copy_run_figure(view, "interpolation", "geodesic-curves", "Geodesics against straight lines (document 004 Fig. 4)",
+                              "Along the Fisher-Rao geodesic sigma rises between distant means.",
+                              prefer=lambda r: abs(r.get("objective.alpha", 1.0) - 1.0)))
+
+
+# --- document 000 (bubble) ----------------------------------------------------------------------------
+def unit_statistics(view: StudyView, **_) -> list[Figure]:
+    rows = [r for r in view.first_seed() if view.analysis(r, "posterior")]
+    if not rows:
+        view.notes.append("unit-statistics: no run has posterior statistics")
+        return []
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len(rows), figsize=(4.2 * len(rows), 6), squeeze=False)
+    for k, r in enumerate(rows):
+        p = view.analysis(r, "posterior")
+        mean_mu, s2 = np.asarray(p["mean_mu"]), np.asarray(p["mean_sigma2"] or [np.nan])
+        axes[0, k].hist(mean_mu, bins=50, color="#4C72B0")
+        axes[0, k].set_xlabel("E_x[mu(x)] per latent unit")
+        axes[0, k].set_title(f"{view.label(r)}: {p['latent_dim']} units")
+        axes[1, k].hist(np.sqrt(s2), bins=50, color="#DD8452")
+        axes[1, k].set_xlabel("sqrt(E_x[sigma^2(x)]) per latent unit")
+        for ax in axes[:, k]:
+            ax.set_ylabel("units")
+    return [_save(view, fig, "unit-statistics", "Posterior means near 0 and deviations near 1 (document 000)",
+                  "Per latent unit: the average posterior mean and deviation over test images. A unit with mean 0 and "
+                  "deviation 1 for every input carries nothing: it is the prior.")]
+
+
+def samplers_by_run(view: StudyView, **_) -> list[Figure]:
+    rows = [r for r in view.first_seed() if view.arrays(r, "samples")]
+    if not rows:
+        view.notes.append("samplers-by-run: no run has samples")
+        return []
+    plt = pyplot()
+    names = [("images_prior", "prior N(0, I)"), ("images_neighbourhood", "N(mu(x), I)"), ("images_ex-post-gmm", "ex-post GMM")]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3.1 * len(rows)), squeeze=False)
+    for i, r in enumerate(rows):
+        a = view.arrays(r, "samples")
+        for j, (key, title) in enumerate(names):
+            show_images(axes[i, j], a[key][:36], ncol=6, title=f"{view.label(r)}: {title}")
+    return [_save(view, fig, "samplers-by-run", "Prior samples against N(mu(x), I) and the ex-post mixture",
+                  "Document 000's observation: prior samples are strokes while N(mu(x), I) gives digits; the ex-post "
+                  "Gaussian mixture fitted to the codes is the fix that needs no training images at sampling time.")]
+
+
+def gap_by_run(view: StudyView, **_) -> list[Figure]:
+    rows = view.first_seed()
+    if not rows:
+        return []
+    plt = pyplot()
+    cols = [("holes", "prior samples in holes"), ("classifier_auc", "classifier AUC (prior vs q(z))"),
+            ("overfit_gap", "test - train -ELBO (nats)"), ("fd_prior", "FD: prior"), ("fd_neighbourhood", "FD: N(mu(x), I)"),
+            ("fd_ex-post-gmm", "FD: ex-post GMM")]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.0 * len(cols), 3.4))
+    labels = [r.get("variant") or r["run"] for r in rows]
+    for ax, (col, title) in zip(axes, cols):
+        ax.bar(range(len(rows)), [r.get(col) if isinstance(r.get(col), (int, float)) else 0 for r in rows], color="#4C72B0")
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    return [_save(view, fig, "gap-by-run", "Both explanations, measured",
+                  "Holes and the classifier AUC measure the soap bubble; the train/test gap measures over-fitting; "
+                  "FD per sampler measures what each fix buys.")]
+
+
 FIGURES: dict[str, Callable[..., list[Figure]]] = {
     "latent-2d": latent_2d, "typical-gap": typical_gap, "headline": headline, "samples-grid": samples_grid,
     "reconstructions-grid": reconstructions_grid, "theorem3": theorem3,
+    "pca-spectra": pca_spectra, "components-vs-alpha": components_vs_alpha, "bounds-vs-alpha": bounds_vs_alpha,
+    "probes-over-epochs": probes_over_epochs, "interpolation": interpolation,
+    "unit-statistics": unit_statistics, "samplers-by-run": samplers_by_run, "gap-by-run": gap_by_run,
 }
 
 

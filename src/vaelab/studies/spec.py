@@ -60,6 +60,8 @@ class StudySpec(BaseModel):
     figures: list[str] = Field(default_factory=list)
     figure_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="figure name -> options")
     scales: dict[str, Scale] = Field(default_factory=dict)
+    scale: str = Field("full", description="set by --scale; the study folder carries the scale in its name")
+    scale_description: str = ""
     no_runs: bool = Field(False, description="a study of figures only (e.g. the theorem check), with no training")
     cpus_per_run: float = Field(1.0, gt=0)
     gpus_per_run: float = Field(0.0, ge=0)
@@ -90,7 +92,9 @@ class StudySpec(BaseModel):
         analyses = {k: {**v, **s.analyses.get(k, {})} for k, v in self.analyses.items()}
         options = {k: {**self.figure_options.get(k, {}), **s.figure_options.get(k, {})}
                    for k in {*self.figure_options, *s.figure_options}}
-        return self.model_copy(update={"figure_options": options,
+        # a scale is its own study folder, so runs of different scales never meet under one name
+        return self.model_copy(update={"name": f"{self.name}-{scale}", "scale": scale, "scale_description": s.description,
+                                       "figure_options": options,
             "base": base, "grid": s.grid if s.grid is not None else self.grid,
             "variants": s.variants if s.variants is not None else self.variants,
             "seeds": s.seeds or self.seeds, "analyses": analyses, "scales": {}})

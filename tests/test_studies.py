@@ -1,0 +1,158 @@
+"""Studies end to end at their smallest scale on digits: runs, skip/resume, results table, report content, Ray."""
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vaelab.errors import ConfigError
+from vaelab.studies.executors import LocalExecutor
+from vaelab.studies.runner import read_results, run_study
+from vaelab.studies.spec import builtin_studies, load_study
+
+
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+
+
+def _report_sections(html: str) -> list[str]:
+    return re.findall(r'<section id="([^"]+)"', html)
+
+
+def _figure_ids(html: str) -> list[str]:
+    return re.findall(r'<div class="figure" id="fig-([^"]+)"', html)
+
+
+EXPECTED_FIGURES = {
+    "latent-dim": {"latent-2d", "typical-gap", "samples-grid", "reconstructions-grid", "headline"},
+    "renyi": {"pca-spectra", "components-vs-alpha", "bounds-vs-alpha", "probes-over-epochs", "interpolation-0",
+              "interpolation-geodesic-curves"},
+    "bubble": {"unit-statistics", "samplers-by-run", "gap-by-run"},
+    "theory": {"theorem3"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED_FIGURES))
+def test_builtin_study_at_tiny_scale(name, tmp_path):
+    spec = load_study(name).scaled("tiny")
+    folder = run_study(spec, tmp_path, executor=LocalExecutor(workers=2), progress=False, log=lambda m: None)
+    rows = read_results(folder)
+    planned = spec.expand()
+    assert [r["run"] for r in rows] == [p.name for p in planned]
+    assert all(r["status"] == "finished" for r in rows), rows
+    with open(folder / "results.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == len(planned) and all(t["status"] == "finished" for t in table)
+    html = (folder / "report.html").read_text()
+    assert set(_figure_ids(html)) == EXPECTED_FIGURES[name], _figure_ids(html)
+    assert html.count("data:image/png;base64,") >= len(EXPECTED_FIGURES[name])
+    assert "http://" not in html and "https://" not in html  # self-contained
+    assert "findings" in _report_sections(html)
+    if planned:
+        assert {"results", "configs"} <= set(_report_sections(html))
+        assert html.count('<tr class="') == len(planned)  # one table row per run
+        for p in planned:
+            assert p.name in html
+    if name == "bubble":
+        assert "diagnosis" in _report_sections(html) and html.count('<div class="verdict">') == len(planned)
+
+
+def test_rerun_skips_finished_runs_and_resumes_interrupted(tmp_path):
+    spec = load_study("latent-dim").scaled("tiny").model_copy(update={"analyses": {"posterior": {}}})
+    folder = run_study(spec, tmp_path, executor=LocalExecutor(workers=1), progress=False, log=lambda m: None)
+    first = read_results(folder)
+    # interrupt one run: drop its newest checkpoint and mark it interrupted, as a crash would leave it
+    victim = folder / "runs" / first[0]["run"]
+    newest = sorted((victim / "checkpoints").glob("epoch-*"))[-1]
+    shutil.rmtree(newest)
+    (victim / "status.json").write_text(json.dumps({"state": "interrupted", "epoch": 2}))
+    from vaelab.studies.execute import execute_run
+
+    rows = []
+    for p in spec.expand():
+        rows.append(execute_run({"name": p.name, "config": p.config.model_dump(mode="json"),
+                                 "runs_dir": str(folder / "runs"), "analyses": spec.analyses}))
+    assert [r["trained_now"] for r in rows] == [True, False]  # resumed the interrupted one, skipped the other
+    again = {r["run"]: r for r in rows}
+    for r in first:  # the same numbers: the resumed run ended bit-identical
+        assert again[r["run"]]["test_loss"] == r["test_loss"]
+
+
+def test_a_failing_run_is_reported_and_the_study_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAELAB_FAULT_NAN_STEP", "3")
+    spec = load_study("latent-dim").scaled("tiny").model_copy(update={"analyses": {}})
+    folder = run_study(spec, tmp_path, executor=LocalExecutor(workers=1), progress=False, log=lambda m: None)
+    rows = read_results(folder)
+    assert all(r["status"] == "failed" and "loss became nan at epoch 1, step 3" in r["reason"] for r in rows)
+    html = (folder / "report.html").read_text()
+    assert "loss became nan at epoch 1, step 3" in html and "2 failed" in html
+
+
+def test_ray_executor_on_a_local_ray_instance(tmp_path):
+    pytest.importorskip("ray")
+    from vaelab.studies.executors import RayExecutor
+
+    spec = load_study("latent-dim").scaled("tiny").model_copy(update={"analyses": {"posterior": {}}})
+    folder = run_study(spec, tmp_path, executor=RayExecutor(cores=2), progress=False, log=lambda m: None)
+    rows = read_results(folder)
+    assert [r["status"] for r in rows] == ["finished", "finished"]
+    local = run_study(spec, tmp_path / "local", executor=LocalExecutor(workers=1), progress=False, log=lambda m: None)
+    assert [r["test_loss"] for r in read_results(local)] == [r["test_loss"] for r in rows]  # same seeds, same numbers
+
+
+def test_tracking_to_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vaelab.studies.tracking import parse_tracking
+
+    spec = load_study("latent-dim").scaled("tiny").model_copy(update={"analyses": {}, "grid": {"model.latent_dim": [2]}})
+    tracking = parse_tracking("tensorboard", None, tmp_path / spec.name)
+    folder = run_study(spec, tmp_path, executor=LocalExecutor(workers=1), progress=False, tracking=tracking,
+                       report=False, log=lambda m: None)
+    logdir = folder / "tensorboard" / spec.expand()[0].name
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    events = acc.Scalars("test_loss")
+    metrics = [json.loads(line) for line in (folder / "runs" / spec.expand()[0].name / "metrics.jsonl").read_text().splitlines()]
+    assert [e.step for e in events] == [m["epoch"] for m in metrics]
+    assert [round(e.value, 4) for e in events] == [round(m["test_loss"], 4) for m in metrics]
+
+
+def test_user_study_file_and_bad_specs(tmp_path):
+    spec_file = tmp_path / "mine.yaml"
+    spec_file.write_text(yaml.safe_dump({"name": "mine", "base": {"data": {"name": "digits"}, "model": {"hidden": [32]},
+                                                                  "train": {"epochs": 1}},
+                                         "grid": {"model.latent_dim": [2, 3]}, "seeds": [0, 1]}))
+    spec = load_study(spec_file)
+    assert [r.name for r in spec.expand()] == ["mine-z2-s0", "mine-z2-s1", "mine-z3-s0", "mine-z3-s1"]
+    bad = tmp_path / "bad.yaml"
+    for text, message in [
+        ("name: x\ngrdi: {}\n", "unknown key 'grdi'; did you mean 'grid'?"),
+        ("name: x\nbase: {model: {latent_dim: -3}}\n", "model.latent_dim"),
+        ("name: ../evil\n", "must be 1-64 letters"),
+        ("name: x\ngrid: {model.latent_dim: []}\n", "has no values"),
+        ("name: [unclosed\n", "not valid YAML at line"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_study(bad).expand()
+    with pytest.raises(ConfigError, match="has no scale 'huge'"):
+        load_study("latent-dim").scaled("huge")
+    out = subprocess.run([sys.executable, "-m", "vaelab", "study", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_every_builtin_study_expands_at_every_scale():
+    for name in builtin_studies():
+        spec = load_study(name)
+        for scale in ["full", *spec.scales]:
+            runs = spec.scaled(scale).expand()
+            assert len({r.name for r in runs}) == len(runs)
