@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: study test bench clean venv venv-dev
+.PHONY: study test bench clean venv venv-dev browser
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -22,19 +22,25 @@ $(VENV)/.installed-dev: $(VENV)/.base pyproject.toml
 venv: $(VENV)/.installed
 venv-dev: $(VENV)/.installed-dev
 
-## The main job: train a VAE on the embedded digits set (no download), then diagnose its latent space.
+## The main job: the latent-dim study (document 002) on the embedded digits set, no download; prints the report path.
 study: venv
-	$(VENV)/bin/vaelab train --dataset digits --arch 64-128-128-8 --epochs 40 --batch-size 64 \
-		--lr 2e-3 --seed 0 --snapshot-every 10 --out runs --name digits-demo --overwrite
-	$(VENV)/bin/vaelab diagnose runs/digits-demo --quick
-	$(VENV)/bin/vaelab analyze runs/digits-demo --only probes,interpolation
-	@echo "figures: runs/digits-demo/figures/   measurements: runs/digits-demo/analysis/"
+	$(VENV)/bin/vaelab study latent-dim --scale small --out studies
 
-test: venv-dev
+## Headless Chromium for the report's browser test (Debian packages; installed when missing and we may).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium and chromium-driver (Debian) for the report's browser test"; \
+			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+				|| echo "note: could not install chromium; the browser test will be skipped"; \
+		else echo "note: chromium is not installed; the browser test will be skipped"; fi; \
+	fi
+
+test: venv-dev browser
 	$(PY) -m pytest -q
 
 bench: venv-dev
 	$(PY) benchmarks/train_epoch.py
 
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) runs studies build src/*.egg-info .pytest_cache

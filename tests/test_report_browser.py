@@ -1,0 +1,57 @@
+"""The report in a real browser: headless Chromium loads it with no console errors, sorts the table, and a screenshot
+is saved (tests/out/report.png) for a person to look at."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vaelab.studies.executors import LocalExecutor
+from vaelab.studies.runner import run_study
+from vaelab.studies.spec import load_study
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian packages chromium and chromium-driver are not installed")
+def test_report_loads_in_headless_chromium_without_console_errors(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+
+    spec = load_study("latent-dim").scaled("tiny")
+    folder = run_study(spec, tmp_path, executor=LocalExecutor(workers=2), progress=False, log=lambda m: None)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", "--window-size=1400,2000"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=opts)
+    try:
+        driver.get((folder / "report.html").resolve().as_uri())
+        assert "latent dimension" in driver.title
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+        images = driver.find_elements(By.CSS_SELECTOR, ".figure img")
+        assert len(images) >= 4
+        assert all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+                   for img in images)  # every embedded figure decoded
+        # sorting by test_loss puts the rows in numeric order
+        header = next(th for th in driver.find_elements(By.CSS_SELECTOR, "#results-table th") if th.text == "test_loss")
+        col = int(header.get_attribute("data-col"))
+        header.click()
+        values = [float(tr.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-value"))
+                  for tr in driver.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")]
+        assert values == sorted(values)
+        out = Path(__file__).parent / "out"
+        out.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(out / "report.png"))
+        assert (out / "report.png").stat().st_size > 10_000
+    finally:
+        driver.quit()
