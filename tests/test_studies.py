@@ -35,6 +35,8 @@ EXPECTED_FIGURES = {
               "interpolation-geodesic-curves"},
     "bubble": {"unit-statistics", "samplers-by-run", "gap-by-run"},
     "theory": {"theorem3"},
+    "sampling": {"trajectories", "latent-frames", "vae-vs-ae", "views-3d-256-32-8-3-vae", "grids-4d", "samples-high-dim",
+                 "loss-spread", "collapse"},
 }
 
 
@@ -52,7 +54,7 @@ def test_builtin_study_at_tiny_scale(name, tmp_path):
     assert len(table) == len(planned) and all(t["status"] == "finished" for t in table)
     html = (folder / "report.html").read_text()
     assert set(_figure_ids(html)) == EXPECTED_FIGURES[name], _figure_ids(html)
-    assert html.count("data:image/png;base64,") >= len(EXPECTED_FIGURES[name])
+    assert html.count("data:image/png;base64,") + html.count("data:image/gif;base64,") == len(EXPECTED_FIGURES[name])
     assert "http://" not in html and "https://" not in html  # self-contained
     assert "findings" in _report_sections(html)
     if planned:
@@ -60,6 +62,8 @@ def test_builtin_study_at_tiny_scale(name, tmp_path):
         assert html.count('<tr class="') == len(planned)  # one table row per run
         for p in planned:
             assert p.name in html
+    if name == "sampling":
+        assert "animations" in _report_sections(html) and html.count("data:image/gif;base64,") == 2
     if name == "bubble":
         assert "diagnosis" in _report_sections(html) and html.count('<div class="verdict">') == len(planned)
 

@@ -201,3 +201,20 @@ def test_fused_adam_matches_plain_adam():
             opt.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.allclose(pa, pb, atol=1e-6, rtol=1e-5)
+
+
+def test_trace_of_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    import numpy as np
+
+    from vaelab.trainer import resume, train
+
+    cfg = tiny_config(train={"epochs": 4, "batch_size": 128, "lr": 3e-3, "trace_every": 3, "trace_per_class": 2})
+    whole = train(cfg, tmp_path / "a", progress=False, log=lambda m: None)
+    half = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    train(half, tmp_path / "b", progress=False, log=lambda m: None)
+    resumed = resume(tmp_path / "b" / cfg.name, epochs=4, progress=False, log=lambda m: None)
+    a, b = np.load(whole.path / "trace.npz"), np.load(resumed.path / "trace.npz")
+    assert a["mu"].shape[1] == 20 and sorted(set(a["labels"].tolist())) == list(range(10))  # 2 per class
+    assert a["step"][0] == 0 and (np.diff(a["step"]) == 3).all()
+    for key in ("step", "epoch", "mu", "logvar", "labels"):
+        assert np.array_equal(a[key], b[key]), key

@@ -32,7 +32,8 @@ KL_ACTIVE_THRESHOLD = 0.01  # nats; a latent dimension whose average KL exceeds 
 KL_VALUES_MAX_DIMS = 256  # the per-dimension KL vector is stored in full up to this many dimensions
 
 # Config fields that may change when a run is resumed (more epochs, another device); anything else may not.
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "eval_batch_size"), ("train", "snapshot_every")}
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "eval_batch_size"), ("train", "snapshot_every"),
+                     ("train", "trace_epochs")}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -205,6 +206,13 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
         bar = tqdm(total=t_cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, unit="step",
                    desc=config.name, file=sys.stderr, dynamic_ncols=True)
     nan_step = faults.nan_step()
+    tracer = None
+    if t_cfg.trace_every:
+        from vaelab.trace import Tracer
+
+        tracer = Tracer(run_dir, pixels.test, data.y_test.to(device), t_cfg.trace_per_class, step)
+        if step == 0:
+            tracer.record(model, 0, 0.0)
     model.train()
     for epoch in range(start_epoch + 1, t_cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -225,6 +233,8 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if tracer is not None and step % t_cfg.trace_every == 0 and (not t_cfg.trace_epochs or epoch <= t_cfg.trace_epochs):
+                tracer.record(model, step, epoch - 1 + (i + 1) / steps_per_epoch)
             with torch.no_grad():
                 sums += torch.stack([terms.bound.sum(), terms.recon.sum(), terms.kl.sum()]).double()
             if bar is not None:
@@ -244,6 +254,8 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
         state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "epoch": epoch, "step": step,
                  "metrics_json": json.dumps(history)}
         store.save(model.state_dict(), state, epoch)
+        if tracer is not None:
+            tracer.save()
         if t_cfg.snapshot_every and epoch % t_cfg.snapshot_every == 0:
             write_snapshot(run_dir, model.state_dict(), epoch)
         write_metrics(run_dir, history)

@@ -400,6 +400,9 @@ FIGURES: dict[str, Callable[..., list[Figure]]] = {
 
 def draw(view: StudyView) -> list[Figure]:
     """Every figure the spec lists, in order; a failure to draw one is a note in the report, not a crash."""
+    from vaelab.report import sampling_figures
+
+    FIGURES.update(sampling_figures.FIGURES)
     out = []
     for name in view.spec.figures:
         fn = FIGURES.get(name)
