@@ -130,6 +130,25 @@ def test_tracking_to_tensorboard(tmp_path):
     assert [round(e.value, 4) for e in events] == [round(m["test_loss"], 4) for m in metrics]
 
 
+def test_tracking_to_mlflow_sqlite(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    from vaelab.studies.tracking import parse_tracking
+
+    spec = load_study("latent-dim").scaled("tiny").model_copy(update={"analyses": {}, "grid": {"model.latent_dim": [2]}})
+    tracking = parse_tracking("mlflow", None, tmp_path / spec.name)
+    assert tracking["uri"].startswith("sqlite:///")
+    folder = run_study(spec, tmp_path, executor=LocalExecutor(workers=1), progress=False, tracking=tracking,
+                       report=False, log=lambda m: None)
+    client = mlflow.MlflowClient(tracking["uri"])
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    assert [r.info.run_name for r in runs] == [spec.expand()[0].name]
+    history = client.get_metric_history(runs[0].info.run_id, "test_loss")
+    metrics = [json.loads(line) for line in (folder / "runs" / spec.expand()[0].name / "metrics.jsonl").read_text().splitlines()]
+    assert [h.value for h in sorted(history, key=lambda h: h.step)] == [m["test_loss"] for m in metrics]
+    assert runs[0].data.params["model.latent_dim"] == "2"
+
+
 def test_user_study_file_and_bad_specs(tmp_path):
     spec_file = tmp_path / "mine.yaml"
     spec_file.write_text(yaml.safe_dump({"name": "mine", "base": {"data": {"name": "digits"}, "model": {"hidden": [32]},
@@ -160,3 +179,23 @@ def test_every_builtin_study_expands_at_every_scale():
         for scale in ["full", *spec.scales]:
             runs = spec.scaled(scale).expand()
             assert len({r.name for r in runs}) == len(runs)
+
+
+@pytest.mark.slow
+def test_two_studies_on_one_output_directory_train_each_run_once(tmp_path):
+    spec_file = tmp_path / "shared.yaml"
+    spec_file.write_text(yaml.safe_dump({"name": "shared", "base": {"data": {"name": "digits"}, "model": {"hidden": [64]},
+                                                                    "train": {"epochs": 6, "batch_size": 32}},
+                                         "grid": {"model.latent_dim": [2, 3]}, "analyses": {"posterior": {}}}))
+    cmd = [sys.executable, "-m", "vaelab", "study", str(spec_file), "--out", str(tmp_path / "out"), "--workers", "1",
+           "--no-progress"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    folder = tmp_path / "out" / "shared"
+    for run in ("shared-z2-s0", "shared-z3-s0"):
+        metrics = (folder / "runs" / run / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(m)["epoch"] for m in metrics] == [1, 2, 3, 4, 5, 6]  # one clean history, never two
+        assert json.loads((folder / "runs" / run / "status.json").read_text())["state"] == "finished"
+    rows = read_results(folder)
+    assert [r["status"] for r in rows] == ["finished", "finished"]

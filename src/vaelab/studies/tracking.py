@@ -20,7 +20,7 @@ def parse_tracking(kind: str | None, uri: str | None, study_folder: Path) -> dic
     if kind == "tensorboard":
         return {"kind": kind, "uri": str(Path(uri) if uri else study_folder / "tensorboard")}
     if kind == "mlflow":
-        return {"kind": kind, "uri": uri or f"file:{(study_folder / 'mlruns').resolve()}", "experiment": study_folder.name}
+        return {"kind": kind, "uri": uri or f"sqlite:///{(study_folder / 'mlflow.db').resolve()}", "experiment": study_folder.name}
     raise ConfigError(f"--track {kind!r} is not one of tensorboard, mlflow")
 
 
