@@ -74,7 +74,8 @@ def summarise(results: dict) -> dict:
         verdict.append(
             f"Aggregate posterior vs prior: {100 * g['holes']:.1f}% of prior samples fall in holes (below the 1% "
             f"density quantile of the codes; 1% expected with no gap), a classifier tells prior from posterior codes "
-            f"with AUC {g['classifier_auc']:.2f}, KL(q(z) || p(z)) ~ {g['kl_aggregate_prior']:.1f} nats. "
+            f"with AUC {g['classifier_auc']:.2f}, KL(q(z) || p(z)) ~ {g['kl_aggregate_prior']:.1f} nats "
+            f"(measured on the {g['dims_used']} of {g['latent_dim']} dimensions that carry KL or vary with x; the others equal the prior). "
             + ("The soap-bubble explanation is supported: the prior puts mass where the decoder was not trained."
                if soap else "The soap-bubble explanation is not supported: prior samples land where codes are."))
     l = lik.data

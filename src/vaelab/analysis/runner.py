@@ -129,7 +129,7 @@ def run_analysis(subject, name: str, **params):
     result = fn(subject, **params)
     result.name = name
     result.source = dict(subject.source)
-    result.requested = dict(params)
+    result.requested = {k: v for k, v in params.items() if not callable(v)}  # (progress callbacks are not data)
     if subject.out_dir is not None:
         out = Path(subject.out_dir)
         from vaelab.report.figures import save_figure
