@@ -67,6 +67,14 @@ def findings(view) -> list[str]:
                 out.append(f"Largest gain from the ex-post mixture{' (' + variant + ')' if variant else ''}: at {short} = {xs[best]}, "
                            f"FD {_fmt(gmm[best])} against {_fmt(prior[best])} from the prior "
                            f"({100 * (1 - gmm[best] / prior[best]):.0f}% lower).")
+    elif rows and spec.variants:  # a study of variants only: one value per variant, mean over seeds
+        for col, words, _ in METRICS:
+            xs, mean, sd = mean_sd_by(rows, "variant", col)
+            if xs:
+                order = [v.label for v in spec.variants]
+                triples = sorted(zip(xs, mean, sd), key=lambda t: order.index(t[0]) if t[0] in order else len(order))
+                pairs = ", ".join(f"{_fmt(m)}{' +- ' + _fmt(s) if s else ''} ({x})" for x, m, s in triples)
+                out.append(f"{words[0].upper() + words[1:]}: {pairs}.")
     elif rows:
         for col, words, _ in METRICS:
             vals = [r[col] for r in rows if isinstance(r.get(col), (int, float))]
