@@ -49,22 +49,28 @@ def findings(view) -> list[str]:
     key = view.grid_key()
     failed = [r for r in view.rows if r.get("status") != "finished"]
     out.append(f"{len(view.rows)} runs, {len(rows)} finished" + (f", {len(failed)} failed (listed below)." if failed else "."))
-    variants = [v.label for v in spec.variants] or [None]
     if key and rows:
-        short = key.rsplit(".", 1)[-1]
+        keys = list(spec.grid)
+        x_key = keys[-1]  # the last grid key runs along each sentence; the others (and variants) split them
+        short = x_key.rsplit(".", 1)[-1]
+        groups = sorted({(r.get("variant"), *(r.get(k) for k in keys[:-1])) for r in rows},
+                        key=lambda g: [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in g])
         for col, words, _ in METRICS:
-            for variant in variants:
-                xs, mean, sd = mean_sd_by(rows, key, col, variant)
-                if len(xs) < 1:
+            for group in groups:
+                sub = [r for r in rows if (r.get("variant"), *(r.get(k) for k in keys[:-1])) == group]
+                xs, mean, sd = mean_sd_by(sub, x_key, col)
+                if not xs:
                     continue
+                tag = ", ".join([str(group[0])] * bool(group[0]) + [f"{k.rsplit('.', 1)[-1]} = {v}" for k, v in zip(keys[:-1], group[1:])])
                 pairs = ", ".join(f"{_fmt(m)}{' +- ' + _fmt(s) if s else ''} at {short} = {x}" for x, m, s in zip(xs, mean, sd))
-                out.append(f"{words[0].upper() + words[1:]}{' (' + variant + ')' if variant else ''}: {pairs}.")
-        for variant in variants:
-            _, prior, _ = mean_sd_by(rows, key, "fd_prior", variant)
-            xs, gmm, _ = mean_sd_by(rows, key, "fd_ex-post-gmm", variant)
+                out.append(f"{words[0].upper() + words[1:]}{' (' + tag + ')' if tag else ''}: {pairs}.")
+        for group in groups:
+            sub = [r for r in rows if (r.get("variant"), *(r.get(k) for k in keys[:-1])) == group]
+            _, prior, _ = mean_sd_by(sub, x_key, "fd_prior")
+            xs, gmm, _ = mean_sd_by(sub, x_key, "fd_ex-post-gmm")
             if prior and gmm and len(prior) == len(gmm):
                 best = max(range(len(xs)), key=lambda i: prior[i] - gmm[i])
-                out.append(f"Largest gain from the ex-post mixture{' (' + variant + ')' if variant else ''}: at {short} = {xs[best]}, "
+                out.append(f"Largest gain from the ex-post mixture: at {short} = {xs[best]}, "
                            f"FD {_fmt(gmm[best])} against {_fmt(prior[best])} from the prior "
                            f"({100 * (1 - gmm[best] / prior[best]):.0f}% lower).")
     elif rows and spec.variants:  # a study of variants only: one value per variant, mean over seeds
