@@ -218,3 +218,38 @@ def test_trace_of_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert a["step"][0] == 0 and (np.diff(a["step"]) == 3).all()
     for key in ("step", "epoch", "mu", "logvar", "labels"):
         assert np.array_equal(a[key], b[key]), key
+
+
+class _StopAfter:
+    """A stand-in for the SIGINT flag that turns on after it has been looked at ``n`` times (once per step)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __bool__(self):
+        self.n -= 1
+        return self.n < 0
+
+
+# 12 steps per epoch; the flag is read once per step and once at each epoch end
+@pytest.mark.parametrize("stop_after, where", [(5, (0, 6)), (14, (1, 2))])
+def test_stop_mid_epoch_checkpoints_and_resumes_bit_identical(tmp_path, stop_after, where):
+    from vaelab.trainer import _prepare_run_dir, _train_locked, train
+
+    cfg = tiny_config(model={"arch": "64-32-4"}, train={"epochs": 3, "batch_size": 128, "lr": 3e-3, "trace_every": 4})
+    whole = train(cfg, tmp_path / "a", progress=False, log=lambda m: None)
+    run_dir = tmp_path / "b" / cfg.name
+    _prepare_run_dir(cfg, run_dir, resume=False, overwrite=False)
+    with pytest.raises(KeyboardInterrupt):
+        _train_locked(cfg, run_dir, None, False, lambda m: None, _StopAfter(stop_after))
+    _, state, epoch = CheckpointStore(run_dir / "checkpoints").load()
+    assert (epoch, state["partial"]["step_in_epoch"]) == where
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda m: None)
+    for (k, a), (_, b) in zip(whole.load_model().state_dict().items(), resumed.load_model().state_dict().items()):
+        assert torch.equal(a, b), k
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "train_examples_per_s")} for r in rows]  # noqa: E731
+    assert strip(whole.metrics) == strip(resumed.metrics)
+    import numpy as np
+
+    ta, tb = np.load(whole.path / "trace.npz"), np.load(resumed.path / "trace.npz")
+    assert np.array_equal(ta["mu"], tb["mu"]) and np.array_equal(ta["step"], tb["step"])

@@ -37,10 +37,11 @@ class TrainingDiverged(VaelabError):
 
 
 class RunInterrupted(VaelabError):
-    """Ctrl-C or SIGTERM stopped training; the last finished epoch is checkpointed."""
+    """Ctrl-C or SIGTERM stopped training at a step boundary, after writing a checkpoint there."""
 
     exit_code = 130
 
-    def __init__(self, run_dir, epoch: int):
+    def __init__(self, run_dir, epoch: int, where: str | None = None):
         self.run_dir, self.epoch = run_dir, epoch
-        super().__init__(f"interrupted; epoch {epoch} is the last checkpoint; continue with `vaelab resume {run_dir}`")
+        at = where or f"epoch {epoch}"
+        super().__init__(f"interrupted; checkpoint written at {at}; continue with `vaelab resume {run_dir}`")

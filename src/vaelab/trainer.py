@@ -105,21 +105,37 @@ def _config_changes(old: RunConfig, new: RunConfig) -> list[str]:
     return changes
 
 
+class StopRequest:
+    """Set by SIGINT/SIGTERM while training; the loop stops at the next step boundary and writes a checkpoint.
+    A second signal interrupts at once (the previous checkpoint stays valid)."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.where: str | None = None  # where the checkpoint was written, e.g. "step 6 of epoch 2"
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Treat SIGTERM like Ctrl-C while training (main thread only), so both end with a clean 'interrupted'."""
+def _stop_on_signals():
+    """Install the SIGINT/SIGTERM handlers (main thread only; elsewhere Ctrl-C keeps Python's behaviour)."""
+    stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        if stop.signal is not None:
+            raise KeyboardInterrupt
+        stop.signal = signum
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -153,21 +169,22 @@ def train(config: RunConfig, out: str | os.PathLike = "runs", *, resume: bool = 
     """
     run_dir = Path(out) / config.name
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    with RunLock(run_dir), _sigterm_as_interrupt():
+    with RunLock(run_dir), _stop_on_signals() as stop:
         _prepare_run_dir(config, run_dir, resume, overwrite)
         try:
-            _train_locked(config, run_dir, dataset, progress, log)
+            _train_locked(config, run_dir, dataset, progress, log, stop)
         except KeyboardInterrupt:
             last = CheckpointStore(run_dir / "checkpoints").epochs()
-            write_status(run_dir, "interrupted", epoch=last[0] if last else 0)
-            raise RunInterrupted(run_dir, last[0] if last else 0) from None
+            write_status(run_dir, "interrupted", epoch=last[0] if last else 0, at=stop.where)
+            raise RunInterrupted(run_dir, last[0] if last else 0, stop.where) from None
         except TrainingDiverged as exc:
             write_status(run_dir, "failed", epoch=exc.epoch, step=exc.step, reason=str(exc))
             raise
     return Run(run_dir)
 
 
-def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, progress: bool | None, log) -> None:
+def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, progress: bool | None, log,
+                  stop: StopRequest | None = None) -> None:
     t_cfg = config.train
     device = resolve_device(t_cfg.device)
     data = dataset if dataset is not None else load_dataset(config.data.name, train_size=config.data.train_size,
@@ -182,7 +199,7 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
     generator = torch.Generator(device=device).manual_seed(t_cfg.seed)
     store = CheckpointStore(run_dir / "checkpoints")
 
-    start_epoch, step, history = 0, 0, []
+    start_epoch, step, history, partial = 0, 0, [], None
     loaded = store.load(map_location=device)
     if loaded is not None:
         weights, state, start_epoch = loaded
@@ -191,7 +208,9 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
         generator.set_state(state["generator"].cpu())  # set_state takes a CPU ByteTensor on every device
         step = int(state["step"])
         history = json.loads(state["metrics_json"])  # the rows that match these weights, whatever metrics.jsonl says
-        log(f"resuming {run_dir} from epoch {start_epoch}")
+        partial = state.get("partial")  # set when the run stopped inside epoch start_epoch + 1
+        where = f"epoch {start_epoch}" + (f", step {partial['step_in_epoch']} of epoch {start_epoch + 1}" if partial else "")
+        log(f"resuming {run_dir} from {where}")
     write_status(run_dir, "running", epoch=start_epoch)
     write_metrics(run_dir, history)
 
@@ -216,10 +235,19 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
     model.train()
     for epoch in range(start_epoch + 1, t_cfg.epochs + 1):
         t0 = time.perf_counter()
+        epoch_generator = generator.get_state()  # kept in a mid-epoch checkpoint, to redraw this epoch's batches
+        first_step = 0
+        if partial is not None:  # continue inside the epoch: same binarization and order, then the saved RNG
+            generator.set_state(partial["epoch_generator"].cpu())
+            epoch_generator = generator.get_state()
         x_epoch = pixels.train_epoch(generator)
         order = torch.randperm(n_train, generator=generator, device=device)
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # bound, recon, kl
-        for i in range(steps_per_epoch):
+        if partial is not None:
+            generator.set_state(state["generator"].cpu())
+            first_step, sums = int(partial["step_in_epoch"]), partial["sums"].to(device)
+            partial = None
+        for i in range(first_step, steps_per_epoch):
             idx = order[i * batch:(i + 1) * batch]
             x = x_epoch[idx]
             progress_epochs = epoch - 1 + i / steps_per_epoch
@@ -239,6 +267,16 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
                 sums += torch.stack([terms.bound.sum(), terms.recon.sum(), terms.kl.sum()]).double()
             if bar is not None:
                 bar.update(1)
+            if stop and i + 1 < steps_per_epoch:  # Ctrl-C / SIGTERM: checkpoint this step and stop
+                mid = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "epoch": epoch - 1,
+                       "step": step, "metrics_json": json.dumps(history),
+                       "partial": {"step_in_epoch": i + 1, "epoch_generator": epoch_generator, "sums": sums.cpu()}}
+                store.save(model.state_dict(), mid, epoch - 1)
+                if tracer is not None:
+                    tracer.save()
+                if isinstance(stop, StopRequest):
+                    stop.where = f"step {i + 1} of {steps_per_epoch} in epoch {epoch}"
+                raise KeyboardInterrupt
         train_seconds = time.perf_counter() - t0
         sums = sums.cpu() / n_train
         eval_gen = torch.Generator(device=device).manual_seed(t_cfg.seed * 1_000_003 + epoch)
@@ -266,6 +304,8 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
             bar.set_postfix_str(f"test {row['test_loss']:.2f}")
         else:
             log(line)
+        if stop and epoch < t_cfg.epochs:  # stopped at an epoch boundary: this epoch's checkpoint is the one
+            raise KeyboardInterrupt
     if bar is not None:
         bar.close()
     write_status(run_dir, "finished", epoch=t_cfg.epochs)
