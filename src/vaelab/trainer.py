@@ -225,6 +225,7 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
         bar = tqdm(total=t_cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, unit="step",
                    desc=config.name, file=sys.stderr, dynamic_ncols=True)
     nan_step = faults.nan_step()
+    bf16 = t_cfg.precision == "bf16"
     tracer = None
     if t_cfg.trace_every:
         from vaelab.trace import Tracer
@@ -251,7 +252,8 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
             idx = order[i * batch:(i + 1) * batch]
             x = x_epoch[idx]
             progress_epochs = epoch - 1 + i / steps_per_epoch
-            terms = objective(model, x, generator, progress_epochs)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                terms = objective(model, x, generator, progress_epochs)
             loss = terms.loss
             step += 1
             if nan_step is not None and step == nan_step:

@@ -16,6 +16,11 @@ from torch import nn
 LOG_2PI = math.log(2 * math.pi)
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 (from autocast) -> float32; float32 and float64 pass through unchanged."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def std_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I), summed over the last dim: (..., D) -> (...)."""
     return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
@@ -81,10 +86,11 @@ class PosteriorHead(nn.Module):
             raise ValueError(f"posterior family {family!r} is not one of diagonal, isotropic, deterministic")
 
     def forward(self, h: torch.Tensor) -> GaussianPosterior:
-        mu = self.mu(h).flatten(1)
+        # full precision out whatever the layers ran in (bf16 autocast): sampling, densities and KL stay exact
+        mu = full_precision(self.mu(h).flatten(1))
         if self.family == "deterministic":
             return GaussianPosterior(mu, None)
         if self.family == "isotropic":
             pooled = h.mean(dim=(2, 3)) if self.spatial else h
-            return GaussianPosterior(mu, self.logvar(pooled).expand_as(mu))
-        return GaussianPosterior(mu, self.logvar(h).flatten(1))
+            return GaussianPosterior(mu, full_precision(self.logvar(pooled)).expand_as(mu))
+        return GaussianPosterior(mu, full_precision(self.logvar(h).flatten(1)))

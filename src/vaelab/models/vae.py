@@ -13,7 +13,7 @@ from torch import nn
 
 from vaelab.models.likelihoods import build_likelihood
 from vaelab.models.networks import ConvDecoder, ConvEncoderBody, MLPDecoder, MLPEncoderBody
-from vaelab.models.posteriors import GaussianPosterior, PosteriorHead, std_normal_log_prob
+from vaelab.models.posteriors import GaussianPosterior, PosteriorHead, full_precision, std_normal_log_prob
 
 
 @runtime_checkable
@@ -49,7 +49,8 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (..., D) -> likelihood parameters (..., C, H, W) (logits for Bernoulli families, means for Gaussian)."""
         lead = z.shape[:-1]
-        return self.decoder(z.reshape(-1, self.latent_dim)).view(*lead, *self.image_shape)
+        # full precision out (a no-op without autocast): the log-likelihood sums hundreds of pixels
+        return full_precision(self.decoder(z.reshape(-1, self.latent_dim)).view(*lead, *self.image_shape))
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) under N(0, I): (..., D) -> (...)."""

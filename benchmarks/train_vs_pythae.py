@@ -1,0 +1,106 @@
+"""Training speed and quality: vaelab against pythae 0.1.2's TrainingPipeline, same data, same network, one run.
+
+The setting is pythae's default VAE: MLP 784-512-16, ReLU, Bernoulli (BCE), batch 128, Adam 1e-3, on MNIST with one
+fixed binarization (vaelab's `pixels: fixed`, the same arrays handed to pythae). Both evaluate on the same binarized
+test set every epoch. Seconds per epoch include each library's per-epoch evaluation (and vaelab's checkpoint);
+medians over epochs after the first. vaelab runs twice: fp32, and bf16 autocast on the matrix products.
+
+    python benchmarks/train_vs_pythae.py [--epochs 10] [--out benchmarks/out/train_vs_pythae.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import vaelab
+from vaelab.data import PixelSampler, load_dataset
+
+SIZES = [784, 512, 16]
+
+
+def train_flops_per_example() -> float:
+    enc = 784 * 512 + 2 * 512 * 16
+    dec = 16 * 512 + 512 * 784
+    return 3 * 2 * (enc + dec)  # forward + backward, 2 flops per multiply-add
+
+
+def run_vaelab(epochs: int, precision: str) -> dict:
+    cfg = vaelab.build_config({"name": f"bench-{precision}", "data": {"name": "mnist", "pixels": "fixed"},
+                               "model": {"arch": "784-512-16"},
+                               "train": {"epochs": epochs, "batch_size": 128, "lr": 1e-3, "precision": precision}})
+    with tempfile.TemporaryDirectory() as tmp:
+        run = vaelab.train(cfg, out=tmp, progress=False, log=lambda m: None)
+        rows = run.metrics
+    return {"epoch_seconds": [r["seconds"] for r in rows], "train_seconds": [60000 / r["train_examples_per_s"] for r in rows],
+            "test_neg_elbo": [r["test_loss"] for r in rows]}
+
+
+def run_pythae(epochs: int, x_train: torch.Tensor, x_test: torch.Tensor) -> dict:
+    from pythae.models import VAE, VAEConfig
+    from pythae.pipelines import TrainingPipeline
+    from pythae.trainers import BaseTrainerConfig
+    from pythae.trainers.training_callbacks import TrainingCallback
+
+    class Clock(TrainingCallback):
+        def __init__(self):
+            self.begin, self.seconds, self.eval_loss = 0.0, [], []
+
+        def on_epoch_begin(self, training_config, **kwargs):
+            self.begin = time.perf_counter()
+
+        def on_epoch_end(self, training_config, **kwargs):
+            self.seconds.append(time.perf_counter() - self.begin)
+
+        def on_log(self, training_config, logs, **kwargs):
+            self.eval_loss.append(float(logs["eval_epoch_loss"]))
+
+    torch.manual_seed(0)
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = BaseTrainerConfig(output_dir=tmp, num_epochs=epochs, learning_rate=1e-3, per_device_train_batch_size=128,
+                                   per_device_eval_batch_size=128, optimizer_cls="Adam", no_cuda=True)
+        model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=16, reconstruction_loss="bce"))
+        TrainingPipeline(training_config=config, model=model)(train_data=x_train, eval_data=x_test, callbacks=[clock])
+    return {"epoch_seconds": clock.seconds, "test_neg_elbo": clock.eval_loss}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--out", default="benchmarks/out/train_vs_pythae.json")
+    args = ap.parse_args()
+    import logging
+
+    logging.getLogger("pythae").setLevel(logging.WARNING)
+    data = load_dataset("mnist")
+    cfg = vaelab.build_config({"data": {"name": "mnist", "pixels": "fixed"}})
+    pixels = PixelSampler("fixed", data.x_train, data.x_test, cfg.data.binarize_seed)  # exactly what vaelab trains on
+    results = {
+        "pythae": run_pythae(args.epochs, pixels.train_fixed, pixels.test),
+        "vaelab-fp32": run_vaelab(args.epochs, "fp32"),
+        "vaelab-bf16": run_vaelab(args.epochs, "bf16"),
+    }
+    summary = {"epochs": args.epochs, "threads": torch.get_num_threads(), "runs": results, "median_epoch_seconds": {},
+               "final_test_neg_elbo": {}}
+    for name, r in results.items():
+        summary["median_epoch_seconds"][name] = statistics.median(r["epoch_seconds"][1:])
+        summary["final_test_neg_elbo"][name] = r["test_neg_elbo"][-1]
+    med = summary["median_epoch_seconds"]
+    summary["speedup_vs_pythae"] = {k: med["pythae"] / v for k, v in med.items() if k != "pythae"}
+    flops = train_flops_per_example() * 60000
+    summary["train_gflops"] = {k: flops / statistics.median(results[k]["train_seconds"][1:]) / 1e9
+                               for k in ("vaelab-fp32", "vaelab-bf16")}
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
