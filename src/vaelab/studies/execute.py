@@ -17,12 +17,20 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     """task: name, config (dict), runs_dir, analyses {name: params}, threads, retry_failed, tracking (or None)."""
     import torch
 
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(task.get("threads", 1))))
+    try:
+        return _execute(task)
+    finally:
+        torch.set_num_threads(threads_before)  # matters when a run executes in the caller's own process
+
+
+def _execute(task: dict[str, Any]) -> dict[str, Any]:
     from vaelab.config import build_config
     from vaelab.errors import RunError, RunInterrupted, TrainingDiverged, VaelabError
     from vaelab.runs import Run
     from vaelab.trainer import train
 
-    torch.set_num_threads(max(1, int(task.get("threads", 1))))
     cfg = build_config(task["config"])
     runs_dir = Path(task["runs_dir"])
     run_dir = runs_dir / cfg.name
