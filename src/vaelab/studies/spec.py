@@ -101,7 +101,7 @@ class StudySpec(BaseModel):
 
     def expand(self) -> list["PlannedRun"]:
         """Every run of the study: variants x grid x seeds, each a validated RunConfig."""
-        from vaelab.config import build_config, format_validation_error
+        from vaelab.config import build_config
 
         if self.no_runs:
             return []
@@ -121,8 +121,6 @@ class StudySpec(BaseModel):
                         cfg = build_config(cfg_dict)
                     except ConfigError as exc:
                         raise ConfigError(f"study {self.name!r}, run {name}: {exc}") from None
-                    except ValidationError as exc:  # pragma: no cover - build_config converts these
-                        raise ConfigError(f"study {self.name!r}, run {name}: {format_validation_error(exc)}") from None
                     runs.append(PlannedRun(name, cfg, variant.label if self.variants else "", values, seed))
         names = [r.name for r in runs]
         if len(set(names)) != len(names):
