@@ -24,9 +24,11 @@ class Bernoulli(nn.Module):
     """p(x|z) = prod Bernoulli(x; sigmoid(logits)); log p = x*l - softplus(l) (= -BCE with logits, also for grey x)."""
 
     name = "bernoulli"
+    assume_binary: bool | None = None  # set when the pixel mode is known (no data-dependent check, e.g. under vmap)
 
     def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        if is_binary(x):  # log sigmoid(+-l): two passes over the (K, B, C, H, W) logits instead of three
+        binary = self.assume_binary if self.assume_binary is not None else is_binary(x)
+        if binary:  # log sigmoid(+-l): two passes over the (K, B, C, H, W) logits instead of three
             return _sum_pixels(F.logsigmoid(logits * (2 * x - 1)))
         return _sum_pixels(x * logits - F.softplus(logits))
 

@@ -47,11 +47,16 @@ class GaussianPosterior:
     def deterministic(self) -> bool:
         return self.logvar is None
 
-    def rsample(self, n_samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reparameterised samples z = mu + sigma * eps: (K, B, D)."""
+    def rsample(self, n_samples: int = 1, generator: "torch.Generator | torch.Tensor | None" = None) -> torch.Tensor:
+        """Reparameterised samples z = mu + sigma * eps: (K, B, D). ``generator`` may instead be the standard normal
+        noise itself, a (K, B, D) tensor drawn beforehand (the vectorised trainer draws each member's noise outside
+        torch.func.vmap, from that member's own generator)."""
         if self.logvar is None:
             return self.mu.unsqueeze(0).expand(n_samples, *self.mu.shape)
-        eps = torch.randn((n_samples, *self.mu.shape), generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        if isinstance(generator, torch.Tensor):
+            eps = generator
+        else:
+            eps = torch.randn((n_samples, *self.mu.shape), generator=generator, device=self.mu.device, dtype=self.mu.dtype)
         return self.mu + torch.exp(0.5 * self.logvar) * eps
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
