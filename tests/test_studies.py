@@ -199,3 +199,19 @@ def test_two_studies_on_one_output_directory_train_each_run_once(tmp_path):
         assert json.loads((folder / "runs" / run / "status.json").read_text())["state"] == "finished"
     rows = read_results(folder)
     assert [r["status"] for r in rows] == ["finished", "finished"]
+
+
+def test_seeds_of_a_study_are_vectorised_and_match_separate_runs(tmp_path):
+    spec_file = tmp_path / "seeds.yaml"
+    spec_file.write_text(yaml.safe_dump({"name": "seeds", "base": {"data": {"name": "digits"}, "model": {"hidden": [64]},
+                                                                   "train": {"epochs": 3, "batch_size": 64}},
+                                         "grid": {"model.latent_dim": [2, 4]}, "seeds": [0, 1, 2]}))
+    spec = load_study(spec_file)
+    vec = read_results(run_study(spec, tmp_path / "v", executor=LocalExecutor(workers=2), progress=False, report=False,
+                                 log=lambda m: None))
+    sep = read_results(run_study(spec, tmp_path / "s", executor=LocalExecutor(workers=2), progress=False, report=False,
+                                 vectorize=False, log=lambda m: None))
+    assert [r["run"] for r in vec] == [r["run"] for r in sep] and all(r["status"] == "finished" for r in vec)
+    assert all(r.get("vectorised") == 3 for r in vec) and not any(r.get("vectorised") for r in sep)
+    for a, b in zip(vec, sep):
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5)

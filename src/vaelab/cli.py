@@ -336,6 +336,7 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
           track: Optional[str] = typer.Option(None, help="Send each run's metrics to 'tensorboard' or 'mlflow'."),
           track_uri: Optional[str] = typer.Option(None, help="TensorBoard log dir or MLflow tracking URI (default: inside the study folder)."),
           retry_failed: bool = typer.Option(False, "--retry-failed", help="Train runs that failed before again."),
+          vectorize: bool = typer.Option(True, "--vectorize/--no-vectorize", help="Train runs that differ only in seed together as one vectorised model (default on)."),
           list_: bool = typer.Option(False, "--list", help="List the built-in studies and their scales, then exit."),
           print_runs: bool = typer.Option(False, "--print-runs", help="Print the runs the study would train, then exit."),
           progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."),
@@ -366,7 +367,8 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
                        gpus_per_run=spec.gpus_per_run)
     tracking = parse_tracking(track, track_uri, study_dir(out, spec))
     _err(f"study {spec.name} ({scale}): {len(runs)} runs on the {ex.name} executor -> {study_dir(out, spec)}")
-    folder = run_study(spec, out, executor=ex, progress=progress, tracking=tracking, retry_failed=retry_failed, log=_err)
+    folder = run_study(spec, out, executor=ex, progress=progress, tracking=tracking, retry_failed=retry_failed,
+                       vectorize=vectorize, log=_err)
     typer.echo(f"results: {folder / 'results.csv'}")
     typer.echo(f"report: {folder / 'report.html'}")
 

@@ -25,6 +25,66 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(threads_before)  # matters when a run executes in the caller's own process
 
 
+def execute_task(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """A task is one run, or a group of runs that differ only in seed ({"group": [run tasks]}): the group is trained
+    as one vectorised model (vaelab.ensemble), then each member is finished, analysed and reported like a single run;
+    whatever cannot be vectorised (or is already trained) goes through the single-run path."""
+    if "group" not in task:
+        return [execute_run(task)]
+    import torch
+
+    from vaelab.config import build_config
+    from vaelab.ensemble import NotVectorisable, train_ensemble
+    from vaelab.errors import RunError
+    from vaelab.runs import Run
+
+    members = task["group"]
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(task.get("threads", 1))))
+    vectorised = set()
+    try:
+        configs = [build_config(t["config"]) for t in members]
+        runs_dir = Path(members[0]["runs_dir"])
+        pending = [c for c in configs if not (Run(runs_dir / c.name).status.get("state") in ("finished", "failed")
+                                              if (runs_dir / c.name / "config.yaml").exists() else False)]
+        if len(pending) >= 2:
+            try:
+                train_ensemble(pending, runs_dir, progress=False, log=lambda m: None)
+                vectorised = {c.name for c in pending}
+            except NotVectorisable:
+                pass  # e.g. members at different epochs, or one diverged: the rest go one by one below
+            except RunError as exc:
+                if "is in use by" not in str(exc):
+                    raise
+    finally:
+        torch.set_num_threads(threads_before)
+    rows = []
+    for t in members:
+        row = execute_run({**t, "threads": task.get("threads", 1)})
+        if t["name"] in vectorised:
+            row["trained_now"], row["vectorised"] = True, len(vectorised)
+        rows.append(row)
+    return rows
+
+
+def group_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tasks whose configs differ only in seed (and that vaelab.ensemble can train together) become group tasks."""
+    from vaelab.config import build_config
+    from vaelab.ensemble import vectorise_reason
+
+    groups: dict[str, list[dict]] = {}
+    for t in tasks:
+        key = dict(t["config"], name=None, train=dict(t["config"]["train"], seed=None))
+        groups.setdefault(json.dumps(key, sort_keys=True), []).append(t)
+    out = []
+    for members in groups.values():
+        if len(members) >= 2 and vectorise_reason([build_config(m["config"]) for m in members]) is None:
+            out.append({"name": "+".join(m["name"] for m in members), "group": members})
+        else:
+            out.extend(members)
+    return out
+
+
 def _execute(task: dict[str, Any]) -> dict[str, Any]:
     from vaelab.config import build_config
     from vaelab.errors import RunError, RunInterrupted, TrainingDiverged, VaelabError

@@ -1,6 +1,6 @@
 """Executors run a study's independent runs: locally in parallel processes, or as Ray tasks on a cluster.
 
-Both take the same plain-dict tasks (see :func:`vaelab.studies.execute.execute_run`) and yield result rows as runs
+Both take the same plain-dict tasks (see :func:`vaelab.studies.execute.execute_task`) and yield result rows as runs
 finish, so the study's progress display and results table do not care where a run ran."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class LocalExecutor:
         self.workers = max(1, workers or self.cores)
 
     def run(self, tasks: list[Task], on_start: Callable[[Task], None] | None = None) -> Iterator[dict]:
-        from vaelab.studies.execute import execute_run
+        from vaelab.studies.execute import execute_task
 
         workers = min(self.workers, len(tasks)) or 1
         threads = max(1, self.cores // workers)
@@ -40,7 +40,7 @@ class LocalExecutor:
             for t in tasks:
                 if on_start:
                     on_start(t)
-                yield execute_run(t)
+                yield from execute_task(t)
             return
         import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -53,11 +53,11 @@ class LocalExecutor:
                     t = pending.pop(0)
                     if on_start:
                         on_start(t)
-                    running[pool.submit(execute_run, t)] = t
+                    running[pool.submit(execute_task, t)] = t
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
                     t = running.pop(fut)
-                    yield _result(fut, t)
+                    yield from _result(fut, t)
 
 
 class RayExecutor:
@@ -78,7 +78,7 @@ class RayExecutor:
     def run(self, tasks: list[Task], on_start: Callable[[Task], None] | None = None) -> Iterator[dict]:
         import ray
 
-        from vaelab.studies.execute import execute_run
+        from vaelab.studies.execute import execute_task
 
         started_here = False
         if not ray.is_initialized():
@@ -89,7 +89,7 @@ class RayExecutor:
                          runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("VAELAB_")}})
             started_here = True
         try:
-            remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=2)(execute_run)
+            remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=2)(execute_task)
             refs = {}
             for t in tasks:
                 t["threads"] = max(1, int(self.cpus))
@@ -101,23 +101,24 @@ class RayExecutor:
                 for ref in done:
                     t = refs.pop(ref)
                     try:
-                        yield ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - a worker that died or raised: that run failed
-                        yield _failed(t, f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                        yield from ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - a worker that died or raised: those runs failed
+                        yield from _failed(t, f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         finally:
             if started_here:
                 ray.shutdown()
 
 
-def _result(fut, task: Task) -> dict:
+def _result(fut, task: Task) -> list[dict]:
     try:
         return fut.result()
-    except Exception as exc:  # noqa: BLE001 - a worker process that died: report the run as failed
+    except Exception as exc:  # noqa: BLE001 - a worker process that died: report its runs as failed
         return _failed(task, f"worker failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
 
 
-def _failed(task: Task, reason: str) -> dict:
-    return {"run": task["name"], "status": "failed", "reason": reason, **task.get("coordinates", {})}
+def _failed(task: Task, reason: str) -> list[dict]:
+    return [{"run": t["name"], "status": "failed", "reason": reason, **t.get("coordinates", {})}
+            for t in task.get("group", [task])]
 
 
 def make_executor(kind: str, *, workers: int | None = None, address: str | None = None, cpus_per_run: float = 1.0,

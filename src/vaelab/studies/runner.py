@@ -30,9 +30,11 @@ def study_dir(out: str | Path, spec: StudySpec) -> Path:
 
 
 def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, progress: bool | None = None,
-              tracking: dict | None = None, retry_failed: bool = False, report: bool = True,
+              tracking: dict | None = None, retry_failed: bool = False, report: bool = True, vectorize: bool = True,
               log: Callable[[str], None] | None = None) -> Path:
-    """Run every run of ``spec`` (already scaled) with ``executor`` (local by default); return the study folder."""
+    """Run every run of ``spec`` (already scaled) with ``executor`` (local by default); return the study folder.
+
+    ``vectorize``: runs that differ only in seed are trained together as one vectorised model (vaelab.ensemble)."""
     from vaelab.studies.executors import LocalExecutor
 
     log = log or (lambda m: print(m, file=sys.stderr))
@@ -44,7 +46,13 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
               "analyses": spec.analyses, "coordinates": r.coordinates(), "retry_failed": retry_failed,
               "tracking": tracking} for r in planned]
     executor = executor or LocalExecutor()
-    rows = _run_all(spec, tasks, executor, progress, log)
+    if vectorize:
+        from vaelab.studies.execute import group_tasks
+
+        jobs = group_tasks(tasks)
+    else:
+        jobs = tasks
+    rows = _run_all(spec, tasks, jobs, executor, progress, log)
     write_results(folder, rows)
     if report:
         from vaelab.report.html import write_report
@@ -54,7 +62,7 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     return folder
 
 
-def _run_all(spec, tasks, executor, progress, log) -> list[dict]:
+def _run_all(spec, tasks, jobs, executor, progress, log) -> list[dict]:
     if not tasks:
         return []
     show = sys.stderr.isatty() if progress is None else progress
@@ -67,12 +75,12 @@ def _run_all(spec, tasks, executor, progress, log) -> list[dict]:
         bar = tqdm(total=len(tasks), unit="run", desc=spec.name, file=sys.stderr, dynamic_ncols=True)
 
     def started(task):
-        state["running"] += 1
+        state["running"] += len(task.get("group", [task]))
         if bar is not None:
             bar.set_postfix_str(f"running {state['running']}, failed {state['failed']}")
 
     rows = {}
-    for row in executor.run(tasks, on_start=started):
+    for row in executor.run(jobs, on_start=started):
         state["running"] -= 1
         state["done"] += 1
         state["failed"] += row.get("status") != "finished"
