@@ -107,7 +107,7 @@ def train_ensemble(configs: list[RunConfig], out: str | Path = "runs", *, datase
 
 
 def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
-    from vaelab.trainer import evaluate, make_optimizer, resolve_device
+    from vaelab.trainer import evaluate, make_optimizer, resolve_device, step_bar
 
     cfg0, m = configs[0], len(configs)
     t_cfg = cfg0.train
@@ -146,13 +146,13 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
         likelihood.assume_binary = cfg0.data.pixels != "continuous"
     objective = Objective(cfg0.objective)
     wrapper = _ObjectiveOf(template, objective)
-    names = [n for n, _ in wrapper.named_parameters()]
-    params = {n: torch.stack([dict(_ObjectiveOf(mm, objective).named_parameters())[n].detach() for mm, _ in models])
-              .requires_grad_(True) for n in names}
-    buffers = {n: torch.stack([dict(_ObjectiveOf(mm, objective).named_buffers())[n] for mm, _ in models])
-               for n, _ in wrapper.named_buffers()}
-    stacked = nn.ParameterList([nn.Parameter(p) for p in params.values()])  # the optimizer's view, same order as names
-    params = dict(zip(names, stacked))
+    # each member's parameters by the wrapper's names, looked up once (also the targets of unstacking each epoch)
+    member_params = [dict(_ObjectiveOf(mm, objective).named_parameters()) for mm, _ in models]
+    member_buffers = [dict(_ObjectiveOf(mm, objective).named_buffers()) for mm, _ in models]
+    names = list(member_params[0])
+    stacked = nn.ParameterList([nn.Parameter(torch.stack([mp[n].detach() for mp in member_params])) for n in names])
+    params = dict(zip(names, stacked))  # the optimizer sees them in this order, the single-run order
+    buffers = {n: torch.stack([mb[n] for mb in member_buffers]) for n in member_buffers[0]}
     optimizer = make_optimizer(stacked, t_cfg.lr)
     if models[0][1] is not None:
         optimizer.load_state_dict(_stack_optimizer_states([s for _, s in models]))
@@ -167,13 +167,7 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
     n_train = pixels.x_train.shape[0]
     batch = min(t_cfg.batch_size, n_train)
     steps_per_epoch = math.ceil(n_train / batch)
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    bar = None
-    if show_bar:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=t_cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, unit="step",
-                   desc=f"{m} runs of {cfg0.name}", file=sys.stderr, dynamic_ncols=True)
+    bar = step_bar(progress, t_cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, f"{m} runs of {cfg0.name}")
     latent_dim = template.latent_dim
     nan_step = faults.nan_step()
     for epoch in range(start_epoch + 1, t_cfg.epochs + 1):
@@ -212,7 +206,7 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
             model = models[k][0]
             with torch.no_grad():
                 for n, p in params.items():
-                    dict(_ObjectiveOf(model, objective).named_parameters())[n].copy_(p[k])
+                    member_params[k][n].copy_(p[k])
             eval_gen = torch.Generator(device=device).manual_seed(c.train.seed * 1_000_003 + epoch)
             row = {"epoch": epoch, "step": step, "train_loss": -float(sums[k, 0]), "train_recon": float(sums[k, 1]),
                    "train_kl": float(sums[k, 2]), "beta": objective.beta_at(epoch) if objective.name == "elbo" else None,

@@ -53,6 +53,15 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+def step_bar(progress: bool | None, total: int, done: int, desc: str):
+    """A tqdm bar over optimiser steps on stderr (default: when stderr is a terminal), or None."""
+    if not (sys.stderr.isatty() if progress is None else progress):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="step", desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
 def kl_summary(kl_per_dim: torch.Tensor) -> dict:
     """Summary of the test-set average KL per latent dimension (D,)."""
     kl = kl_per_dim.double().cpu()
@@ -217,13 +226,7 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
     n_train = pixels.x_train.shape[0]
     batch = min(t_cfg.batch_size, n_train)
     steps_per_epoch = math.ceil(n_train / batch)
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    bar = None
-    if show_bar:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=t_cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, unit="step",
-                   desc=config.name, file=sys.stderr, dynamic_ncols=True)
+    bar = step_bar(progress, t_cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, config.name)
     nan_step = faults.nan_step()
     bf16 = t_cfg.precision == "bf16"
     tracer = None

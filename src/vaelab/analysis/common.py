@@ -38,7 +38,7 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
 @torch.no_grad()
 def encode_all(model, x: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Posterior parameters of every image: x (N, C, H, W) -> mu (N, D), logvar (N, D) or None (deterministic)."""
-    device = _device(model)
+    device = model_device(model)
     mus, logvars = [], []
     for i in range(0, x.shape[0], batch_size):
         q = model.encode(x[i:i + batch_size].to(device))
@@ -52,13 +52,13 @@ def encode_all(model, x: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> tuple
 @torch.no_grad()
 def decode_means(model, z: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> torch.Tensor:
     """Likelihood means (images in [0, 1]) of latents z (N, D): (N, C, H, W) on the CPU."""
-    device = _device(model)
+    device = model_device(model)
     out = [model.likelihood.mean(model.decode(z[i:i + batch_size].to(device))).float().cpu()
            for i in range(0, z.shape[0], batch_size)]
     return torch.cat(out).clamp(0, 1)
 
 
-def _device(model) -> torch.device:
+def model_device(model) -> torch.device:
     try:
         return next(model.parameters()).device
     except (AttributeError, StopIteration):

@@ -212,8 +212,9 @@ def sample_quality(subject, *, n: int = 2000, neighbourhood_scale: float = 1.0, 
     train_idx = subsample(ref.x_train.shape[0], len(real_idx), seed + 2)
     sets["real-train"] = ref.x_train[train_idx]
     for name, images in sets.items():
-        metrics = compare_features(real_feats, np.asarray(extract(images)), seed)
-        _, probs = classifier.embed(images)
+        own_feats, probs = classifier.embed(images)
+        feats = own_feats.numpy() if features is None else np.asarray(extract(images))
+        metrics = compare_features(real_feats, feats, seed)
         hist = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).double() / probs.shape[0]
         entropy = float(-(hist[hist > 0] * hist[hist > 0].log()).sum())
         rows[name] = {**metrics, "class_histogram": [round(float(h), 4) for h in hist],

@@ -43,10 +43,9 @@ class Subject:
 
     @property
     def device(self) -> torch.device:
-        try:
-            return next(self.model.parameters()).device
-        except (AttributeError, StopIteration):
-            return torch.device("cpu")
+        from vaelab.analysis.common import model_device
+
+        return model_device(self.model)
 
     @property
     def latent_dim(self) -> int:

@@ -23,6 +23,16 @@ def _trace(view: StudyView, row) -> dict | None:
         return {k: npz[k] for k in npz.files}
 
 
+def _frame_axes(ax, lo: float, hi: float, title: str) -> None:
+    """One animation frame's square latent plane, the same limits in every frame."""
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    ax.set_title(title)
+
+
 def _limits(mu: np.ndarray, pad: float = 0.5) -> tuple[float, float]:
     lo, hi = np.percentile(mu, 1), np.percentile(mu, 99)
     return float(min(lo, -3) - pad), float(max(hi, 3) + pad)
@@ -50,12 +60,7 @@ def trajectories(view: StudyView, variant: str = "256-2-vae", epochs: float = 5,
             ax.plot(mu[: t + 1, k, 0], mu[: t + 1, k, 1], color=colors(int(c)), lw=0.8, alpha=0.5)
             ax.add_patch(plt.Circle(tuple(mu[t, k]), radius[t, k], color=colors(int(c)), alpha=0.25))
             ax.text(mu[t, k, 0], mu[t, k, 1], str(int(c)), ha="center", va="center", fontsize=9, weight="bold")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_aspect("equal")
-        ax.set_xlabel("z1")
-        ax.set_ylabel("z2")
-        ax.set_title(f"{variant}, epoch {ep[t]:.2f}")
+        _frame_axes(ax, lo, hi, f"{variant}, epoch {ep[t]:.2f}")
         frames.append(figure_to_rgb(fig))
         plt.close(fig)
     view.fig_dir.mkdir(parents=True, exist_ok=True)
@@ -84,12 +89,7 @@ def latent_frames(view: StudyView, variant: str = "256-2-vae", from_epoch: float
     for t in range(len(ep)):
         fig, ax = plt.subplots(figsize=(5, 5))
         sc = ax.scatter(mu[t, :, 0], mu[t, :, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=22)
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_aspect("equal")
-        ax.set_xlabel("z1")
-        ax.set_ylabel("z2")
-        ax.set_title(f"{variant}, epoch {ep[t]:.2f}")
+        _frame_axes(ax, lo, hi, f"{variant}, epoch {ep[t]:.2f}")
         fig.colorbar(sc, ax=ax, ticks=range(10), label="class", shrink=0.8)
         frames.append(figure_to_rgb(fig))
         plt.close(fig)
@@ -127,7 +127,7 @@ def vae_vs_ae(view: StudyView, **_) -> list[Figure]:
 
 
 def views_3d(view: StudyView, **_) -> list[Figure]:
-    rows = [r for r in view.first_seed() if (view.analysis(r, "posterior") or {}).get("latent_dim") == 3]
+    rows = view.first_seed_with_latent(lambda d: d == 3)
     if not rows:
         view.notes.append("views-3d: no finished 3-D run")
         return []
@@ -151,7 +151,7 @@ def views_3d(view: StudyView, **_) -> list[Figure]:
 
 
 def grids_4d(view: StudyView, **_) -> list[Figure]:
-    rows = [r for r in view.first_seed() if (view.analysis(r, "posterior") or {}).get("latent_dim") == 4]
+    rows = view.first_seed_with_latent(lambda d: d == 4)
     if not rows:
         view.notes.append("grids-4d: no finished 4-D run")
         return []
@@ -164,7 +164,7 @@ def grids_4d(view: StudyView, **_) -> list[Figure]:
 
 
 def samples_high_dim(view: StudyView, **_) -> list[Figure]:
-    rows = [r for r in view.first_seed() if (view.analysis(r, "posterior") or {}).get("latent_dim", 0) >= 8]
+    rows = view.first_seed_with_latent(lambda d: d >= 8)
     if not rows:
         view.notes.append("samples-high-dim: no finished run with 8 or more latent dimensions")
         return []

@@ -74,6 +74,10 @@ class StudyView:
                 out.append(r)
         return out
 
+    def first_seed_with_latent(self, accept: Callable[[int], bool]) -> list[dict]:
+        """first_seed() runs whose latent dimension (from their posterior analysis) passes ``accept``."""
+        return [r for r in self.first_seed() if accept((self.analysis(r, "posterior") or {}).get("latent_dim", 0))]
+
     def label(self, row) -> str:
         parts = [str(row["variant"])] if row.get("variant") else []
         parts += [f"{k.rsplit('.', 1)[-1]} = {row.get(k)}" for k in self.spec.grid]
@@ -104,7 +108,7 @@ def _variants(view: StudyView) -> list[str | None]:
 # --- figures ----------------------------------------------------------------------------------------
 def latent_2d(view: StudyView, **_) -> list[Figure]:
     """Test-set posterior means of every 2-D run, coloured by class (document 002 Fig. 2, document 003)."""
-    rows = [r for r in view.first_seed() if (view.analysis(r, "posterior") or {}).get("latent_dim") == 2]
+    rows = view.first_seed_with_latent(lambda d: d == 2)
     if not rows:
         view.notes.append("latent-2d: no finished run has a 2-D latent")
         return []
