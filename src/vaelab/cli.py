@@ -367,8 +367,12 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
                        gpus_per_run=spec.gpus_per_run)
     tracking = parse_tracking(track, track_uri, study_dir(out, spec))
     _err(f"study {spec.name} ({scale}): {len(runs)} runs on the {ex.name} executor -> {study_dir(out, spec)}")
-    folder = run_study(spec, out, executor=ex, progress=progress, tracking=tracking, retry_failed=retry_failed,
-                       vectorize=vectorize, log=_err)
+    try:
+        folder = run_study(spec, out, executor=ex, progress=progress, tracking=tracking, retry_failed=retry_failed,
+                           vectorize=vectorize, log=_err)
+    except KeyboardInterrupt:  # workers got the signal too and checkpointed at a step boundary
+        _fail(f"interrupted; finished runs are kept and running ones checkpointed; run the same command again to "
+              f"continue ({study_dir(out, spec)})", code=130)
     typer.echo(f"results: {folder / 'results.csv'}")
     typer.echo(f"report: {folder / 'report.html'}")
 
@@ -390,6 +394,10 @@ def main() -> None:
     except VaelabError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file system refusal that no vaelab layer named more precisely
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,8 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
         model = build_model(c).to(device)
         g = torch.Generator(device=device).manual_seed(c.train.seed)
         store = CheckpointStore(d / "checkpoints")
+        for line in store.recover():  # what a killed writer left behind
+            log(f"{d}: {line}")
         loaded = store.load(map_location=device)
         history, start, step, opt_state = [], 0, 0, None
         if loaded is not None:
@@ -143,7 +145,7 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
     template = models[0][0]
     likelihood = template.likelihood
     if hasattr(likelihood, "assume_binary"):
-        likelihood.assume_binary = cfg0.data.pixels != "continuous"
+        likelihood.assume_binary = pixels.binary
     objective = Objective(cfg0.objective)
     wrapper = _ObjectiveOf(template, objective)
     # each member's parameters by the wrapper's names, looked up once (also the targets of unstacking each epoch)
@@ -169,7 +171,7 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
     steps_per_epoch = math.ceil(n_train / batch)
     bar = step_bar(progress, t_cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, f"{m} runs of {cfg0.name}")
     latent_dim = template.latent_dim
-    nan_step = faults.nan_step()
+    loss_fault = faults.loss_fault()
     for epoch in range(start_epoch + 1, t_cfg.epochs + 1):
         t0 = time.perf_counter()
         x_epochs, orders = [], []
@@ -185,8 +187,8 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
             bound, recon, kl = batched(params, buffers, x, eps, epoch - 1 + i / steps_per_epoch)
             losses = -bound.mean(-1)  # (M,)
             step += 1
-            if nan_step is not None and step == nan_step:  # fault injection: the first member's loss turns NaN
-                losses = losses * torch.tensor([math.nan] + [1.0] * (m - 1), device=device)
+            if loss_fault is not None and step == loss_fault[1]:  # fault injection: the first member's loss turns bad
+                losses = losses + torch.tensor([loss_fault[0]] + [0.0] * (m - 1), device=device)
             if not torch.isfinite(losses).all():
                 bad = int((~torch.isfinite(losses)).nonzero()[0])
                 exc = TrainingDiverged(epoch, step, float(losses[bad].detach()))
@@ -195,6 +197,7 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # members are independent: each gets exactly its own gradient
             optimizer.step()
+            faults.reached("step")
             with torch.no_grad():
                 sums += torch.stack([bound.sum(-1), recon.sum(-1), kl.sum(-1)], 1).double()
             if bar is not None:

@@ -1,4 +1,5 @@
 """Errors a user can act on. The CLI prints them as one line and exits with status 2."""
+import errno
 
 
 class VaelabError(Exception):
@@ -17,6 +18,19 @@ class DataError(VaelabError):
 
 class RunError(VaelabError):
     """A run directory that cannot be used as asked (exists, missing, locked, corrupt)."""
+
+
+class StorageError(VaelabError):
+    """A file could not be written (disk full, read-only or forbidden folder); nothing half-written is left."""
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path) -> "StorageError":
+        reason = exc.strerror or str(exc)
+        hint = {"ENOSPC": "free some space", "EROFS": "choose a writable --out", "EACCES": "choose a writable --out",
+                "EPERM": "choose a writable --out", "EDQUOT": "free some space"}
+        name = errno.errorcode.get(exc.errno or 0, "")
+        fix = f"; {hint[name]} and run the same command again" if name in hint else ""
+        return cls(f"cannot write {path}: {reason}{fix}")
 
 
 class NotApplicable(RunError):

@@ -1,6 +1,7 @@
 """Atomic file writes: write a temporary file in the same folder, fsync, rename into place.
 
-A reader sees either the old file or the new one, never a half-written one, whatever kills the writer.
+A reader sees either the old file or the new one, never a half-written one, whatever kills the writer. A write that
+fails (disk full, read-only folder) removes its temporary file and raises :class:`vaelab.errors.StorageError`.
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from vaelab import faults
+from vaelab.errors import StorageError
 
 
 def fsync_dir(path: Path) -> None:
@@ -21,20 +25,42 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_durable(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (a new temporary file) and fsync it; the one place every vaelab file write goes."""
+    faults.before_write(path)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def make_dirs(path: Path) -> None:
+    """mkdir -p, with a failure (read-only, forbidden) as a StorageError naming the folder."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError.from_os_error(exc, path) from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_dirs(path.parent)
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        write_durable(Path(tmp), data)
+        faults.reached("atomic-write")
         os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise StorageError.from_os_error(exc, path) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

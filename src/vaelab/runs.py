@@ -26,9 +26,11 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from vaelab import faults
 from vaelab.config import RunConfig
-from vaelab.errors import RunError
-from vaelab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, sha256_bytes
+from vaelab.errors import RunError, StorageError
+from vaelab.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, make_dirs, sha256_bytes,
+                           write_durable)
 
 
 def weights_bytes(weights: dict[str, torch.Tensor]) -> bytes:
@@ -54,47 +56,86 @@ class CheckpointStore:
         return self.folder / f"epoch-{epoch:06d}"
 
     def save(self, weights: dict[str, torch.Tensor], state: dict[str, Any], epoch: int) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write the checkpoint of ``epoch`` (replacing one of the same epoch) and drop all but the newest ``keep``.
+
+        A failed write (disk full, read-only) removes the temporary folder and raises StorageError; the previous
+        checkpoints are untouched."""
+        make_dirs(self.folder)
         files = {"weights.safetensors": weights_bytes(weights)}
         buf = io.BytesIO()
         torch.save(state, buf)
         files["state.pt"] = buf.getvalue()
         manifest = {"epoch": epoch, "sha256": {name: sha256_bytes(data) for name, data in files.items()}}
-        files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
+        files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()  # last: its presence = complete
         tmp = self.folder / f".tmp-epoch-{epoch:06d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, data in files.items():
-            with open(tmp / name, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        fsync_dir(tmp)
-        final = self.path(epoch)
-        if final.exists():  # the same epoch written again after a resume: swap, then drop the old one
-            old = self.folder / f".old-epoch-{epoch:06d}-{os.getpid()}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        fsync_dir(self.folder)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for name, data in files.items():
+                write_durable(tmp / name, data)
+                faults.reached("checkpoint-write")
+            fsync_dir(tmp)
+            final = self.path(epoch)
+            if final.exists():  # the same epoch written again (a mid-epoch stop, a resume): swap, drop the old one
+                old = self.folder / f".old-epoch-{epoch:06d}-{os.getpid()}"
+                os.rename(final, old)
+                faults.reached("checkpoint-swap")
+                os.rename(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, final)
+            fsync_dir(self.folder)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StorageError.from_os_error(exc, tmp.parent / f"epoch-{epoch:06d}") from None
         for stale in self.epochs()[self.keep:]:
             shutil.rmtree(self.path(stale), ignore_errors=True)
         return final
 
+    def recover(self) -> list[str]:
+        """Finish or remove what a killed writer left (hidden ``.tmp-`` / ``.old-`` folders); call under the run lock.
+
+        A complete temporary folder whose epoch has no checkpoint is renamed into place (it was killed between its
+        last fsync and the rename); a replaced checkpoint killed mid-swap is put back; anything else is deleted.
+        Returns what was done, one line each."""
+        if not self.folder.is_dir():
+            return []
+        done = []
+        leftovers = sorted(self.folder.glob(".tmp-epoch-*")) + sorted(self.folder.glob(".old-epoch-*"))
+        for folder in leftovers:  # newer data (.tmp) first, then the replaced (.old) one
+            parts = folder.name.split("-")
+            epoch = int(parts[2]) if len(parts) >= 3 and parts[2].isdigit() else None
+            if epoch is not None and not self.path(epoch).exists() and self._verify_folder(folder, epoch) is None:
+                os.rename(folder, self.path(epoch))
+                done.append(f"completed the checkpoint of epoch {epoch} from {folder.name}")
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+                done.append(f"removed the unfinished {folder.name}")
+        if done:
+            fsync_dir(self.folder)
+        return done
+
+    REQUIRED = ("weights.safetensors", "state.pt")
+
     def verify(self, epoch: int) -> str | None:
         """None if the checkpoint of ``epoch`` is complete and matches its checksums, else why not."""
-        folder = self.path(epoch)
+        return self._verify_folder(self.path(epoch), epoch)
+
+    def _verify_folder(self, folder: Path, epoch: int) -> str | None:
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
+            if manifest.get("epoch") != epoch:
+                return f"its manifest says epoch {manifest.get('epoch')!r}, not {epoch}"
+            for name in self.REQUIRED:
+                if name not in manifest["sha256"]:
+                    return f"its manifest has no checksum for {name}"
             for name, expected in manifest["sha256"].items():
                 data = (folder / name).read_bytes()
                 if sha256_bytes(data) != expected:
                     return f"{name} does not match its checksum"
         except FileNotFoundError as exc:
             return f"{Path(exc.filename).name} is missing"
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             return f"unreadable manifest ({exc})"
         return None
 
@@ -123,8 +164,11 @@ class RunLock:
         self.fh = None
 
     def __enter__(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a+")
+        make_dirs(self.path.parent)
+        try:
+            self.fh = open(self.path, "a+")
+        except OSError as exc:
+            raise StorageError.from_os_error(exc, self.path) from None
         try:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -203,13 +203,20 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
     if tuple(data.image_shape) != model.image_shape:
         raise RunError(f"dataset images are {tuple(data.image_shape)} but the model expects {model.image_shape}")
     pixels = PixelSampler(config.data.pixels, data.x_train.to(device), data.x_test.to(device), config.data.binarize_seed)
+    if hasattr(model.likelihood, "assume_binary"):  # the pixel mode says it: no per-step check of the batch
+        model.likelihood.assume_binary = pixels.binary
     objective = Objective(config.objective)
     optimizer = make_optimizer(model, t_cfg.lr)
     generator = torch.Generator(device=device).manual_seed(t_cfg.seed)
     store = CheckpointStore(run_dir / "checkpoints")
 
+    for line in store.recover():  # what a killed writer left behind
+        log(f"{run_dir}: {line}")
     start_epoch, step, history, partial = 0, 0, [], None
+    had_checkpoints = bool(store.epochs())
     loaded = store.load(map_location=device)
+    if loaded is None and had_checkpoints:
+        log(f"warning: no checkpoint of {run_dir} is intact; training starts again from epoch 0")
     if loaded is not None:
         weights, state, start_epoch = loaded
         model.load_state_dict(weights)
@@ -227,7 +234,7 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
     batch = min(t_cfg.batch_size, n_train)
     steps_per_epoch = math.ceil(n_train / batch)
     bar = step_bar(progress, t_cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, config.name)
-    nan_step = faults.nan_step()
+    loss_fault = faults.loss_fault()
     bf16 = t_cfg.precision == "bf16"
     tracer = None
     if t_cfg.trace_every:
@@ -259,13 +266,14 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
                 terms = objective(model, x, generator, progress_epochs)
             loss = terms.loss
             step += 1
-            if nan_step is not None and step == nan_step:
-                loss = loss * float("nan")
+            if loss_fault is not None and step == loss_fault[1]:
+                loss = loss * 0 + loss_fault[0]
             if not torch.isfinite(loss):
                 raise TrainingDiverged(epoch, step, float(loss.detach()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            faults.reached("step")
             if tracer is not None and step % t_cfg.trace_every == 0 and (not t_cfg.trace_epochs or epoch <= t_cfg.trace_epochs):
                 tracer.record(model, step, epoch - 1 + (i + 1) / steps_per_epoch)
             with torch.no_grad():

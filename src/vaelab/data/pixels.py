@@ -28,6 +28,11 @@ class PixelSampler:
             self.train_fixed = torch.bernoulli(x_train, generator=g) if mode == "fixed" else None
             self.test = torch.bernoulli(x_test, generator=g)
 
+    @property
+    def binary(self) -> bool:
+        """True when every image this sampler hands out is exactly 0/1 (the binarizing modes)."""
+        return self.mode != "continuous"
+
     def train_epoch(self, generator: torch.Generator) -> torch.Tensor:
         """(N, C, H, W) training images for one epoch."""
         if self.mode == "dynamic":

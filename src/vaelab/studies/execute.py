@@ -87,7 +87,7 @@ def group_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _execute(task: dict[str, Any]) -> dict[str, Any]:
     from vaelab.config import build_config
-    from vaelab.errors import RunError, RunInterrupted, TrainingDiverged, VaelabError
+    from vaelab.errors import RunError, RunInterrupted, StorageError, TrainingDiverged, VaelabError
     from vaelab.runs import Run
     from vaelab.trainer import train
 
@@ -119,7 +119,7 @@ def _execute(task: dict[str, Any]) -> dict[str, Any]:
         _analyse(run_dir, task.get("analyses", {}))
     except TrainingDiverged as exc:
         return _row(task, run_dir, "failed", str(exc), t0, trained)
-    except RunInterrupted:
+    except (RunInterrupted, StorageError):  # Ctrl-C, or a disk that cannot take more: the study stops here
         raise
     except VaelabError as exc:
         return _row(task, run_dir, "failed", str(exc), t0, trained)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterator
 
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, StorageError
 
 Task = dict[str, Any]
 
@@ -102,6 +102,8 @@ class RayExecutor:
                     t = refs.pop(ref)
                     try:
                         yield from ray.get(ref)
+                    except StorageError:
+                        raise
                     except Exception as exc:  # noqa: BLE001 - a worker that died or raised: those runs failed
                         yield from _failed(t, f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         finally:
@@ -112,6 +114,8 @@ class RayExecutor:
 def _result(fut, task: Task) -> list[dict]:
     try:
         return fut.result()
+    except StorageError:  # the disk is full or read-only: every further run would fail the same way
+        raise
     except Exception as exc:  # noqa: BLE001 - a worker process that died: report its runs as failed
         return _failed(task, f"worker failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
 
