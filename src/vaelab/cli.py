@@ -387,8 +387,11 @@ def report(folder: Path = typer.Argument(..., help="A study folder (OUT/NAME).")
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
+    import warnings
+
     from vaelab.errors import VaelabError
 
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"  # one line each
     try:
         app()
     except VaelabError as exc:

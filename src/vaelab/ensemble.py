@@ -123,7 +123,7 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
         store = CheckpointStore(d / "checkpoints")
         for line in store.recover():  # what a killed writer left behind
             log(f"{d}: {line}")
-        loaded = store.load(map_location=device)
+        loaded = store.load(map_location=device, warn=lambda msg: log(f"warning: {msg}"))
         history, start, step, opt_state = [], 0, 0, None
         if loaded is not None:
             weights, state, start = loaded
@@ -171,7 +171,8 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
     steps_per_epoch = math.ceil(n_train / batch)
     bar = step_bar(progress, t_cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, f"{m} runs of {cfg0.name}")
     latent_dim = template.latent_dim
-    loss_fault = faults.loss_fault()
+    faulty = [i for i, c in enumerate(configs) if faults.loss_fault(c.name)]
+    loss_fault = faults.loss_fault(configs[faulty[0]].name) if faulty else None
     for epoch in range(start_epoch + 1, t_cfg.epochs + 1):
         t0 = time.perf_counter()
         x_epochs, orders = [], []
@@ -187,8 +188,8 @@ def _train_locked(configs, run_dirs, dataset, progress, log, stop) -> None:
             bound, recon, kl = batched(params, buffers, x, eps, epoch - 1 + i / steps_per_epoch)
             losses = -bound.mean(-1)  # (M,)
             step += 1
-            if loss_fault is not None and step == loss_fault[1]:  # fault injection: the first member's loss turns bad
-                losses = losses + torch.tensor([loss_fault[0]] + [0.0] * (m - 1), device=device)
+            if loss_fault is not None and step == loss_fault[1]:  # fault injection: one member's loss turns bad
+                losses = losses + torch.tensor([loss_fault[0] if i == faulty[0] else 0.0 for i in range(m)], device=device)
             if not torch.isfinite(losses).all():
                 bad = int((~torch.isfinite(losses)).nonzero()[0])
                 exc = TrainingDiverged(epoch, step, float(losses[bad].detach()))

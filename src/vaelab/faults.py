@@ -2,11 +2,14 @@
 
 VAELAB_FAULT_LOSS=nan@N          the training loss becomes NaN (or ``inf``, ``-inf``) at global step N (1-based)
 VAELAB_FAULT_NAN_STEP=N          shorthand for VAELAB_FAULT_LOSS=nan@N
-VAELAB_FAULT_KILL=POINT@N        the process SIGKILLs itself the N-th time it reaches POINT:
+VAELAB_FAULT_RUN=NAME            the loss fault applies only to the run of that name (default: every run)
+VAELAB_FAULT_KILL=POINT@N[:SIG]  the process sends itself SIGKILL (or SIG, e.g. SIGINT) the N-th time it reaches POINT;
+                                 several, comma-separated, e.g. ``step@30:SIGINT,checkpoint-swap@1``. Points:
                                    step              after an optimiser step
-                                   checkpoint-write  inside a checkpoint write: one file in the temporary folder
+                                   checkpoint-write  inside a checkpoint write, after each file in the temporary folder
                                    checkpoint-swap   between the two renames that replace a checkpoint of the same epoch
                                    atomic-write      inside an atomic file write, after the temporary file is written
+                                   fetch-copy        inside a dataset fetch, after a file is copied, before it is checked
 VAELAB_FAULT_WRITE_ERROR=ERR@N   from the N-th file write on, every write fails with ERR (ENOSPC: disk full,
                                    EROFS: read-only file system, EACCES: permission denied)
 
@@ -31,8 +34,11 @@ def _point(variable: str) -> tuple[str, int] | None:
     return what, int(n)
 
 
-def loss_fault() -> tuple[float, int] | None:
-    """(value, step) the loss is replaced with, or None."""
+def loss_fault(run_name: str | None = None) -> tuple[float, int] | None:
+    """(value, step) the loss of run ``run_name`` is replaced with, or None."""
+    only = os.environ.get("VAELAB_FAULT_RUN")
+    if only and run_name is not None and run_name != only:
+        return None
     if os.environ.get("VAELAB_FAULT_NAN_STEP"):
         return math.nan, int(os.environ["VAELAB_FAULT_NAN_STEP"])
     point = _point("VAELAB_FAULT_LOSS")
@@ -40,13 +46,16 @@ def loss_fault() -> tuple[float, int] | None:
 
 
 def reached(point: str) -> None:
-    """Count one arrival at ``point``; SIGKILL this process if VAELAB_FAULT_KILL names this arrival."""
-    target = _point("VAELAB_FAULT_KILL")
-    if target is None or target[0] != point:
+    """Count one arrival at ``point``; send this process a signal if VAELAB_FAULT_KILL names this arrival."""
+    specs = os.environ.get("VAELAB_FAULT_KILL")
+    if not specs:
         return
     _reached[point] += 1
-    if _reached[point] == target[1]:
-        os.kill(os.getpid(), signal.SIGKILL)
+    for spec in specs.split(","):
+        where, _, sig = spec.partition(":")
+        what, _, n = where.rpartition("@")
+        if what == point and _reached[point] == int(n):
+            os.kill(os.getpid(), getattr(signal, sig or "SIGKILL"))
 
 
 def before_write(path: os.PathLike | str) -> None:

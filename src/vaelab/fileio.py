@@ -47,7 +47,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     make_dirs(path.parent)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         write_durable(Path(tmp), data)
         faults.reached("atomic-write")
@@ -61,6 +61,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.NAME.PID.XXXX.tmp``) that killed writers left anywhere under ``folder``;
+    files of writers still running are kept. Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 3)  # ['.NAME', 'PID', 'XXXX', 'tmp']
+        if len(parts) == 4 and parts[1].isdigit() and not _alive(int(parts[1])):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

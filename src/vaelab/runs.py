@@ -139,15 +139,17 @@ class CheckpointStore:
             return f"unreadable manifest ({exc})"
         return None
 
-    def load(self, epoch: int | None = None, map_location="cpu") -> tuple[dict, dict, int] | None:
+    def load(self, epoch: int | None = None, map_location="cpu", warn=None) -> tuple[dict, dict, int] | None:
         """(weights, state, epoch) of the newest valid checkpoint (or of ``epoch``); None if there is none.
 
-        A corrupt checkpoint is reported with its path and skipped, falling back to the previous one."""
+        A corrupt checkpoint is reported with its path (through ``warn``, default ``warnings.warn``) and skipped,
+        falling back to the previous one; nothing is loaded that does not match its checksum."""
+        warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
         for candidate in ([epoch] if epoch is not None else self.epochs()):
             reason = self.verify(candidate)
             if reason:
-                warnings.warn(f"checkpoint {self.path(candidate)} is corrupt ({reason}); falling back to an earlier one",
-                              stacklevel=2)
+                warn(f"checkpoint {self.path(candidate)} is corrupt ({reason}); "
+                     + ("not loaded" if epoch is not None else "falling back to an earlier one"))
                 continue
             folder = self.path(candidate)
             weights = st_load((folder / "weights.safetensors").read_bytes())

@@ -23,7 +23,7 @@ from vaelab import faults
 from vaelab.config import RunConfig
 from vaelab.data import Dataset, PixelSampler, load_dataset
 from vaelab.errors import RunError, RunInterrupted, TrainingDiverged
-from vaelab.fileio import atomic_write_text
+from vaelab.fileio import atomic_write_text, remove_stale_temporaries
 from vaelab.models import build_model
 from vaelab.objectives import Objective
 from vaelab.runs import CheckpointStore, Run, RunLock, write_metrics, write_snapshot, write_status
@@ -212,9 +212,10 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
 
     for line in store.recover():  # what a killed writer left behind
         log(f"{run_dir}: {line}")
+    remove_stale_temporaries(run_dir)
     start_epoch, step, history, partial = 0, 0, [], None
     had_checkpoints = bool(store.epochs())
-    loaded = store.load(map_location=device)
+    loaded = store.load(map_location=device, warn=lambda m: log(f"warning: {m}"))
     if loaded is None and had_checkpoints:
         log(f"warning: no checkpoint of {run_dir} is intact; training starts again from epoch 0")
     if loaded is not None:
@@ -234,7 +235,7 @@ def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, pro
     batch = min(t_cfg.batch_size, n_train)
     steps_per_epoch = math.ceil(n_train / batch)
     bar = step_bar(progress, t_cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, config.name)
-    loss_fault = faults.loss_fault()
+    loss_fault = faults.loss_fault(config.name)
     bf16 = t_cfg.precision == "bf16"
     tracer = None
     if t_cfg.trace_every:

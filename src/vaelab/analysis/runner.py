@@ -132,7 +132,11 @@ def run_analysis(subject, name: str, **params):
     result.requested = {k: v for k, v in params.items() if not callable(v)}  # (progress callbacks are not data)
     if subject.out_dir is not None:
         out = Path(subject.out_dir)
+        from vaelab.fileio import remove_stale_temporaries
         from vaelab.report.figures import save_figure
+
+        for sub in ("analysis", "figures"):
+            remove_stale_temporaries(out / sub)  # left by an analysis that was killed
 
         stem_prefix = name
         result.figures = []

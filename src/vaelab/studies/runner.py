@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import yaml
 
-from vaelab.fileio import atomic_write_text
+from vaelab.fileio import atomic_write_text, make_dirs, remove_stale_temporaries
 from vaelab.studies.spec import StudySpec
 
 FIRST_COLUMNS = ["run", "status", "reason"]
@@ -39,7 +39,8 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
 
     log = log or (lambda m: print(m, file=sys.stderr))
     folder = study_dir(out, spec)
-    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    make_dirs(folder / "runs")
+    remove_stale_temporaries(folder)  # temporary files of a study that was killed (their writers are gone)
     atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     planned = spec.expand()
     tasks = [{"name": r.name, "config": r.config.model_dump(mode="json"), "runs_dir": str(folder / "runs"),
