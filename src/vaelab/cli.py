@@ -359,6 +359,7 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
         for r in runs:
             typer.echo(f"{r.name}  epochs {r.config.train.epochs}  {r.coordinates()}")
         return
+    from vaelab.errors import RunInterrupted
     from vaelab.studies.executors import make_executor
     from vaelab.studies.runner import run_study, study_dir
     from vaelab.studies.tracking import parse_tracking
@@ -370,7 +371,7 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
     try:
         folder = run_study(spec, out, executor=ex, progress=progress, tracking=tracking, retry_failed=retry_failed,
                            vectorize=vectorize, log=_err)
-    except KeyboardInterrupt:  # workers got the signal too and checkpointed at a step boundary
+    except (KeyboardInterrupt, RunInterrupted):  # running trainings checkpointed at a step boundary
         _fail(f"interrupted; finished runs are kept and running ones checkpointed; run the same command again to "
               f"continue ({study_dir(out, spec)})", code=130)
     typer.echo(f"results: {folder / 'results.csv'}")

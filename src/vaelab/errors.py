@@ -49,6 +49,9 @@ class TrainingDiverged(VaelabError):
             f"and the last good checkpoint is kept (lower --lr or check the data)"
         )
 
+    def __reduce__(self):  # rebuilt from its own arguments when it crosses a process boundary (a study worker)
+        return type(self), (self.epoch, self.step, self.value)
+
 
 class RunInterrupted(VaelabError):
     """Ctrl-C or SIGTERM stopped training at a step boundary, after writing a checkpoint there."""
@@ -58,4 +61,8 @@ class RunInterrupted(VaelabError):
     def __init__(self, run_dir, epoch: int, where: str | None = None):
         self.run_dir, self.epoch = run_dir, epoch
         at = where or f"epoch {epoch}"
+        self.where = where
         super().__init__(f"interrupted; checkpoint written at {at}; continue with `vaelab resume {run_dir}`")
+
+    def __reduce__(self):
+        return type(self), (self.run_dir, self.epoch, self.where)

@@ -116,7 +116,8 @@ def _config_changes(old: RunConfig, new: RunConfig) -> list[str]:
 
 class StopRequest:
     """Set by SIGINT/SIGTERM while training; the loop stops at the next step boundary and writes a checkpoint.
-    A second signal interrupts at once (the previous checkpoint stays valid)."""
+    A second SIGINT (Ctrl-C pressed again) interrupts at once (the previous checkpoint stays valid); a SIGTERM after
+    a SIGINT does not (a study forwards SIGTERM to workers that may have had the terminal's SIGINT already)."""
 
     def __init__(self):
         self.signal: int | None = None
@@ -136,7 +137,9 @@ def _stop_on_signals():
 
     def handler(signum, frame):
         if stop.signal is not None:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         stop.signal = signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

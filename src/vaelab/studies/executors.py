@@ -5,6 +5,7 @@ finish, so the study's progress display and results table do not care where a ru
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any, Callable, Iterator
 
 from vaelab.errors import ConfigError, StorageError
@@ -46,8 +47,9 @@ class LocalExecutor:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         pending = list(tasks)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            running = {}
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+        running = {}
+        try:
             while pending or running:
                 while pending and len(running) < workers:
                     t = pending.pop(0)
@@ -58,6 +60,11 @@ class LocalExecutor:
                 for fut in done:
                     t = running.pop(fut)
                     yield from _result(fut, t)
+        except KeyboardInterrupt:
+            _stop_workers(pool, running)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RayExecutor:
@@ -111,9 +118,38 @@ class RayExecutor:
                 ray.shutdown()
 
 
+def _worker_init() -> None:
+    """Workers ignore Ctrl-C outside training (the trainer installs its own handler while it trains), so a signal
+    meant for the study never kills a worker between two steps of its work."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+STOP_WAIT_S = 60.0
+
+
+def _stop_workers(pool, running: dict) -> None:
+    """Ctrl-C of the study: ask every worker to stop (SIGTERM: training checkpoints at the next step boundary), wait
+    for them a while, then end those still busy (their work is atomic; a re-run resumes it)."""
+    from concurrent.futures import wait
+
+    processes = list(getattr(pool, "_processes", {}).values())
+    for p in processes:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    wait(list(running), timeout=STOP_WAIT_S)
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+
+
 def _result(fut, task: Task) -> list[dict]:
+    from vaelab.errors import RunInterrupted
+
     try:
         return fut.result()
+    except RunInterrupted:  # a worker was sent SIGINT/SIGTERM: its runs checkpointed and will resume on a re-run
+        return [{"run": t["name"], "status": "interrupted", "reason": "stopped by a signal; run the study again to "
+                 "continue", **t.get("coordinates", {})} for t in task.get("group", [task])]
     except StorageError:  # the disk is full or read-only: every further run would fail the same way
         raise
     except Exception as exc:  # noqa: BLE001 - a worker process that died: report its runs as failed

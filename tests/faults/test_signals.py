@@ -1,0 +1,62 @@
+"""2. Ctrl-C (SIGINT) and SIGTERM: the run stops at the next step boundary, writes a checkpoint there, says how to
+resume (exit 130), and the resumed run is bit-identical to an uninterrupted one."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from faultkit import (STEPS_PER_EPOCH, TRAIN_ARGS, final_weights, hidden_leftovers, kill_group, losses, one_line,
+                      start, train, vaelab, vaelab_env, wait_for)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_at_a_step_stops_there_checkpoints_and_resumes_bit_identical(tmp_path, reference_run, sig):
+    step = STEPS_PER_EPOCH + 11  # inside epoch 2
+    stopped = train(tmp_path, env=vaelab_env(VAELAB_FAULT_KILL=f"step@{step}:{sig}"))
+    run_dir = tmp_path / "r"
+    assert stopped.returncode == 130
+    line = one_line(stopped.stderr)
+    assert f"step {step - STEPS_PER_EPOCH} of {STEPS_PER_EPOCH} in epoch 2" in line
+    assert f"vaelab resume {run_dir}" in line
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "interrupted"
+    state = torch.load(run_dir / "checkpoints" / "epoch-000001" / "state.pt", weights_only=True)
+    assert state["step"] == step and state["partial"]["step_in_epoch"] == step - STEPS_PER_EPOCH
+    resumed = vaelab("resume", run_dir, "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "step 11 of epoch 2" in resumed.stderr  # "resuming ... from epoch 1, step 11 of epoch 2"
+    assert final_weights(run_dir) == final_weights(reference_run)
+    assert losses(run_dir) == losses(reference_run)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_real_signal_from_outside_is_handled_the_same_way(tmp_path, reference_run, sig):
+    proc = start("train", *TRAIN_ARGS, "--epochs", "400", "--name", "r", "--out", tmp_path)  # long enough to catch
+    run_dir = tmp_path / "r"
+    wait_for(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").read_text().strip())
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"vaelab resume {run_dir}" in one_line(stderr)
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
+    assert hidden_leftovers(run_dir) == []
+
+
+def test_ctrl_c_of_a_study_says_how_to_continue(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nbase:\n  data: {name: digits}\n  model: {arch: 64-32-4}\n  train: {epochs: 300, batch_size: 64}\n"
+                    "grid:\n  model.latent_dim: [2, 3]\n")
+    proc = start("study", spec, "--out", tmp_path / "out", "--no-progress")
+    wait_for(lambda: len(list((tmp_path / "out" / "s" / "runs").glob("*/metrics.jsonl"))) == 2, timeout=180)
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal sends Ctrl-C to the whole process group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again to continue" in one_line(stderr)
+    states = [json.loads(p.read_text())["state"] for p in (tmp_path / "out" / "s" / "runs").glob("*/status.json")]
+    assert states == ["interrupted"] * 2
+    for run_dir in (tmp_path / "out" / "s" / "runs").iterdir():
+        assert hidden_leftovers(run_dir) == []
