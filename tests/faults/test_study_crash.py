@@ -1,0 +1,132 @@
+"""4. A study killed mid-way (the whole process group like a crashed machine, only its main process, its workers at
+an injected step, or a Ray worker): re-running it finishes the interrupted runs, skips the finished ones, and the
+final results table equals an uninterrupted study's."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from faultkit import hidden_leftovers, kill_group, start, vaelab, vaelab_env, wait_for
+
+STUDY = """name: crash
+base:
+  data: {name: digits}
+  model: {arch: 64-32-4}
+  train: {epochs: 8, batch_size: 64, lr: 3.0e-3}
+grid:
+  model.latent_dim: [2, 3]
+seeds: [0, 1]
+analyses:
+  posterior: {}
+  typical-set: {n_images: 200, theorem_pairs: 200}
+"""
+TIMING_COLUMNS = {"train_seconds", "vectorised"}  # wall-clock facts, not results
+
+
+def table(folder: Path) -> list[dict]:
+    with open(folder / "results.csv") as fh:
+        return sorted(({k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(fh)),
+                      key=lambda r: r["run"])
+
+
+def run_study(tmp_path: Path, *extra, env=None):
+    spec = tmp_path / "crash.yaml"
+    spec.write_text(STUDY)
+    return vaelab("study", spec, "--out", tmp_path / "out", "--no-progress", *extra, env=env)
+
+
+@pytest.fixture(scope="module")
+def reference_table(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study-ref")
+    done = run_study(tmp)
+    assert done.returncode == 0, done.stderr
+    rows = table(tmp / "out" / "crash")
+    assert [r["status"] for r in rows] == ["finished"] * 4
+    return rows
+
+
+def _epochs_done(runs: Path) -> list[int]:
+    out = []
+    for status in runs.glob("*/status.json"):
+        try:
+            out.append(json.loads(status.read_text()).get("epoch", 0))
+        except ValueError:
+            pass
+    return out
+
+
+def _rerun_equals_reference(tmp_path, reference_table):
+    again = run_study(tmp_path)
+    assert again.returncode == 0, again.stderr
+    folder = tmp_path / "out" / "crash"
+    assert table(folder) == reference_table
+    assert hidden_leftovers(folder) == []
+    return again
+
+
+def test_sigkill_of_the_whole_study_then_rerun_equals_an_uninterrupted_study(tmp_path, reference_table):
+    spec = tmp_path / "crash.yaml"
+    spec.write_text(STUDY)
+    proc = start("study", spec, "--out", tmp_path / "out", "--no-progress")
+    runs = tmp_path / "out" / "crash" / "runs"
+    wait_for(lambda: any(e >= 2 for e in _epochs_done(runs)), timeout=180)
+    kill_group(proc)  # main process and workers at once
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "out" / "crash" / "results.csv").exists()
+    _rerun_equals_reference(tmp_path, reference_table)
+
+
+def test_sigkill_of_the_main_process_only(tmp_path, reference_table):
+    """Orphaned workers finish the run they hold (under its lock); the re-run waits for them, then skips them."""
+    spec = tmp_path / "crash.yaml"
+    spec.write_text(STUDY)
+    proc = start("study", spec, "--out", tmp_path / "out", "--no-progress")
+    runs = tmp_path / "out" / "crash" / "runs"
+    wait_for(lambda: any(e >= 1 for e in _epochs_done(runs)), timeout=180)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stdout.close(), proc.stderr.close()  # orphaned workers still hold the other ends
+    _rerun_equals_reference(tmp_path, reference_table)
+
+
+def test_workers_killed_at_a_step_become_failed_rows_then_a_rerun_finishes(tmp_path, reference_table):
+    crashed = run_study(tmp_path, env=vaelab_env(VAELAB_FAULT_KILL="step@30"))
+    assert crashed.returncode == 0, crashed.stderr  # the study itself survives its workers
+    rows = table(tmp_path / "out" / "crash")
+    assert {r["status"] for r in rows} == {"failed"} and all("worker failed" in r["reason"] for r in rows)
+    report = (tmp_path / "out" / "crash" / "report.html").read_text()
+    assert "worker failed" in report
+    _rerun_equals_reference(tmp_path, reference_table)
+
+
+def _ray_worker_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if cmd.startswith(b"ray::execute_task"):
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_ray_worker_killed_mid_run_is_retried_and_resumes(tmp_path, reference_table):
+    pytest.importorskip("ray")
+    spec = tmp_path / "crash.yaml"
+    spec.write_text(STUDY)
+    proc = start("study", spec, "--out", tmp_path / "out", "--no-progress", "--executor", "ray")
+    runs = tmp_path / "out" / "crash" / "runs"
+    wait_for(lambda: any(e >= 2 for e in _epochs_done(runs)) and _ray_worker_pids(), timeout=240)
+    victim = _ray_worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    folder = tmp_path / "out" / "crash"
+    assert table(folder) == reference_table  # Ray retried the task; it resumed from the run's checkpoint
