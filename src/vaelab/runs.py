@@ -119,41 +119,50 @@ class CheckpointStore:
 
     def verify(self, epoch: int) -> str | None:
         """None if the checkpoint of ``epoch`` is complete and matches its checksums, else why not."""
-        return self._verify_folder(self.path(epoch), epoch)
+        return self._read_verified(self.path(epoch), epoch)[1]
 
     def _verify_folder(self, folder: Path, epoch: int) -> str | None:
+        return self._read_verified(folder, epoch)[1]
+
+    def _read_verified(self, folder: Path, epoch: int) -> tuple[dict[str, bytes] | None, str | None]:
+        """({file name: bytes}, None) when every file matches the manifest, else (None, why not). Each file is read
+        once and the same bytes are checked and later deserialised, so nothing can change in between."""
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
             if manifest.get("epoch") != epoch:
-                return f"its manifest says epoch {manifest.get('epoch')!r}, not {epoch}"
+                return None, f"its manifest says epoch {manifest.get('epoch')!r}, not {epoch}"
             for name in self.REQUIRED:
                 if name not in manifest["sha256"]:
-                    return f"its manifest has no checksum for {name}"
+                    return None, f"its manifest has no checksum for {name}"
+            files = {}
             for name, expected in manifest["sha256"].items():
-                data = (folder / name).read_bytes()
-                if sha256_bytes(data) != expected:
-                    return f"{name} does not match its checksum"
+                files[name] = (folder / name).read_bytes()
+                if sha256_bytes(files[name]) != expected:
+                    return None, f"{name} does not match its checksum"
         except FileNotFoundError as exc:
-            return f"{Path(exc.filename).name} is missing"
+            return None, f"{Path(exc.filename).name} is missing"
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            return f"unreadable manifest ({exc})"
-        return None
+            return None, f"unreadable manifest ({exc})"
+        return files, None
 
     def load(self, epoch: int | None = None, map_location="cpu", warn=None) -> tuple[dict, dict, int] | None:
         """(weights, state, epoch) of the newest valid checkpoint (or of ``epoch``); None if there is none.
 
         A corrupt checkpoint is reported with its path (through ``warn``, default ``warnings.warn``) and skipped,
-        falling back to the previous one; nothing is loaded that does not match its checksum."""
+        falling back to the previous one; nothing is loaded that does not match its checksum. A checkpoint that a
+        training process removes while it is being read (it keeps the newest ``keep``) is skipped without a warning."""
         warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
         for candidate in ([epoch] if epoch is not None else self.epochs()):
-            reason = self.verify(candidate)
+            folder = self.path(candidate)
+            files, reason = self._read_verified(folder, candidate)
             if reason:
-                warn(f"checkpoint {self.path(candidate)} is corrupt ({reason}); "
+                if not folder.exists() and epoch is None:
+                    continue  # rotated away by the trainer meanwhile, not damaged
+                warn(f"checkpoint {folder} is corrupt ({reason}); "
                      + ("not loaded" if epoch is not None else "falling back to an earlier one"))
                 continue
-            folder = self.path(candidate)
-            weights = st_load((folder / "weights.safetensors").read_bytes())
-            state = torch.load(folder / "state.pt", map_location=map_location, weights_only=True)
+            weights = st_load(files["weights.safetensors"])
+            state = torch.load(io.BytesIO(files["state.pt"]), map_location=map_location, weights_only=True)
             return {k: v.to(map_location) for k, v in weights.items()}, state, candidate
         return None
 
@@ -220,6 +229,11 @@ class Run:
 
     def load_model(self, device: str | torch.device = "cpu", epoch: int | None = None, snapshot: int | None = None):
         """The trained VAE (eval mode) from the newest valid checkpoint, a given checkpoint epoch, or a snapshot."""
+        return self.load_model_and_source(device, epoch, snapshot)[0]
+
+    def load_model_and_source(self, device: str | torch.device = "cpu", epoch: int | None = None,
+                              snapshot: int | None = None) -> tuple[torch.nn.Module, dict[str, int]]:
+        """(model, {"checkpoint_epoch": E} or {"snapshot": N}): the weights and where they came from, read once."""
         from vaelab.models import build_model
 
         model = build_model(self.config)
@@ -231,10 +245,11 @@ class Run:
         else:
             loaded = self.checkpoints.load(epoch)
             if loaded is None:
-                raise RunError(f"{self.path} has no valid checkpoint yet")
+                raise RunError(f"{self.path} has no valid checkpoint yet" if epoch is None else
+                               f"{self.path} has no valid checkpoint of epoch {epoch}; checkpoints: {self.checkpoints.epochs()}")
             weights = loaded[0]
         model.load_state_dict(weights)
-        return model.to(device).eval()
+        return model.to(device).eval(), ({"snapshot": snapshot} if snapshot is not None else {"checkpoint_epoch": loaded[2]})
 
     def snapshots(self) -> list[int]:
         folder = self.path / "snapshots"

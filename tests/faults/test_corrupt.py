@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from faultkit import final_weights, losses, train, vaelab
+from faultkit import reference_run, final_weights, losses, train, vaelab  # noqa: F401 (reference_run is a fixture)
 from vaelab.runs import CheckpointStore, Run
 
 

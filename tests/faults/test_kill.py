@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from faultkit import (STEPS_PER_EPOCH, final_weights, hidden_leftovers, kill_group, losses, start, train, vaelab,
+from faultkit import (reference_run,  # noqa: F401 (a fixture)
+                      STEPS_PER_EPOCH, final_weights, hidden_leftovers, kill_group, losses, start, train, vaelab,
                       vaelab_env, wait_for)
 
 # (kill point, why it matters). Each checkpoint writes 3 files, so checkpoint-write@4 is inside the second checkpoint.

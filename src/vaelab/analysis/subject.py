@@ -83,14 +83,9 @@ def from_run(path, *, device: str = "cpu", epoch: int | None = None, snapshot: i
 
     run = Run(path)
     cfg = run.config
-    if snapshot is not None:
-        model, used = run.load_model(device, snapshot=snapshot), {"snapshot": snapshot}
-    else:
-        loaded = run.checkpoints.load(epoch)
-        if loaded is None:
-            raise RunError(f"{run.path} has no valid checkpoint yet; analyse it once its first epoch is done")
-        model = run.load_model(device, epoch=loaded[2])
-        used = {"checkpoint_epoch": loaded[2]}
+    if snapshot is None and epoch is None and not run.checkpoints.epochs():
+        raise RunError(f"{run.path} has no checkpoint yet; analyse it once its first epoch is done")
+    model, used = run.load_model_and_source(device, epoch=epoch, snapshot=snapshot)
     if dataset is None:
         dataset = load_dataset(cfg.data.name, train_size=cfg.data.train_size, test_size=cfg.data.test_size)
     if tuple(dataset.image_shape) != tuple(model.image_shape):
