@@ -386,15 +386,49 @@ def report(folder: Path = typer.Argument(..., help="A study folder (OUT/NAME).")
     typer.echo(f"report: {write_report(folder)}")
 
 
+def _given_value(param) -> str:
+    """' (got VALUE)' for the option ``param`` as it appears on the command line, or ''."""
+    for opt in getattr(param, "opts", None) or []:
+        for i, arg in enumerate(sys.argv):
+            if arg == opt and i + 1 < len(sys.argv):
+                return f" (got {sys.argv[i + 1]!r})"
+            if arg.startswith(opt + "="):
+                return f" (got {arg.split('=', 1)[1]!r})"
+    return ""
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     import warnings
+
+    from typer import Abort
+
+    try:  # typer >= 0.22 carries its own copy of click
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - older typer on the real click
+        from click.exceptions import ClickException, UsageError
+        NoArgsIsHelpError = ()
 
     from vaelab.errors import VaelabError
 
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"  # one line each
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `vaelab` or `vaelab data` alone: the help text
+        typer.echo(exc.ctx.get_help())
+        sys.exit(0)
+    except UsageError as exc:  # a bad flag or argument value: click's message, on one line, with the value given
+        where = exc.ctx.command_path if exc.ctx else "vaelab"
+        message = " ".join(exc.format_message().replace("Value error, ", "").split())
+        given = _given_value(getattr(exc, "param", None))
+        typer.echo(f"error: {message}{given} (see `{where} --help`)", err=True)
+        sys.exit(2)
+    except ClickException as exc:
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
+    except Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(130)
     except VaelabError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -402,6 +436,7 @@ def main() -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -195,12 +195,7 @@ class RunConfig(_Section):
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "config") -> "RunConfig":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{source}: malformed YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+        data = safe_load_yaml(text, source)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -212,9 +207,20 @@ class RunConfig(_Section):
         path = Path(path)
         try:
             text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {getattr(exc, 'strerror', None) or exc}") from None
         return cls.from_yaml(text, str(path))
+
+
+def safe_load_yaml(text: str, source: str) -> Any:
+    """yaml.safe_load, with malformed YAML (or bytes that YAML refuses) as a one-line ConfigError."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: malformed YAML{where}: {' '.join(str(problem).split())}") from None
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -23,6 +24,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vaelab.config import safe_load_yaml
 from vaelab.errors import ConfigError
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -44,6 +46,9 @@ class Scale(BaseModel):
     seeds: Optional[list[int]] = None
     analyses: dict[str, dict[str, Any]] = Field(default_factory=dict, description="merged into the study's")
     figure_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="merged into the study's")
+
+
+MAX_RUNS = 10_000  # runs one study may plan
 
 
 class StudySpec(BaseModel):
@@ -106,8 +111,13 @@ class StudySpec(BaseModel):
         if self.no_runs:
             return []
         keys = list(self.grid)
-        combos = list(itertools.product(*(self.grid[k] for k in keys))) or [()]
         variants = self.variants or [Variant(label="run")]
+        planned = len(variants) * len(self.seeds) * math.prod(len(v) for v in self.grid.values())
+        if planned > MAX_RUNS:  # counted before anything is expanded or allocated
+            raise ConfigError(f"study {self.name!r} would have {planned} runs ({len(variants)} variants x "
+                              f"{' x '.join(str(len(v)) for v in self.grid.values()) or 1} grid points x {len(self.seeds)} "
+                              f"seeds); the limit is {MAX_RUNS}: split it into several studies")
+        combos = list(itertools.product(*(self.grid[k] for k in keys))) or [()]
         runs = []
         for variant in variants:
             for combo in combos:
@@ -177,11 +187,10 @@ def load_study(name_or_path: str | Path) -> StudySpec:
     if not path.exists():
         raise ConfigError(f"no built-in study or file {str(name_or_path)!r}; built-in studies: {', '.join(builtins)}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read study file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    raw = safe_load_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study file must be a mapping with at least 'name' and 'base'")
     try:
