@@ -15,8 +15,13 @@ data_app = typer.Typer(help="Datasets: list, fetch (with checksums), info.", no_
 app.add_typer(data_app, name="data")
 
 
+def printable(message: str) -> str:
+    """``message`` on one line: control characters (newlines, NEL, NUL, ... from user input) shown escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(message))
+
+
 def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -421,20 +426,20 @@ def main() -> None:
         where = exc.ctx.command_path if exc.ctx else "vaelab"
         message = " ".join(exc.format_message().replace("Value error, ", "").split())
         given = _given_value(getattr(exc, "param", None))
-        typer.echo(f"error: {message}{given} (see `{where} --help`)", err=True)
+        typer.echo(printable(f"error: {message}{given} (see `{where} --help`)"), err=True)
         sys.exit(2)
     except ClickException as exc:
-        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        typer.echo(printable(f"error: {' '.join(exc.format_message().split())}"), err=True)
         sys.exit(exc.exit_code)
     except Abort:
         typer.echo("error: aborted", err=True)
         sys.exit(130)
     except VaelabError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {printable(exc)}", err=True)
         sys.exit(exc.exit_code)
     except OSError as exc:  # a file system refusal that no vaelab layer named more precisely
         where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        typer.echo(printable(f"error: {where}{exc.strerror or exc}"), err=True)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

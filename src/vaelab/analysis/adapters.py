@@ -62,7 +62,7 @@ class TorchModelAdapter(nn.Module):
     def encode(self, x: torch.Tensor) -> GaussianPosterior:
         out = self.encoder_fn(x)
         b, d = x.shape[0], self.latent_dim
-        if isinstance(out, (tuple, list)):
+        if isinstance(out, tuple) or (isinstance(out, list) and all(isinstance(o, torch.Tensor) for o in out)):
             if len(out) != 2:
                 raise RunError(f"encode returned {len(out)} values; expected (mu, logvar) or mu alone")
             mu = _check("encode (mu)", out[0], (b, d), "posterior means")

@@ -80,6 +80,14 @@ def _load_digits() -> Dataset:
     return Dataset("digits", x[:n].contiguous(), y[:n], x[n:].contiguous(), y[n:])
 
 
+def _file_stamps(spec: DatasetSpec, folder: Path) -> dict[str, list[int]] | None:
+    """(size, mtime in ns) of each source file, or None when one is missing."""
+    try:
+        return {f.name: [(folder / f.name).stat().st_size, (folder / f.name).stat().st_mtime_ns] for f in spec.files.values()}
+    except OSError:
+        return None
+
+
 def _read_idx_files(spec: DatasetSpec, folder: Path) -> dict[str, np.ndarray]:
     arrays = {}
     for role, f in spec.files.items():
@@ -97,11 +105,12 @@ def _load_idx_dataset(spec: DatasetSpec, root) -> Dataset:
     folder = data_root(root) / spec.name
     cache, meta_path = folder / "arrays.npz", folder / "arrays.json"
     sources = {role: f.raw_sha256 for role, f in spec.files.items()}
+    stamps = _file_stamps(spec, folder)  # a source file changed since the cache was built is verified again
     arrays = None
     if cache.exists() and meta_path.exists():
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("sources") == sources and meta.get("sha256") == sha256_file(cache):
+            if meta.get("sources") == sources and meta.get("stamps") == stamps and meta.get("sha256") == sha256_file(cache):
                 with np.load(cache) as npz:
                     arrays = {role: npz[role] for role in spec.files}
         except (OSError, ValueError, KeyError):
@@ -111,7 +120,7 @@ def _load_idx_dataset(spec: DatasetSpec, root) -> Dataset:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(cache, buf.getvalue())
-        atomic_write_json(meta_path, {"sources": sources, "sha256": sha256_file(cache)})
+        atomic_write_json(meta_path, {"sources": sources, "stamps": stamps, "sha256": sha256_file(cache)})
     c, h, w = spec.image_shape
 
     def images(a: np.ndarray) -> torch.Tensor:
