@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: study test bench clean venv venv-dev browser
+.PHONY: study test soak bench clean venv venv-dev browser
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ browser:
 
 test: venv-dev browser
 	$(PY) -m pytest -q
+
+## Long fault-injection runs (many kill points, thousands of fuzz examples); `make test` skips them.
+soak: venv-dev
+	$(PY) -m pytest -q -m soak tests/faults
 
 bench: venv-dev
 	$(PY) benchmarks/train_epoch.py

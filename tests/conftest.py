@@ -22,3 +22,17 @@ def tiny_config(**sections):
             any(k in sections["model"] for k in ("network", "hidden", "latent_dim")):
         base["model"].pop("arch")
     return build_config(base)
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """The uninterrupted digits run that every fault scenario of tests/faults must reproduce bit for bit."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "faults"))
+    from faultkit import train
+
+    out = tmp_path_factory.mktemp("reference")
+    train(out, check=True)
+    return out / "r"

@@ -162,7 +162,7 @@ def test_user_study_file_and_bad_specs(tmp_path):
         ("name: x\nbase: {model: {latent_dim: -3}}\n", "model.latent_dim"),
         ("name: ../evil\n", "must be 1-64 letters"),
         ("name: x\ngrid: {model.latent_dim: []}\n", "has no values"),
-        ("name: [unclosed\n", "not valid YAML at line"),
+        ("name: [unclosed\n", "malformed YAML at line 2"),
     ]:
         bad.write_text(text)
         with pytest.raises(ConfigError, match=re.escape(message)):

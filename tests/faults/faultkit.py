@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 # A small digits run: 23 steps per epoch, 4 epochs, a few seconds including PyTorch's import.
 TRAIN_ARGS = ["--dataset", "digits", "--arch", "64-32-4", "--epochs", "4", "--batch-size", "64", "--lr", "3e-3",
               "--no-progress"]
@@ -87,11 +85,3 @@ def one_line(stderr: str) -> str:
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, stderr
     return errors[0]
-
-
-@pytest.fixture(scope="session")
-def reference_run(tmp_path_factory) -> Path:
-    """The uninterrupted run every fault scenario must reproduce bit for bit."""
-    out = tmp_path_factory.mktemp("reference")
-    train(out, check=True)
-    return out / "r"

@@ -7,17 +7,18 @@ import stat
 
 import pytest
 
-from faultkit import (reference_run,  # noqa: F401 (a fixture)
-                      TRAIN_ARGS, final_weights, hidden_leftovers, losses, one_line, train, vaelab, vaelab_env)
+from faultkit import TRAIN_ARGS, final_weights, hidden_leftovers, losses, one_line, train, vaelab, vaelab_env
 from vaelab.runs import CheckpointStore
 
 # Writes of a run, in order: config.yaml, status.json, metrics.jsonl (start); then per epoch the checkpoint's
 # weights, state and manifest, metrics.jsonl and status.json. So write 4 is the first checkpoint's weights, 10 the
 # second checkpoint's state.pt, 12 the metrics.jsonl of epoch 2.
-DISK_FULL_AT = {4: "the very first checkpoint", 10: "inside the second checkpoint", 12: "metrics after a checkpoint"}
+DISK_FULL_AT = [pytest.param(4, id="the very first checkpoint", marks=pytest.mark.soak),
+                pytest.param(10, id="inside the second checkpoint"),
+                pytest.param(12, id="metrics after a checkpoint", marks=pytest.mark.soak)]
 
 
-@pytest.mark.parametrize("nth", list(DISK_FULL_AT), ids=list(DISK_FULL_AT.values()))
+@pytest.mark.parametrize("nth", DISK_FULL_AT)
 def test_disk_full_stops_with_one_line_keeps_the_last_checkpoint_and_resumes(tmp_path, reference_run, nth):
     run_dir = tmp_path / "r"
     full = train(tmp_path, env=vaelab_env(VAELAB_FAULT_WRITE_ERROR=f"ENOSPC@{nth}"))

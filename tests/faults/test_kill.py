@@ -8,15 +8,15 @@ import time
 
 import pytest
 
-from faultkit import (reference_run,  # noqa: F401 (a fixture)
-                      STEPS_PER_EPOCH, final_weights, hidden_leftovers, kill_group, losses, start, train, vaelab,
+from faultkit import (STEPS_PER_EPOCH, final_weights, hidden_leftovers, kill_group, losses, start, train, vaelab,
                       vaelab_env, wait_for)
 
 # (kill point, why it matters). Each checkpoint writes 3 files, so checkpoint-write@4 is inside the second checkpoint.
+SOAK = pytest.mark.soak  # the long version (make soak); CI runs the rest
 INJECTED = [
-    ("step@7", "inside the first epoch, before any checkpoint"),
-    (f"step@{STEPS_PER_EPOCH * 2 + 5}", "inside the third epoch"),
-    ("checkpoint-write@1", "the first checkpoint half-written (weights only)"),
+    pytest.param("step@7", "inside the first epoch, before any checkpoint", marks=SOAK),
+    pytest.param(f"step@{STEPS_PER_EPOCH * 2 + 5}", "inside the third epoch", marks=SOAK),
+    pytest.param("checkpoint-write@1", "the first checkpoint half-written (weights only)", marks=SOAK),
     ("checkpoint-write@5", "the second checkpoint with weights and state but no manifest"),
     ("checkpoint-write@9", "the third checkpoint complete in its temporary folder, not yet renamed"),
     ("atomic-write@4", "metrics.jsonl or status.json written to a temporary file, not renamed"),
@@ -34,12 +34,13 @@ def _resume_and_compare(out, reference_run, killed):
     assert hidden_leftovers(run_dir) == []
 
 
-@pytest.mark.parametrize("point,why", INJECTED, ids=[p for p, _ in INJECTED])
+@pytest.mark.parametrize("point,why", INJECTED, ids=[p.values[0] if hasattr(p, "values") else p[0] for p in INJECTED])
 def test_sigkill_at_an_injected_point_then_resume_is_bit_identical(tmp_path, reference_run, point, why):
     killed = train(tmp_path, env=vaelab_env(VAELAB_FAULT_KILL=point))
     _resume_and_compare(tmp_path, reference_run, killed)
 
 
+@pytest.mark.soak
 def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path, reference_run):
     """Three kills at seeded random steps of one run, each resumed by the next attempt."""
     rng = random.Random(20261121)

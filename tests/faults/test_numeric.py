@@ -26,7 +26,7 @@ def test_a_bad_loss_stops_the_run_with_epoch_and_step(tmp_path, value):
 
 def test_a_diverging_run_fails_alone_in_a_study_and_the_report_shows_why(tmp_path):
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: s\nbase:\n  data: {name: digits}\n  model: {arch: 64-32-4}\n  train: {epochs: 3, batch_size: 64}\n"
+    spec.write_text("name: s\nbase:\n  data: {name: digits}\n  model: {arch: 64-32-4}\n  train: {epochs: 2, batch_size: 64}\n"
                     "grid:\n  model.latent_dim: [2, 3]\nseeds: [0, 1]\n")
     out = vaelab("study", spec, "--out", tmp_path / "out", "--no-progress",
                  env=vaelab_env(VAELAB_FAULT_LOSS="inf@5", VAELAB_FAULT_RUN="s-z3-s1"))

@@ -9,12 +9,11 @@ import signal
 import pytest
 import torch
 
-from faultkit import (reference_run,  # noqa: F401 (a fixture)
-                      STEPS_PER_EPOCH, TRAIN_ARGS, final_weights, hidden_leftovers, kill_group, losses, one_line,
+from faultkit import (STEPS_PER_EPOCH, TRAIN_ARGS, final_weights, hidden_leftovers, kill_group, losses, one_line,
                       start, train, vaelab, vaelab_env, wait_for)
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", ["SIGINT", pytest.param("SIGTERM", marks=pytest.mark.soak)])
 def test_signal_at_a_step_stops_there_checkpoints_and_resumes_bit_identical(tmp_path, reference_run, sig):
     step = STEPS_PER_EPOCH + 11  # inside epoch 2
     stopped = train(tmp_path, env=vaelab_env(VAELAB_FAULT_KILL=f"step@{step}:{sig}"))
@@ -34,7 +33,7 @@ def test_signal_at_a_step_stops_there_checkpoints_and_resumes_bit_identical(tmp_
     assert losses(run_dir) == losses(reference_run)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.soak), signal.SIGTERM])
 def test_a_real_signal_from_outside_is_handled_the_same_way(tmp_path, reference_run, sig):
     proc = start("train", *TRAIN_ARGS, "--epochs", "400", "--name", "r", "--out", tmp_path)  # long enough to catch
     run_dir = tmp_path / "r"

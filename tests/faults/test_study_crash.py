@@ -17,7 +17,7 @@ STUDY = """name: crash
 base:
   data: {name: digits}
   model: {arch: 64-32-4}
-  train: {epochs: 8, batch_size: 64, lr: 3.0e-3}
+  train: {epochs: 5, batch_size: 64, lr: 3.0e-3}
 grid:
   model.latent_dim: [2, 3]
 seeds: [0, 1]
@@ -81,6 +81,7 @@ def test_sigkill_of_the_whole_study_then_rerun_equals_an_uninterrupted_study(tmp
     _rerun_equals_reference(tmp_path, reference_table)
 
 
+@pytest.mark.soak
 def test_sigkill_of_the_main_process_only(tmp_path, reference_table):
     """Orphaned workers finish the run they hold (under its lock); the re-run waits for them, then skips them."""
     spec = tmp_path / "crash.yaml"
@@ -94,6 +95,7 @@ def test_sigkill_of_the_main_process_only(tmp_path, reference_table):
     _rerun_equals_reference(tmp_path, reference_table)
 
 
+@pytest.mark.soak
 def test_workers_killed_at_a_step_become_failed_rows_then_a_rerun_finishes(tmp_path, reference_table):
     crashed = run_study(tmp_path, env=vaelab_env(VAELAB_FAULT_KILL="step@30"))
     assert crashed.returncode == 0, crashed.stderr  # the study itself survives its workers
