@@ -81,17 +81,40 @@ def test_sigkill_of_the_whole_study_then_rerun_equals_an_uninterrupted_study(tmp
     _rerun_equals_reference(tmp_path, reference_table)
 
 
-@pytest.mark.soak
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(proc.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_sigkill_of_the_main_process_only(tmp_path, reference_table):
-    """Orphaned workers finish the run they hold (under its lock); the re-run waits for them, then skips them."""
+    """Orphaned workers notice (a watchdog), checkpoint their runs at a step boundary and exit; the re-run resumes."""
     spec = tmp_path / "crash.yaml"
     spec.write_text(STUDY)
     proc = start("study", spec, "--out", tmp_path / "out", "--no-progress")
     runs = tmp_path / "out" / "crash" / "runs"
     wait_for(lambda: any(e >= 1 for e in _epochs_done(runs)), timeout=180)
+    workers = _children_of(proc.pid)
+    assert workers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    proc.stdout.close(), proc.stderr.close()  # orphaned workers still hold the other ends
+    wait_for(lambda: not any(_alive(w) for w in workers), timeout=60)  # no orphan lingers
+    proc.stdout.close(), proc.stderr.close()
     _rerun_equals_reference(tmp_path, reference_table)
 
 

@@ -118,10 +118,28 @@ class RayExecutor:
                 ray.shutdown()
 
 
+ORPHAN_CHECK_S = 1.0
+
+
 def _worker_init() -> None:
     """Workers ignore Ctrl-C outside training (the trainer installs its own handler while it trains), so a signal
-    meant for the study never kills a worker between two steps of its work."""
+    meant for the study never kills a worker between two steps of its work. A worker whose study process died
+    (SIGKILL, a crash) would otherwise wait for work forever: a watchdog sends it SIGTERM, so a run it is training
+    checkpoints at the next step boundary, and then the worker exits."""
+    import threading
+    import time
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_S)
+        while True:  # the first SIGTERM stops a training at a step boundary; a later one ends the idle worker
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(ORPHAN_CHECK_S)
+
+    threading.Thread(target=watch, name="vaelab-orphan-watchdog", daemon=True).start()
 
 
 STOP_WAIT_S = 60.0
