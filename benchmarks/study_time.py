@@ -15,7 +15,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -45,9 +44,6 @@ def pythae_epoch_seconds(dim: int, epochs: int, x_train: torch.Tensor, x_test: t
     from pythae.models import VAE, VAEConfig
     from pythae.models.nn import BaseDecoder, BaseEncoder
     from pythae.models.base.base_utils import ModelOutput
-    from pythae.pipelines import TrainingPipeline
-    from pythae.trainers import BaseTrainerConfig
-    from pythae.trainers.training_callbacks import TrainingCallback
 
     class Encoder(BaseEncoder):
         def __init__(self):
@@ -68,25 +64,12 @@ def pythae_epoch_seconds(dim: int, epochs: int, x_train: torch.Tensor, x_test: t
         def forward(self, z):
             return ModelOutput(reconstruction=self.net(z).view(-1, 1, 28, 28))
 
-    class Clock(TrainingCallback):
-        def __init__(self):
-            self.begin, self.seconds = 0.0, []
+    from pythae_timing import train_pythae
 
-        def on_epoch_begin(self, training_config, **kwargs):
-            self.begin = time.perf_counter()
-
-        def on_epoch_end(self, training_config, **kwargs):
-            self.seconds.append(time.perf_counter() - self.begin)
-
-    clock = Clock()
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        config = BaseTrainerConfig(output_dir=tmp, num_epochs=epochs, learning_rate=1e-4, per_device_train_batch_size=256,
-                                   per_device_eval_batch_size=256, optimizer_cls="Adam", no_cuda=True)
-        model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=dim, reconstruction_loss="bce"), encoder=Encoder(),
-                    decoder=Decoder())
-        TrainingPipeline(training_config=config, model=model)(train_data=x_train, eval_data=x_test, callbacks=[clock])
-    return statistics.median(clock.seconds[1:])
+    model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=dim, reconstruction_loss="bce"), encoder=Encoder(),
+                decoder=Decoder())
+    return statistics.median(train_pythae(model, epochs, 1e-4, 256, x_train, x_test)["epoch_seconds"][1:])
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -43,31 +42,13 @@ def run_vaelab(epochs: int, precision: str) -> dict:
 
 def run_pythae(epochs: int, x_train: torch.Tensor, x_test: torch.Tensor) -> dict:
     from pythae.models import VAE, VAEConfig
-    from pythae.pipelines import TrainingPipeline
-    from pythae.trainers import BaseTrainerConfig
-    from pythae.trainers.training_callbacks import TrainingCallback
 
-    class Clock(TrainingCallback):
-        def __init__(self):
-            self.begin, self.seconds, self.eval_loss = 0.0, [], []
-
-        def on_epoch_begin(self, training_config, **kwargs):
-            self.begin = time.perf_counter()
-
-        def on_epoch_end(self, training_config, **kwargs):
-            self.seconds.append(time.perf_counter() - self.begin)
-
-        def on_log(self, training_config, logs, **kwargs):
-            self.eval_loss.append(float(logs["eval_epoch_loss"]))
+    from pythae_timing import train_pythae
 
     torch.manual_seed(0)
-    clock = Clock()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = BaseTrainerConfig(output_dir=tmp, num_epochs=epochs, learning_rate=1e-3, per_device_train_batch_size=128,
-                                   per_device_eval_batch_size=128, optimizer_cls="Adam", no_cuda=True)
-        model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=16, reconstruction_loss="bce"))
-        TrainingPipeline(training_config=config, model=model)(train_data=x_train, eval_data=x_test, callbacks=[clock])
-    return {"epoch_seconds": clock.seconds, "test_neg_elbo": clock.eval_loss}
+    model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=16, reconstruction_loss="bce"))
+    r = train_pythae(model, epochs, 1e-3, 128, x_train, x_test)
+    return {"epoch_seconds": r["epoch_seconds"], "test_neg_elbo": r["eval_loss"]}
 
 
 def main() -> None:

@@ -36,3 +36,26 @@ def reference_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     train(out, check=True)
     return out / "r"
+
+
+def fake_idx_dataset(folder, n_train=6, n_test=3, seed=1):
+    """A small random dataset in IDX files standing in for fashion-mnist: (spec with its checksums, source folder of
+    the gzipped files, raw IDX bytes by role)."""
+    import numpy as np
+
+    from vaelab.data import DATASETS, idx
+    from vaelab.data.registry import DatasetSpec, IdxFile
+    from vaelab.fileio import sha256_bytes
+
+    rng = np.random.RandomState(seed)
+    raws = {"train_x": idx.encode_images(rng.randint(0, 256, (n_train, 28, 28), dtype=np.uint8)),
+            "train_y": idx.encode_labels(rng.randint(0, 10, n_train)),
+            "test_x": idx.encode_images(rng.randint(0, 256, (n_test, 28, 28), dtype=np.uint8)),
+            "test_y": idx.encode_labels(rng.randint(0, 10, n_test))}
+    real = DATASETS["fashion-mnist"]
+    files = {role: IdxFile(real.files[role].name, sha256_bytes(raw)) for role, raw in raws.items()}
+    src = folder / "debian"
+    src.mkdir()
+    for role, raw in raws.items():
+        (src / files[role].name).write_bytes(idx.gzip_bytes(raw))
+    return DatasetSpec("fashion-mnist", "fake", (1, 28, 28), n_train, n_test, 10, files, mirrors=()), src, raws

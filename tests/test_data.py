@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fake_idx_dataset
 from vaelab.data import DATASETS, Dataset, PixelSampler, fetch_dataset, load_dataset
 from vaelab.data import idx, sources
-from vaelab.data.registry import DatasetSpec, IdxFile
 from vaelab.errors import DataError
-from vaelab.fileio import sha256_bytes
 
 
 def test_idx_round_trip_and_bad_headers():
@@ -44,21 +43,7 @@ def test_unknown_dataset_suggests_closest_name():
 
 def fake_spec(tmp_path: Path, n_train=6, n_test=3):
     """A small dataset in IDX files standing in for fashion-mnist, with its checksums."""
-    rng = np.random.RandomState(1)
-    raws = {
-        "train_x": idx.encode_images(rng.randint(0, 256, (n_train, 28, 28), dtype=np.uint8)),
-        "train_y": idx.encode_labels(rng.randint(0, 10, n_train)),
-        "test_x": idx.encode_images(rng.randint(0, 256, (n_test, 28, 28), dtype=np.uint8)),
-        "test_y": idx.encode_labels(rng.randint(0, 10, n_test)),
-    }
-    real = DATASETS["fashion-mnist"]
-    files = {role: IdxFile(real.files[role].name, sha256_bytes(raw)) for role, raw in raws.items()}
-    src = tmp_path / "debian"
-    src.mkdir()
-    for role, raw in raws.items():
-        (src / files[role].name).write_bytes(idx.gzip_bytes(raw))
-    spec = DatasetSpec("fashion-mnist", "fake", (1, 28, 28), n_train, n_test, 10, files, mirrors=())
-    return spec, src, raws
+    return fake_idx_dataset(tmp_path, n_train, n_test)
 
 
 @pytest.fixture

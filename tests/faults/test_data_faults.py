@@ -9,31 +9,20 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 
 import vaelab
-from vaelab.data import Dataset, idx, load_dataset, sources
-from vaelab.data.registry import DATASETS, DatasetSpec, IdxFile
+from conftest import fake_idx_dataset
+from vaelab.data import Dataset, load_dataset, sources
+from vaelab.data.registry import DATASETS
 from vaelab.data.sources import fetch_dataset
 from vaelab.errors import DataError, RunError
-from vaelab.fileio import sha256_bytes
 
 
 def make_fake(tmp_path, n_train=40, n_test=10):
-    rng = np.random.RandomState(3)
-    raws = {"train_x": idx.encode_images(rng.randint(0, 256, (n_train, 28, 28), dtype=np.uint8)),
-            "train_y": idx.encode_labels(rng.randint(0, 10, n_train)),
-            "test_x": idx.encode_images(rng.randint(0, 256, (n_test, 28, 28), dtype=np.uint8)),
-            "test_y": idx.encode_labels(rng.randint(0, 10, n_test))}
-    real = DATASETS["fashion-mnist"]
-    files = {role: IdxFile(real.files[role].name, sha256_bytes(raw)) for role, raw in raws.items()}
-    src = tmp_path / "debian"
-    src.mkdir()
-    for role, raw in raws.items():
-        (src / files[role].name).write_bytes(idx.gzip_bytes(raw))
-    return DatasetSpec("fashion-mnist", "fake", (1, 28, 28), n_train, n_test, 10, files, mirrors=()), src
+    spec, src, _ = fake_idx_dataset(tmp_path, n_train, n_test, seed=3)
+    return spec, src
 
 
 @pytest.fixture
@@ -96,7 +85,7 @@ def test_sigkill_during_a_fetch_leaves_nothing_loadable_and_the_next_fetch_clean
     spec, src, root = fake
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+        sys.path[:0] = [{str(os.path.dirname(__file__))!r}, {str(os.path.dirname(os.path.dirname(__file__)))!r}]
         from test_data_faults import make_fake
         from pathlib import Path
         from vaelab.data import sources

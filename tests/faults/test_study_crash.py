@@ -69,12 +69,18 @@ def _rerun_equals_reference(tmp_path, reference_table):
     return again
 
 
-def test_sigkill_of_the_whole_study_then_rerun_equals_an_uninterrupted_study(tmp_path, reference_table):
+def _start_and_wait(tmp_path: Path, epochs: int, *extra, until=lambda: True):
+    """Start the study in the background; return once some run has finished ``epochs`` epochs (and ``until``)."""
     spec = tmp_path / "crash.yaml"
     spec.write_text(STUDY)
-    proc = start("study", spec, "--out", tmp_path / "out", "--no-progress")
+    proc = start("study", spec, "--out", tmp_path / "out", "--no-progress", *extra)
     runs = tmp_path / "out" / "crash" / "runs"
-    wait_for(lambda: any(e >= 2 for e in _epochs_done(runs)), timeout=180)
+    wait_for(lambda: any(e >= epochs for e in _epochs_done(runs)) and until(), timeout=240)
+    return proc
+
+
+def test_sigkill_of_the_whole_study_then_rerun_equals_an_uninterrupted_study(tmp_path, reference_table):
+    proc = _start_and_wait(tmp_path, 2)
     kill_group(proc)  # main process and workers at once
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "out" / "crash" / "results.csv").exists()
@@ -104,11 +110,7 @@ def _alive(pid: int) -> bool:
 
 def test_sigkill_of_the_main_process_only(tmp_path, reference_table):
     """Orphaned workers notice (a watchdog), checkpoint their runs at a step boundary and exit; the re-run resumes."""
-    spec = tmp_path / "crash.yaml"
-    spec.write_text(STUDY)
-    proc = start("study", spec, "--out", tmp_path / "out", "--no-progress")
-    runs = tmp_path / "out" / "crash" / "runs"
-    wait_for(lambda: any(e >= 1 for e in _epochs_done(runs)), timeout=180)
+    proc = _start_and_wait(tmp_path, 1)
     workers = _children_of(proc.pid)
     assert workers
     os.kill(proc.pid, signal.SIGKILL)
@@ -144,11 +146,7 @@ def _ray_worker_pids() -> list[int]:
 
 def test_a_ray_worker_killed_mid_run_is_retried_and_resumes(tmp_path, reference_table):
     pytest.importorskip("ray")
-    spec = tmp_path / "crash.yaml"
-    spec.write_text(STUDY)
-    proc = start("study", spec, "--out", tmp_path / "out", "--no-progress", "--executor", "ray")
-    runs = tmp_path / "out" / "crash" / "runs"
-    wait_for(lambda: any(e >= 2 for e in _epochs_done(runs)) and _ray_worker_pids(), timeout=240)
+    proc = _start_and_wait(tmp_path, 2, "--executor", "ray", until=lambda: bool(_ray_worker_pids()))
     victim = _ray_worker_pids()[0]
     os.kill(victim, signal.SIGKILL)
     _, stderr = proc.communicate(timeout=300)
