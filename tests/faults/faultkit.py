@@ -31,10 +31,17 @@ def vaelab(*args, env: dict | None = None, timeout: float = 300, check: bool = F
     return proc
 
 
+def _interactive_signals() -> None:
+    """In the child: Ctrl-C as in a terminal, even when the test runner itself was started with SIGINT ignored (a
+    background job of a non-interactive shell is)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args, env: dict | None = None) -> subprocess.Popen:
     """Start ``python -m vaelab ARGS`` in its own process group (so the group can be killed like a crashed machine)."""
     return subprocess.Popen([sys.executable, "-m", "vaelab", *map(str, args)], env=env or vaelab_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_interactive_signals)
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:

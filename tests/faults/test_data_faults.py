@@ -72,8 +72,12 @@ def test_a_tampered_array_cache_is_rebuilt_from_the_verified_files(fake):
 def test_ctrl_c_during_a_fetch_leaves_nothing(fake, monkeypatch):
     spec, _, root = fake
     monkeypatch.setenv("VAELAB_FAULT_KILL", "fetch-copy@2:SIGINT")
-    with pytest.raises(KeyboardInterrupt):
-        fetch_dataset("fashion-mnist", root, log=lambda m: None)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever started pytest
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fetch_dataset("fashion-mnist", root, log=lambda m: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     folder = root / "fashion-mnist"
     names = sorted(p.name for p in folder.iterdir())
     assert names == [spec.files["train_x"].name]  # the one file completed before; no partial copy
