@@ -105,7 +105,7 @@ class CheckpointStore:
         for folder in leftovers:  # newer data (.tmp) first, then the replaced (.old) one
             parts = folder.name.split("-")
             epoch = int(parts[2]) if len(parts) >= 3 and parts[2].isdigit() else None
-            if epoch is not None and not self.path(epoch).exists() and self._verify_folder(folder, epoch) is None:
+            if epoch is not None and not self.path(epoch).exists() and self._read_verified(folder, epoch)[1] is None:
                 os.rename(folder, self.path(epoch))
                 done.append(f"completed the checkpoint of epoch {epoch} from {folder.name}")
             else:
@@ -120,9 +120,6 @@ class CheckpointStore:
     def verify(self, epoch: int) -> str | None:
         """None if the checkpoint of ``epoch`` is complete and matches its checksums, else why not."""
         return self._read_verified(self.path(epoch), epoch)[1]
-
-    def _verify_folder(self, folder: Path, epoch: int) -> str | None:
-        return self._read_verified(folder, epoch)[1]
 
     def _read_verified(self, folder: Path, epoch: int) -> tuple[dict[str, bytes] | None, str | None]:
         """({file name: bytes}, None) when every file matches the manifest, else (None, why not). Each file is read

@@ -6,7 +6,7 @@ import numpy as np
 
 from vaelab.report.animations import figure_to_rgb, save_gif
 from vaelab.report.figures import pyplot, save_figure, show_images
-from vaelab.report.study_figures import Figure, StudyView, _save
+from vaelab.report.study_figures import Figure, StudyView, _save, panel_row
 
 COLLAPSE_THRESHOLD = 0.01  # a latent variable whose posterior mean barely moves over the data: Var_x[mu] < 0.01
 
@@ -152,12 +152,11 @@ def views_3d(view: StudyView, **_) -> list[Figure]:
 
 def grids_4d(view: StudyView, **_) -> list[Figure]:
     rows = view.first_seed_with_latent(lambda d: d == 4)
-    if not rows:
-        view.notes.append("grids-4d: no finished 4-D run")
+    panels = panel_row(view, rows, "grids-4d: no finished 4-D run", 5.4, 5.6)
+    if panels is None:
         return []
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(rows), figsize=(5.4 * len(rows), 5.6), squeeze=False)
-    for ax, r in zip(axes[0], rows):
+    fig, axes = panels
+    for ax, r in zip(axes, rows):
         show_images(ax, view.arrays(r, "samples")["images_grid"], ncol=9, title=f"{r.get('variant')}: 3^4 = 81 points")
     return [_save(view, fig, "grids-4d", "4-D latent grids (document 003)",
                   "Three N(0, 1) quantiles per dimension (1/6, 1/2, 5/6): rows run over (z1, z2), columns over (z3, z4).")]
@@ -165,12 +164,11 @@ def grids_4d(view: StudyView, **_) -> list[Figure]:
 
 def samples_high_dim(view: StudyView, **_) -> list[Figure]:
     rows = view.first_seed_with_latent(lambda d: d >= 8)
-    if not rows:
-        view.notes.append("samples-high-dim: no finished run with 8 or more latent dimensions")
+    panels = panel_row(view, rows, "samples-high-dim: no finished run with 8 or more latent dimensions", 3.6, 4)
+    if panels is None:
         return []
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 4), squeeze=False)
-    for ax, r in zip(axes[0], rows):
+    fig, axes = panels
+    for ax, r in zip(axes, rows):
         show_images(ax, view.arrays(r, "samples")["images_prior"][:100], ncol=10, title=str(r.get("variant")))
     return [_save(view, fig, "samples-high-dim", "100 prior samples of 8- and 16-dimensional models (document 003)",
                   "Decoded means of z ~ N(0, I), one panel per architecture (first seed).")]

@@ -88,6 +88,16 @@ def _save(view: StudyView, fig, stem: str, title: str, caption: str) -> Figure:
     return Figure(stem, title, caption, save_figure(fig, view.fig_dir, stem))
 
 
+def panel_row(view: StudyView, items: list, note: str, width: float, height: float):
+    """A figure with one panel per item, side by side: (fig, axes), or None (and ``note`` for the report) when there
+    are no items."""
+    if not items:
+        view.notes.append(note)
+        return None
+    fig, axes = pyplot().subplots(1, len(items), figsize=(width * len(items), height), squeeze=False)
+    return fig, axes[0]
+
+
 def mean_sd_by(rows: list[dict], key: str, metric: str, variant: str | None = None) -> tuple[list, list, list]:
     """x values (sorted), mean and sd over seeds of ``metric`` for rows grouped by ``key``."""
     groups: dict[Any, list[float]] = {}
@@ -109,18 +119,17 @@ def _variants(view: StudyView) -> list[str | None]:
 def latent_2d(view: StudyView, **_) -> list[Figure]:
     """Test-set posterior means of every 2-D run, coloured by class (document 002 Fig. 2, document 003)."""
     rows = view.first_seed_with_latent(lambda d: d == 2)
-    if not rows:
-        view.notes.append("latent-2d: no finished run has a 2-D latent")
+    panels = panel_row(view, rows, "latent-2d: no finished run has a 2-D latent", 4.2, 4.0)
+    if panels is None:
         return []
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 4.0), squeeze=False)
-    for ax, r in zip(axes[0], rows):
+    fig, axes = panels
+    for ax, r in zip(axes, rows):
         a = view.arrays(r, "posterior")
         sc = ax.scatter(a["mu_test"][:, 0], a["mu_test"][:, 1], c=a["y_test"], cmap="tab10", s=4, alpha=0.7, vmin=-0.5, vmax=9.5)
         ax.set_xlabel("z1 (posterior mean)")
         ax.set_ylabel("z2 (posterior mean)")
         ax.set_title(view.label(r))
-    fig.colorbar(sc, ax=axes[0].tolist(), ticks=range(10), label="class")
+    fig.colorbar(sc, ax=axes.tolist(), ticks=range(10), label="class")
     return [_save(view, fig, "latent-2d", "The 2-D latent space by class",
                   "Posterior means of the test images; similar classes sit together, with gradients between them.")]
 
@@ -170,12 +179,11 @@ def headline(view: StudyView, **_) -> list[Figure]:
 def _image_panels(view: StudyView, rows, pick: Callable, stem: str, title: str, caption: str, ncol=8) -> list[Figure]:
     panels = [(r, pick(r)) for r in rows]
     panels = [(r, imgs) for r, imgs in panels if imgs is not None]
-    if not panels:
-        view.notes.append(f"{stem}: no finished run has the images")
+    figure = panel_row(view, panels, f"{stem}: no finished run has the images", 2.9, 3.4)
+    if figure is None:
         return []
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.4), squeeze=False)
-    for ax, (r, imgs) in zip(axes[0], panels):
+    fig, axes = figure
+    for ax, (r, imgs) in zip(axes, panels):
         show_images(ax, imgs, ncol=ncol, title=view.label(r))
     return [_save(view, fig, stem, title, caption)]
 
@@ -236,13 +244,12 @@ def _lines_by(view: StudyView, x_key: str, line_key: str, metric: str, ax, ylabe
 
 def pca_spectra(view: StudyView, **_) -> list[Figure]:
     rows = view.first_seed()
-    latents = sorted({r.get("model.latent_dim") for r in rows})
-    if not rows:
-        view.notes.append("pca-spectra: no finished runs")
+    latents = sorted({r.get("model.latent_dim") for r in rows})  # empty exactly when rows is
+    panels = panel_row(view, latents, "pca-spectra: no finished runs", 4.4, 3.6)
+    if panels is None:
         return []
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(latents), figsize=(4.4 * len(latents), 3.6), squeeze=False)
-    for ax, k in zip(axes[0], latents):
+    fig, axes = panels
+    for ax, k in zip(axes, latents):
         for r in sorted((r for r in rows if r.get("model.latent_dim") == k), key=lambda r: r.get("objective.alpha", 0)):
             p = view.analysis(r, "posterior")
             if p:
