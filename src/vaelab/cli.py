@@ -268,16 +268,33 @@ def analyze(run: Optional[Path] = typer.Argument(None, help="The run directory."
 def _headline(name: str, d: dict) -> list[str]:
     """One or two lines of the numbers that matter, per analysis."""
     if name == "posterior":
-        mi = d.get("mutual_information")
-        return [f"active units {d['active_units']}/{d['latent_dim']} (Var[mu] > 0.01); PCA eigenvalues > 0.01: "
-                f"{d['pca']['above_threshold']}" + (f"; I(x; z) = {mi['mi_nats']:.2f} nats" if mi else "")]
+        mi, pca = d.get("mutual_information"), d["pca"]
+        lines = [f"active units {d['active_units']}/{d['latent_dim']} (Var[mu] > {pca['threshold']:g}); PCA eigenvalues > "
+                 f"{pca['threshold']:g}: {'at least ' if pca.get('above_threshold_is_lower_bound') else ''}"
+                 f"{pca['above_threshold']}" + (f"; I(x; z) = {mi['mi_nats']:.2f} nats" if mi else "")]
+        return lines + ([d["count_note"]] if d.get("count_note") else [])
     if name == "typical-set":
         return [f"typical-set gap {d['gap']['percent_gap_mean']:.2f}% per dim; ||z||/sqrt(n): prior "
                 f"{d['norms']['prior']['mean_over_sqrt_n']:.3f}, posterior samples {d['norms']['posterior_sample']['mean_over_sqrt_n']:.3f}, "
                 f"means {d['norms']['posterior_mean']['mean_over_sqrt_n']:.3f}"]
     if name == "prior-gap":
-        return [f"KL(q(z)||p(z)) ~ {d['kl_aggregate_prior']:.2f} nats; holes {100 * d['holes']:.1f}% (1% expected); "
-                f"classifier AUC {d['classifier_auc']:.3f}; MMD^2 {d['mmd2']:.4f}"]
+        t, info = d["tests"], d["informative"]
+        lines = [d["reading"]]
+        if "classifier" in t:
+            c = t["classifier"]
+            lines.append(f"{info['dims']} informative coordinates: classifier AUC {c['effect']:.3f} [{c['ci_low']:.3f}, "
+                         f"{c['ci_high']:.3f}], MMD p {t['mmd']['p_value']:.3g}"
+                         + (" -> differ" if d["informative_mismatch"] else " -> match"))
+        if "shell" in t:
+            s = t["shell"]
+            lines.append(f"complement ({d['complement']['dims']} dims): variance {s['effect']:.3f} [{s['ci_low']:.3f}, "
+                         f"{s['ci_high']:.3f}] per direction, {100 * s['overlap']:.0f}% of prior samples in the codes' shell"
+                         + (" -> differ" if d["shell_mismatch"] else " -> match"))
+        lines.append(f"KL(q(z) || p(z)) >= {d['kl_aggregate_prior']:.2f} nats (Gaussian lower bound); finite-mixture "
+                     f"holes {100 * d['holes']:.1f}%")
+        return lines
+    if name == "memorisation":
+        return [d["copying"]["sentence"]]
     if name == "likelihood":
         lines = []
         if "log_likelihood" in d:

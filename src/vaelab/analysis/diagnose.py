@@ -2,11 +2,17 @@
 
 Why does a VAE with a big latent space reconstruct well but generate badly? Two explanations are on the table:
 - the "soap bubble" (the asker): the aggregate posterior q(z) is a mixture whose typical set misses the prior's,
-  so prior samples land in holes the decoder never saw;
-- over-capacity and over-fitting (the answer): the model memorises the training images and does not generalise.
-The diagnosis measures both (posterior, prior-gap, likelihood), how many latent dimensions are used, and how much
-sample quality (FD) improves when latents come from the posterior neighbourhood or an ex-post mixture instead of
-the prior; then it writes a verdict that cites the numbers.
+  so prior samples land where the decoder never trained;
+- over-capacity and over-fitting (the answer): the model memorises the training images.
+The diagnosis measures, at any latent size:
+- where the information is: the informative subspace of the codes (PCA of Cov_x[mu(x)]) beside the per-axis count;
+- the shape of q(z) there against the prior's identity, with two-sample tests (effect sizes with intervals), and the
+  shell ("bubble") of the complement against its exact chi-square law (vaelab.analysis.prior_gap);
+- which part of the mismatch costs sample quality, by intervention: FD of latents whose informative coordinates
+  and whose complement come, independently, from the prior or from q(z) (vaelab.analysis.samplers);
+- over-fitting as a train/test gap and as memorisation (the data-copying test, vaelab.analysis.memorisation);
+- the fixes side by side (ex-post Gaussian, ex-post mixture, two-stage VAE, on the informative coordinates), and
+  names the one that works best for this model with the FD it reaches.
 """
 from __future__ import annotations
 
@@ -14,113 +20,203 @@ from typing import Callable
 
 from vaelab.analysis.common import AnalysisResult
 from vaelab.analysis.runner import run_analysis
+from vaelab.analysis.samplers import DESCRIPTIONS, FIXES
 
 # Thresholds of the verdict, stated in the output so a reader can disagree with them.
-HOLES_FACTOR = 5.0  # prior samples in holes at least 5x the 1% expected with no gap ...
-AUC_WITH_HOLES = 0.6  # ... while a classifier separates prior from aggregate-posterior samples at least this well,
-AUC_GAP = 0.75  # or the classifier alone separates them this well
 OVERFIT_RELATIVE = 0.03  # test -ELBO above train by more than 3% ...
 OVERFIT_NATS = 1.0  # ... and more than 1 nat
-FD_BETTER = 0.8  # an alternative sampler is "better" when its FD is below 80% of the prior's
+FD_BETTER = 0.8  # a sampler is "better" when its FD is below 80% of the prior's
+INTERVENTION_DOMINATES = 2.0  # one part "costs" sample quality when swapping it in cuts FD at least twice as much
 
 SETTINGS = {
     "quick": {"likelihood": {"samples": 200, "n_images": 500, "recon_images": 5000},
-              "quality": {"n": 1000}, "prior-gap": {"samples": 1000, "mixture_points": 5000}},
-    "full": {"likelihood": {"samples": 1000, "n_images": 1000}, "quality": {"n": 2000}, "prior-gap": {}},
+              "quality": {"n": 1000}, "prior-gap": {"samples": 1000, "mixture_points": 5000, "permutations": 100},
+              "memorisation": {"n": 1000, "train_points": 5000}, "samples": {}, "typical-set": {"n_images": 1000}},
+    "full": {"likelihood": {"samples": 1000, "n_images": 1000}, "quality": {"n": 2000}, "prior-gap": {},
+             "memorisation": {}, "samples": {}, "typical-set": {}},
 }
+STEPS = ("posterior", "prior-gap", "likelihood", "quality", "memorisation", "samples", "typical-set")
 
 
 def diagnose(subject, *, quick: bool = False, seed: int = 0, progress: Callable[[str], None] | None = None) -> AnalysisResult:
     """Run the analyses the verdict needs, then build the table and the verdict (saved as analysis/diagnosis.json)."""
-    setting = SETTINGS["quick" if quick else "full"]
-    steps = ["posterior", "prior-gap", "likelihood", "quality", "samples", "typical-set"]
-    results = {}
     from vaelab.errors import NotApplicable
 
-    for i, name in enumerate(steps, 1):
+    setting = SETTINGS["quick" if quick else "full"]
+    results = {}
+    for i, name in enumerate(STEPS, 1):
         if progress:
-            progress(f"[{i}/{len(steps)}] {name}")
+            progress(f"[{i}/{len(STEPS)}] {name}")
         try:
             results[name] = run_analysis(subject, name, seed=seed, **setting.get(name, {}))
         except NotApplicable:
             results[name] = None
     data = summarise(results)
-    params = {"quick": quick, "seed": seed, "thresholds": {"holes_factor": HOLES_FACTOR, "auc_with_holes": AUC_WITH_HOLES, "auc_gap": AUC_GAP,
-              "overfit_relative": OVERFIT_RELATIVE, "overfit_nats": OVERFIT_NATS, "fd_better": FD_BETTER}}
+    gap = results["prior-gap"]
+    params = {"quick": quick, "seed": seed, "thresholds": {
+        "active_and_pca": results["posterior"].params["threshold"],
+        "informative_mismatch": gap.params["rules"]["informative"] if gap else None,
+        "shell_mismatch": gap.params["rules"]["shell"] if gap else None,
+        "overfit_relative": OVERFIT_RELATIVE, "overfit_nats": OVERFIT_NATS, "fd_better": FD_BETTER,
+        "intervention_dominates": INTERVENTION_DOMINATES}}
     return AnalysisResult("diagnosis", params, data)
+
+
+def _ci(t: dict, digits: int = 2) -> str:
+    return f"{t['effect']:.{digits}f} [{t['ci_low']:.{digits}f}, {t['ci_high']:.{digits}f}]"
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def usage_sentence(p: dict, threshold: float) -> str:
+    pca = p["pca"]
+    at_least = "at least " if pca.get("above_threshold_is_lower_bound") else ""
+    s = (f"{at_least}{pca['above_threshold']} of {p['latent_dim']} directions of the codes vary with x (eigenvalues of "
+         f"Cov_x[mu(x)] > {threshold}); {p['active_units']} axes do (active units, Var_x[mu_d(x)] > {threshold})")
+    if p.get("prior_like_units") is not None:
+        s += f"; {p['prior_like_units']} axes have mu ~ 0 and sigma ~ 1 for every input"
+    s += "."
+    if p.get("count_note"):
+        s += f" The counts disagree: {p['count_note']}."
+    return s
+
+
+def gap_sentences(g: dict) -> list[str]:
+    info, tests, kl = g["informative"], g["tests"], g["gaussian_kl"]
+    out = [f"Shape of the aggregate posterior: {g['reading']}."]
+    if info["dims"]:
+        c = tests["classifier"]
+        out.append(
+            f"In the {info['dims']} informative coordinates, prior vs aggregate-posterior samples: classifier AUC "
+            f"{_ci(c)} ({_p(c['p_value'])}), MMD^2 {tests['mmd']['effect']:.4f} ({_p(tests['mmd']['p_value'])}), "
+            f"energy {_p(tests['energy']['p_value'])}, kNN {_p(tests['knn']['p_value'])}; Gaussian KL >= "
+            f"{kl['informative']:.2f} [{kl['informative_ci'][0]:.2f}, {kl['informative_ci'][1]:.2f}] nats. "
+            + ("They differ: generation draws the decoder's inputs from the wrong distribution there."
+               if g["informative_mismatch"] else "They match at the stated thresholds."))
+    if "shell" in tests:
+        s = tests["shell"]
+        out.append(
+            f"In the other {g['complement']['dims']} dimensions (the 'bubble'), the codes' variance per direction is "
+            f"{_ci(s, 3)} against the prior's 1 ({_p(s['p_value'])}, exact chi-square law); {100 * s['overlap']:.0f}% of "
+            f"prior samples fall inside the codes' shell ({100 * s['overlap_without_gap']:.0f}% without a gap). "
+            + ("The shells differ: the soap-bubble picture holds for the population, not only for the finite mixture."
+               if g["shell_mismatch"] else "The shells match: no soap bubble in the population."))
+    m = g["finite_mixture"]
+    out.append(f"(The {m['points']}-point mixture of encoded images puts {100 * m['holes']:.0f}% of prior samples in "
+               f"'holes' and gives a KL of {m['kl']:.1f} nats on {m['dims_used']} axes; those numbers describe that "
+               "finite mixture, not the population, and the verdict does not read them.)")
+    return out
+
+
+def intervention(fd: dict) -> tuple[str, str | None]:
+    """Which part of the mismatch costs sample quality: swap each part of prior samples for q(z)'s and compare FD."""
+    if not all(k in fd for k in ("prior", "q-informative", "q-complement", "posterior")):
+        return "neither", None
+    p = fd["prior"]
+    cut_inf, cut_comp = p - fd["q-informative"], p - fd["q-complement"]
+    useful = lambda cut: cut > (1 - FD_BETTER) * p  # noqa: E731 - a cut of at least 20% of the prior's FD
+    if useful(cut_inf) and cut_inf >= INTERVENTION_DOMINATES * max(cut_comp, 0):
+        costs = "informative"
+    elif useful(cut_comp) and cut_comp >= INTERVENTION_DOMINATES * max(cut_inf, 0):
+        costs = "complement"
+    elif useful(cut_inf) and useful(cut_comp):
+        costs = "both"
+    else:
+        costs = "neither"
+    reading = {"informative": "the few directions the decoder reads cost the sample quality, not the bubble",
+               "complement": "the complement (the bubble) costs the sample quality, not the informative directions",
+               "both": "both parts cost sample quality",
+               "neither": "neither part alone changes sample quality by 20% or more"}[costs]
+    sentence = (f"Intervention (FD to test images): prior {p:.1f}; q(z)'s informative coordinates with the prior's "
+                f"complement {fd['q-informative']:.1f}; the prior's informative coordinates with q(z)'s complement "
+                f"{fd['q-complement']:.1f}; q(z) itself {fd['posterior']:.1f}. So {reading}.")
+    return costs, sentence
 
 
 def summarise(results: dict) -> dict:
     """The diagnosis table (plain numbers) and the verdict (sentences citing them)."""
-    post, gap, lik, qual = (results.get(k) for k in ("posterior", "prior-gap", "likelihood", "quality"))
+    post, gap, lik, qual, mem = (results.get(k) for k in ("posterior", "prior-gap", "likelihood", "quality", "memorisation"))
     p = post.data
-    d, active = p["latent_dim"], p["active_units"]
-    table = {"latent_dim": d, "active_units": active, "kl_active_units": p["kl_active_units"],
+    thr = post.params["threshold"]
+    table = {"latent_dim": p["latent_dim"], "active_units": p["active_units"], "kl_active_units": p["kl_active_units"],
              "prior_like_units": p["prior_like_units"], "kl_total": p["kl_total"],
-             "pca_above_0.01": p["pca"]["above_threshold"]}
-    verdict = []
-    used = f"{active} of {d} latent dimensions are used (Var_x[mu(x)] > {post.params['threshold']})"
-    if p["prior_like_units"] is not None:
-        used += f"; {p['prior_like_units']} have mu ~ 0 and sigma ~ 1 for every input, i.e. they carry nothing"
-    verdict.append(used + ".")
-
-    soap = None
+             f"pca_above_{thr:g}": p["pca"]["above_threshold"]}
+    verdict = [usage_sentence(p, thr)]
+    informative = shell = None
     if gap is not None:
         g = gap.data
-        table.update({"kl_aggregate_prior": g["kl_aggregate_prior"], "holes": g["holes"],
-                      "classifier_auc": g["classifier_auc"], "mmd2": g["mmd2"]})
-        soap = bool((g["holes"] >= HOLES_FACTOR * g["holes_expected_without_gap"] and g["classifier_auc"] >= AUC_WITH_HOLES)
-                    or g["classifier_auc"] >= AUC_GAP)
-        verdict.append(
-            f"Aggregate posterior vs prior: {100 * g['holes']:.1f}% of prior samples fall in holes (below the 1% "
-            f"density quantile of the codes; 1% expected with no gap), a classifier tells prior from posterior codes "
-            f"with AUC {g['classifier_auc']:.2f}, KL(q(z) || p(z)) ~ {g['kl_aggregate_prior']:.1f} nats "
-            f"(measured on the {g['dims_used']} of {g['latent_dim']} dimensions that carry KL or vary with x; the others equal the prior). "
-            + ("The soap-bubble explanation is supported: the prior puts mass where the decoder was not trained."
-               if soap else "The soap-bubble explanation is not supported: prior samples land where codes are."))
+        t = g["tests"]
+        informative, shell = g["informative_mismatch"], g["shell_mismatch"]
+        table.update({"informative_dims": g["informative"]["dims"],
+                      "max_aggregate_variance": g["informative"]["max_aggregate_variance"],
+                      "min_aggregate_variance": g["informative"]["min_aggregate_variance"],
+                      "complement_variance": g["complement"]["variance_per_direction"],
+                      "classifier_auc": g["classifier_auc"],
+                      "mmd_p": t["mmd"]["p_value"] if "mmd" in t else None,
+                      "shell_variance": g["shell_variance"], "shell_overlap": t["shell"]["overlap"] if "shell" in t else None,
+                      "kl_lower_bound": g["gaussian_kl"]["total_lower_bound"], "mixture_holes": g["finite_mixture"]["holes"]})
+        verdict.extend(gap_sentences(g))
+
     l = lik.data
     train_e, test_e = l["train"]["neg_elbo"], l["test"]["neg_elbo"]
     over_gap = test_e - train_e
-    overfit = over_gap > OVERFIT_NATS and over_gap > OVERFIT_RELATIVE * abs(train_e)
+    elbo_overfit = over_gap > OVERFIT_NATS and over_gap > OVERFIT_RELATIVE * abs(train_e)
     table.update({"train_neg_elbo": train_e, "test_neg_elbo": test_e, "overfit_gap": over_gap,
                   "log_likelihood": l.get("log_likelihood")})
-    verdict.append(
-        f"Train -ELBO {train_e:.2f} vs test {test_e:.2f} nats (gap {over_gap:+.2f}, {100 * over_gap / abs(train_e):+.1f}%). "
-        + ("The over-fitting explanation is supported: the model does clearly better on images it trained on."
-           if overfit else "The over-fitting explanation is not supported: test and train are close."))
+    copying = mem.data["copying"] if mem is not None else None
+    over = (f"Train -ELBO {train_e:.2f} vs test {test_e:.2f} nats (gap {over_gap:+.2f}, "
+            f"{100 * over_gap / abs(train_e):+.1f}%)")
+    if copying is not None:
+        table.update({f"copying_ct_{k}": v for k, v in mem.data["c_t"].items()})
+        over += f". Data-copying test (Meehan et al. 2020; C_T < {copying['threshold']:g} flags copying): {copying['sentence'].rstrip('.')}"
+    overfit = bool(elbo_overfit or (copying is not None and copying["memorisation"]))
+    verdict.append(over + ". " + ("The over-fitting explanation is supported."
+                                  if overfit else "The over-fitting explanation is not supported."))
 
-    fix, readable = None, {}
+    costs, best, reading = None, None, {}
     if qual is not None:
         fd = qual.data["fd"]
         table.update({f"fd_{k}": v for k, v in fd.items()})
-        alternatives = {k: fd[k] for k in ("neighbourhood", "posterior", "ex-post-gmm") if k in fd}
-        best = min(alternatives, key=alternatives.get)
-        ratio = alternatives[best] / fd["prior"] if fd["prior"] > 0 else 1.0
-        fix = best if ratio < FD_BETTER else None
-        readable = {"neighbourhood": "N(mu(x), I) around training codes", "posterior": "the posteriors N(mu(x), sigma(x)^2)",
-                    "ex-post-gmm": "an ex-post Gaussian mixture fitted to the codes"}
-        verdict.append(
-            f"FD to test images: prior {fd['prior']:.2f}, N(mu(x), I) {fd['neighbourhood']:.2f}, N(mu(x), sigma(x)^2) "
-            f"{fd['posterior']:.2f}, ex-post GMM {fd['ex-post-gmm']:.2f} (reconstructions {fd['reconstruction']:.2f}, "
-            f"real training images {fd['real-train']:.2f}). "
-            + (f"Sampling from {readable[best]} instead of the prior cuts FD by {100 * (1 - ratio):.0f}%."
-               if fix else "No alternative sampler beats the prior by 20% or more."))
-    if soap and not overfit:
-        conclusion = "Conclusion: the gap between the prior and the aggregate posterior explains the poor samples better than over-fitting."
-    elif overfit and not soap:
-        conclusion = "Conclusion: over-fitting explains the poor samples better than the prior/posterior gap."
-    elif soap and overfit:
-        conclusion = "Conclusion: both explanations hold for this model."
-    else:
-        conclusion = "Conclusion: neither explanation is supported by these numbers at the stated thresholds."
-    if fix == "ex-post-gmm":
-        conclusion += " Fix: sample from the ex-post Gaussian mixture fitted to the codes (Ghosh et al. 2020)."
-    elif fix:
-        conclusion += f" Samples from {readable[fix]} are better than from the prior."
+        costs, sentence = intervention(fd)
+        if sentence:
+            verdict.append(sentence)
+        fixes = {k: fd[k] for k in FIXES if k in fd}
+        if fixes:
+            best = min(fixes, key=fixes.get)
+            ratio = fixes[best] / fd["prior"] if fd["prior"] > 0 else 1.0
+            table.update({"best_fix": best, "best_fix_fd": fixes[best], "best_fix_cut": 1 - ratio})
+            verdict.append(
+                "Fixes (FD): " + ", ".join(f"{k} {v:.1f}" for k, v in fixes.items())
+                + f", against the prior {fd['prior']:.1f} and q(z) {fd['posterior']:.1f} (reconstructions "
+                f"{fd['reconstruction']:.1f}, real training images {fd['real-train']:.1f}). "
+                + (f"Best: {DESCRIPTIONS[best]}, FD {fixes[best]:.1f}, {100 * (1 - ratio):.0f}% below the prior's."
+                   if ratio < FD_BETTER else "No fix beats the prior by 20% or more."))
+            if ratio >= FD_BETTER:
+                best = None
+
+    parts = []
+    if informative:
+        parts.append("the aggregate posterior differs from the prior in the informative directions")
+    if shell:
+        parts.append("its shell in the complement differs from the prior's (a population soap bubble)")
+    if overfit:
+        parts.append("the model over-fits")
+    if not parts:
+        parts.append("neither a prior/posterior mismatch nor over-fitting is supported at the stated thresholds")
+    conclusion = "Conclusion: " + "; ".join(parts) + "."
+    if costs in ("informative", "complement", "both"):
+        conclusion += {"informative": " The poor samples come from the informative directions.",
+                       "complement": " The poor samples come from the complement (the bubble).",
+                       "both": " Both parts cost sample quality."}[costs]
+    if best:
+        conclusion += f" Fix: sample from {DESCRIPTIONS[best]} (FD {table['best_fix_fd']:.1f})."
     verdict.append(conclusion)
-    return {"table": table, "verdict": verdict, "soap_bubble_supported": soap, "overfitting_supported": overfit,
-            "best_sampler": fix}
+    return {"table": table, "verdict": verdict, "informative_mismatch": informative, "shell_mismatch": shell,
+            "soap_bubble_supported": shell, "overfitting_supported": overfit, "mismatch_costs": costs,
+            "best_fix": best}
 
 
 def plot(result: AnalysisResult, save) -> None:
-    """The diagnosis reuses the figures of the analyses it ran (samples, KL per dim, PCA spectrum, norms)."""
+    """The diagnosis reuses the figures of the analyses it ran (samples, shape, KL per dim, PCA spectrum, norms)."""

@@ -15,18 +15,18 @@ import math
 
 import torch
 
-from vaelab.analysis.common import AnalysisResult, generator, subsample
+from vaelab.analysis.common import AnalysisResult, generator, model_device, subsample
 from vaelab.errors import ConfigError, NotApplicable
 from vaelab.objectives import log_weights, renyi_from_log_weights
 
-MAX_ELEMENTS = 1 << 23  # pixels decoded per chunk (32 MB of float32 parameters)
+MAX_ELEMENTS = 1 << 23  # pixels (or latent units) per chunk (32 MB of float32)
 
 
 @torch.no_grad()
 def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 1000, *, batch_images: int = 100,
                                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image IS estimate of log p(x) and its standard error: x (N, C, H, W) -> (N,), (N,) float64 nats."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     pixels = math.prod(x.shape[1:])
     log_p, se = [], []
     for i in range(0, x.shape[0], batch_images):
@@ -35,7 +35,8 @@ def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 100
         q = model.encode(xb)
         if q.logvar is None:
             raise NotApplicable("importance sampling needs a posterior with a variance; this model is deterministic")
-        chunk = max(1, min(samples, MAX_ELEMENTS // (b * pixels)))
+        width = max(pixels, q.mu.shape[1])  # decoded pixels or latent units per sample, whichever is wider
+        chunk = max(1, min(samples, MAX_ELEMENTS // (b * width)))
         lse1 = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
         lse2 = lse1.clone()
         done = 0
@@ -57,7 +58,9 @@ def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 100
 def vr_bound(model, x: torch.Tensor, samples: int = 10, alpha: float = 1.0, *, batch_images: int = 500,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-image VR_alpha bound with K = ``samples`` (Li & Turner 2016): (N,) nats. alpha = 1 is the MC ELBO."""
-    device = next(model.parameters()).device
+    device = model_device(model)
+    latent = model.encode(x[:1].to(device)).mu.shape[1]
+    batch_images = max(1, min(batch_images, MAX_ELEMENTS // (samples * max(latent, math.prod(x.shape[1:])))))
     out = []
     for i in range(0, x.shape[0], batch_images):
         log_w, _, _ = log_weights(model, x[i:i + batch_images].to(device), samples, generator)
@@ -68,7 +71,7 @@ def vr_bound(model, x: torch.Tensor, samples: int = 10, alpha: float = 1.0, *, b
 @torch.no_grad()
 def reconstruction_terms(model, x: torch.Tensor, *, batch_images: int = 500, generator=None) -> dict:
     """Average -E_q log p(x|z) (one sample), KL to the prior, the ELBO, and pixel MSE of the mean reconstruction."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     nll = kl = mse = 0.0
     for i in range(0, x.shape[0], batch_images):
         xb = x[i:i + batch_images].to(device)

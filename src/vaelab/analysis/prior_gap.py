@@ -1,15 +1,24 @@
-"""Aggregate posterior against the prior (document 000's "soap bubble" hypothesis).
+"""Aggregate posterior against the prior (document 000's "soap bubble" hypothesis), at any latent size.
 
-The aggregate posterior q(z) = (1/N) sum_n q(z|x_n) is the mixture over encoded training images; the decoder only
-ever saw codes from it. Measured against the prior p(z) = N(0, I):
-- KL(q(z) || p(z)) ~ E_{z~q(z)} [log q(z) - log p(z)], log q(z) by logsumexp over the mixture (nats, with SE).
-- MMD^2 (unbiased) with a Gaussian kernel k(a, b) = exp(-||a - b||^2 / (2 l^2)), l = the median pairwise distance
-  of the pooled samples (stated in the result).
-- A two-sample classifier (a small MLP on z and ||z||, scikit-learn) told to separate prior samples from aggregate
-  posterior samples: its held-out ROC AUC (0.5 = indistinguishable).
-- Holes: the share of prior samples whose aggregate-posterior log density falls below the 1% quantile of log q
-  at the aggregate posterior's own samples. With no gap this is 1% (the quantile); far more means the prior puts
-  mass where the decoder never trained.
+The aggregate posterior q(z) = (1/N) sum_n q(z|x_n) is what the decoder was trained on; the prior p(z) = N(0, I) is
+what generation draws from. In hundreds to tens of thousands of dimensions a test on all axes at once has no power,
+and the finite mixture over N codes is always a set of disjoint blobs, so vaelab splits the question in two
+(vaelab.analysis.codes has the linear algebra):
+
+- The informative subspace: the top directions V (D, k) of Cov_x[mu(x)] (eigenvalue above ``threshold``, at most
+  ``max_informative``), chosen on one half of the codes and tested on the other. Its shape: the aggregate variance
+  per direction (code variance + mean posterior variance) against the prior's 1. Two-sample tests of u = V^T z
+  under q against N(0, I_k): a classifier's held-out AUC, MMD, energy distance and a kNN test
+  (vaelab.analysis.two_sample), each with an effect size, an interval and a p-value.
+- The complement ("the bubble"): ||z - V V^T z||^2 under the prior is chi-square with D - k degrees of freedom
+  exactly; the shell test compares the codes' squared norms there with that law (effect: variance per direction,
+  1 under the prior) and gives the share of prior samples whose complement norm falls inside the codes' shell.
+- A lower bound on the population's KL(q(z) || p(z)): the Gaussian KL in the subspace (bias-corrected) plus the
+  complement's least KL given its variance (see vaelab.analysis.codes).
+- The finite mixture, as what it is: log of (1/N) sum_n q(z|x_n) at prior and posterior samples, on the axes that
+  carry KL (at most ``mixture_dims``); "holes" = the share of prior samples below the 1% quantile of the codes' own
+  log density, and the mixture's KL estimate. These describe the N-point mixture, not the population: in high
+  dimensions they read "all holes" even when q(z) equals the prior in distribution.
 """
 from __future__ import annotations
 
@@ -17,95 +26,167 @@ import math
 
 import numpy as np
 import torch
+from scipy.stats import chi2
 
+from vaelab.analysis.codes import (
+    aggregate_covariance, aggregate_samples, bootstrap, complement_kl_lower_bound, gaussian_kl_estimate,
+    informative_subspace, pca, points_within_budget,
+)
 from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample
 from vaelab.analysis.posterior import mixture_log_density
-from vaelab.errors import ConfigError, NotApplicable
+from vaelab.analysis.two_sample import classifier_test, energy_test, knn_test, mmd_test, shell_test
+from vaelab.errors import NotApplicable
 from vaelab.models.posteriors import kl_std_normal_per_dim, std_normal_log_prob
 
-
-def mmd2_rbf(a: torch.Tensor, b: torch.Tensor, bandwidth: float | None = None) -> tuple[float, float]:
-    """Unbiased MMD^2 between samples a (M, D) and b (N, D) with a Gaussian kernel; returns (mmd2, bandwidth)."""
-    a, b = a.double(), b.double()
-    if bandwidth is None:
-        pooled = torch.cat([a, b])[:2000]
-        d = torch.cdist(pooled, pooled)
-        bandwidth = float(d[d > 0].median())
-    gamma = 1.0 / (2 * bandwidth ** 2)
-    k_aa = torch.exp(-gamma * torch.cdist(a, a).pow(2))
-    k_bb = torch.exp(-gamma * torch.cdist(b, b).pow(2))
-    k_ab = torch.exp(-gamma * torch.cdist(a, b).pow(2))
-    m, n = a.shape[0], b.shape[0]
-    mmd2 = ((k_aa.sum() - k_aa.diagonal().sum()) / (m * (m - 1)) + (k_bb.sum() - k_bb.diagonal().sum()) / (n * (n - 1))
-            - 2 * k_ab.mean())
-    return float(mmd2), bandwidth
+# Decision rules, stated in the result so that a reader can disagree with them.
+AUC_GAP = 0.6  # the informative coordinates differ when the classifier's AUC interval lies above this ...
+KL_GAP = 1.0  # ... or the Gaussian KL interval lies above 1 nat with MMD p < ALPHA
+ALPHA = 0.01
+SHELL_RATIO = (0.8, 1.25)  # the complement differs when its variance interval lies outside this range and p < ALPHA,
+SHELL_OVERLAP = 0.5  # or when fewer than half of the prior's samples fall inside the codes' shell (with p < ALPHA)
+WIDE, NARROW = 1.5, 1 / 1.5  # aggregate variance per direction read as "wider" / "narrower" than the prior
 
 
-def classifier_auc(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
-    """Held-out ROC AUC of an MLP told to tell samples a (label 0) from b (label 1); features z and ||z||."""
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x = np.concatenate([a, b]).astype(np.float64)
-    x = np.concatenate([x, np.linalg.norm(x, axis=1, keepdims=True)], axis=1)
-    y = np.concatenate([np.zeros(len(a)), np.ones(len(b))])
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
-    clf = make_pipeline(StandardScaler(), MLPClassifier((64,), max_iter=300, early_stopping=True, random_state=seed))
-    clf.fit(x_tr, y_tr)
-    return float(roc_auc_score(y_te, clf.predict_proba(x_te)[:, 1]))
+def _split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint halves of range(n) (seeded): one chooses the subspace, the other is tested in it."""
+    order = torch.randperm(n, generator=generator(seed + 17))
+    return order[: n // 2].sort().values, order[n // 2:].sort().values
 
 
-def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: int = 2000, quantile: float = 0.01,
-                            dims: str = "active", kl_threshold: float = 0.01, seed: int = 0) -> AnalysisResult:
-    """KL(q(z) || p(z)), MMD, a classifier two-sample AUC and the share of prior samples that land in holes.
+def shape_reading(aggregate_variance: list[float], complement_variance: float) -> str:
+    """What the aggregate posterior's spectrum means for samples from the prior."""
+    wide = [v for v in aggregate_variance if v > WIDE]
+    narrow = [v for v in aggregate_variance if v < NARROW]
+    parts = []
+    if wide:
+        parts.append(f"along {len(wide)} informative direction(s) the codes spread wider than the prior (aggregate "
+                     f"variance up to {max(wide):.2f} against 1): prior samples are under-dispersed there and decode "
+                     "towards the average image (blurry, little variety)")
+    if narrow:
+        parts.append(f"along {len(narrow)} informative direction(s) the codes are narrower than the prior (variance "
+                     f"down to {min(narrow):.2f}): prior samples there fall outside the codes")
+    if not parts:
+        parts.append("the aggregate variance of every informative direction is within a factor 1.5 of the prior's")
+    if math.isfinite(complement_variance):
+        parts.append(f"the complement has {complement_variance:.3f} variance per direction against the prior's 1")
+    return "; ".join(parts)
 
-    ``dims='active'`` (default) measures on the dimensions whose average KL(q(z_d|x) || N(0, 1)) or whose variance
-    of mu_d(x) over the data exceeds ``kl_threshold``: a dimension with q(z_d|x) = N(0, 1) for every x factors out of q(z) exactly, adds nothing to
-    the gap, and its chi-square noise would only drown the signal of the others (an 8x8x1024 latent of which 48
-    units are used). ``dims='all'`` uses every dimension."""
-    if dims not in ("active", "all"):
-        raise ConfigError(f"dims {dims!r} is not one of active, all")
-    idx = subsample(subject.data.x_train.shape[0], mixture_points, seed)
+
+def finite_mixture(mu, logvar, z_q, g: torch.Generator, quantile: float, max_dims: int) -> tuple[dict, dict]:
+    """Holes and the KL estimate of the N-point mixture on the axes that carry KL (at most ``max_dims``)."""
+    kl = kl_std_normal_per_dim(mu.double(), logvar.double()).mean(0)
+    keep = torch.argsort(kl, descending=True)[:max_dims]
+    keep = keep[kl[keep] > 1e-3] if (kl[keep] > 1e-3).any() else keep[:1]
+    m, lv = mu[:, keep], logvar[:, keep]
+    z_p = torch.randn((z_q.shape[0], keep.numel()), generator=g)  # prior samples on the kept axes (iid per axis)
+    log_q_at_q = mixture_log_density(z_q[:, keep], m, lv)
+    log_q_at_p = mixture_log_density(z_p, m, lv)
+    terms = log_q_at_q - std_normal_log_prob(z_q[:, keep].double())
+    cut = float(torch.quantile(log_q_at_q, quantile))
+    holes = float((log_q_at_p < cut).double().mean())
+    return {
+        "dims_used": int(keep.numel()), "points": int(mu.shape[0]),
+        "kl": float(terms.mean()), "kl_se": float(terms.std() / math.sqrt(terms.numel())),
+        "holes": holes, "holes_expected_without_gap": quantile,
+        "holes_se": math.sqrt(max(holes * (1 - holes), 1e-12) / z_p.shape[0]), "log_q_threshold": cut,
+        "note": ("these describe the finite mixture (1/N) sum_n q(z|x_n) over the encoded images, which in many "
+                 "dimensions is a set of disjoint blobs: they read 'holes' and tens to hundreds of nats even when "
+                 "q(z) equals the prior in distribution; the verdict reads the tests above, not these"),
+    }, {"log_q_at_prior": log_q_at_p.cpu().numpy(), "log_q_at_aggregate": log_q_at_q.cpu().numpy()}
+
+
+def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: int = 2000, threshold: float = 0.01,
+                            max_informative: int = 64, permutations: int = 200, quantile: float = 0.01,
+                            mixture_dims: int = 256, seed: int = 0) -> AnalysisResult:
+    """The aggregate posterior's shape against the prior, two-sample tests in its informative subspace, the shell
+    test on the complement, a lower bound on KL(q(z) || p(z)), and the finite mixture's holes (training codes)."""
+    n_train = subject.data.x_train.shape[0]
+    probe_d = subject.latent_dim
+    idx = subsample(n_train, points_within_budget(probe_d, mixture_points, arrays=2), seed)
     mu, logvar = encode_all(subject.model, subject.data.x_train[idx])
     if logvar is None:
         raise NotApplicable("the aggregate-posterior analysis needs posterior variances; this model is deterministic "
-                            "(its aggregate posterior is a set of points; use the samplers analysis instead)")
-    d_total = mu.shape[1]
-    if dims == "active":
-        kl = kl_std_normal_per_dim(mu.double(), logvar.double()).mean(0)
-        var_mu = mu.double().var(0) if mu.shape[0] > 1 else torch.zeros_like(kl)
-        keep = (kl > kl_threshold) | (var_mu > kl_threshold)  # carries KL, or is an active unit (Burda et al.)
-        if keep.any():
-            mu, logvar = mu[:, keep], logvar[:, keep]
-    g = generator(seed, mu.device)
+                            "(its aggregate posterior is a set of points; use the samples and quality analyses)")
     n, d = mu.shape
-    pick = torch.randint(0, n, (samples,), generator=g, device=mu.device)
-    z_q = mu[pick] + torch.exp(0.5 * logvar[pick]) * torch.randn((samples, d), generator=g, device=mu.device)
-    z_p = torch.randn((samples, d), generator=g, device=mu.device)
-    log_q_at_q = mixture_log_density(z_q, mu, logvar)
-    log_q_at_p = mixture_log_density(z_p, mu, logvar)
-    log_p_at_q = std_normal_log_prob(z_q.double())
-    kl_terms = log_q_at_q - log_p_at_q
-    threshold = float(torch.quantile(log_q_at_q, quantile))
-    holes = float((log_q_at_p < threshold).double().mean())
-    mmd2, bandwidth = mmd2_rbf(z_q[:2000], z_p[:2000])
-    data = {
-        "latent_dim": d_total, "dims_used": d, "dims": dims, "mixture_points": n,
-        "kl_aggregate_prior": float(kl_terms.mean()), "kl_se": float(kl_terms.std() / math.sqrt(samples)),
-        "kl_upper_bound_note": "the mixture estimate of log q(z) is biased upward by at most log N; read large values as lower bounds on the gap",
-        "mmd2": mmd2, "mmd_bandwidth": bandwidth, "mmd_kernel": "gaussian, bandwidth = median pairwise distance",
-        "classifier_auc": classifier_auc(z_p.cpu().numpy(), z_q.cpu().numpy(), seed),
-        "holes": holes, "holes_expected_without_gap": quantile,
-        "holes_se": math.sqrt(max(holes * (1 - holes), 1e-12) / samples),
-        "log_q_threshold": threshold,
-        "mean_log_q_at_prior_samples": float(log_q_at_p.mean()), "mean_log_q_at_posterior_samples": float(log_q_at_q.mean()),
+    fit, test = _split(n, seed)
+    spectrum = pca(mu[fit], seed=seed)
+    sub = informative_subspace(spectrum, threshold, max_informative)
+    k = sub.k
+    shape = aggregate_covariance(sub, mu[test], logvar[test].exp().mean(0))
+    g = generator(seed, mu.device)
+    # each tested code once (no replacement): the samples are then iid draws of the population's q(z), so the
+    # intervals below hold for the population and not for the finite mixture of these codes
+    samples = min(samples, test.numel())
+    pick = torch.randperm(test.numel(), generator=g, device=mu.device)[:samples]
+    z_q = aggregate_samples(mu[test], logvar[test], samples, g, pick)  # (S, D)
+    u_q = sub.coordinates(z_q).double()
+    u_p = torch.randn((samples, k), generator=g, dtype=torch.float64)
+    tests = {}
+    if k:
+        tests["classifier"] = classifier_test(u_p.numpy(), u_q.numpy(), seed=seed).to_dict()
+        tests["mmd"] = mmd_test(u_p.numpy(), u_q.numpy(), permutations=permutations, seed=seed).to_dict()
+        tests["energy"] = energy_test(u_p.numpy(), u_q.numpy(), permutations=permutations, seed=seed).to_dict()
+        tests["knn"] = knn_test(u_p.numpy(), u_q.numpy(), permutations=permutations, seed=seed).to_dict()
+    dof = d - k
+    if dof > 0:
+        sq_q = sub.complement_sq_norm(z_q)
+        shell = shell_test(sq_q.numpy(), dof).to_dict()
+        lo, hi = np.quantile(sq_q.numpy(), [quantile, 1 - quantile])
+        shell["overlap"] = float(chi2.cdf(hi, dof) - chi2.cdf(lo, dof))  # prior mass inside the codes' shell
+        shell["overlap_without_gap"] = 1 - 2 * quantile
+        tests["shell"] = shell
+    kl_inf = gaussian_kl_estimate(u_q)
+    kl_inf_ci = bootstrap(gaussian_kl_estimate, u_q, seed=seed) if k else (0.0, 0.0)
+    if dof > 0:
+        r, (r_lo, r_hi) = tests["shell"]["effect"], (tests["shell"]["ci_low"], tests["shell"]["ci_high"])
+        kl_c = complement_kl_lower_bound(r, dof)
+        kl_c_lo = 0.0 if r_lo <= 1 <= r_hi else min(complement_kl_lower_bound(r_lo, dof), complement_kl_lower_bound(r_hi, dof))
+        kl_c_hi = max(complement_kl_lower_bound(r_lo, dof), complement_kl_lower_bound(r_hi, dof))
+    else:
+        kl_c = kl_c_lo = kl_c_hi = 0.0
+    gaussian_kl = {
+        "informative": kl_inf, "informative_ci": list(kl_inf_ci),
+        "complement_lower_bound": kl_c, "complement_ci": [kl_c_lo, kl_c_hi],
+        "total_lower_bound": kl_inf + kl_c, "total_ci": [max(kl_inf_ci[0], 0.0) + kl_c_lo, kl_inf_ci[1] + kl_c_hi],
+        "note": ("KL(q(z) || p(z)) >= KL(q_G || p) >= this sum, q_G the Gaussian with q's moments (subspace and "
+                 "complement blocks; the complement's variance taken as spread evenly); Wishart bias removed"),
     }
-    params = {"mixture_points": n, "samples": samples, "quantile": quantile, "dims": dims, "kl_threshold": kl_threshold,
-              "seed": seed, "split": "train"}
-    arrays = {"log_q_at_prior": log_q_at_p.cpu().numpy(), "log_q_at_aggregate": log_q_at_q.cpu().numpy()}
+    mixture, arrays = finite_mixture(mu[test], logvar[test], z_q, g, quantile, mixture_dims)
+    agg = [float(v) for v in shape["eigenvalues"]]
+    informative_mismatch = bool(k and (tests["classifier"]["ci_low"] >= AUC_GAP or
+                                       (kl_inf_ci[0] >= KL_GAP and tests["mmd"]["p_value"] < ALPHA)))
+    shell_mismatch = bool(dof > 0 and tests["shell"]["p_value"] < ALPHA and (
+        tests["shell"]["ci_high"] < SHELL_RATIO[0] or tests["shell"]["ci_low"] > SHELL_RATIO[1]
+        or tests["shell"]["overlap"] < SHELL_OVERLAP))
+    data = {
+        "latent_dim": d, "points": {"subspace": int(fit.numel()), "tested": int(test.numel())},
+        "informative": {
+            "threshold": threshold, "dims": k, "above_threshold": sub.above_threshold, "capped": sub.capped,
+            "code_eigenvalues": [float(v) for v in sub.eigenvalues],
+            "aggregate_variance": agg, "code_variance": [float(v) for v in shape["code_variance"]],
+            "posterior_variance": [float(v) for v in shape["posterior_variance"]],
+            "max_aggregate_variance": max(agg) if agg else None, "min_aggregate_variance": min(agg) if agg else None,
+        },
+        "complement": {"dims": dof, "variance_per_direction": shape["complement_variance"]},
+        "reading": shape_reading(agg, shape["complement_variance"]),
+        "tests": tests, "gaussian_kl": gaussian_kl, "finite_mixture": mixture,
+        "informative_mismatch": informative_mismatch, "shell_mismatch": shell_mismatch,
+        # the headline numbers (results tables, `vaelab analyze`)
+        "classifier_auc": tests["classifier"]["effect"] if k else None,
+        "mmd2": tests["mmd"]["effect"] if k else None,
+        "shell_variance": tests["shell"]["effect"] if dof > 0 else None,
+        "kl_aggregate_prior": gaussian_kl["total_lower_bound"],
+        "holes": mixture["holes"],
+    }
+    params = {"mixture_points": n, "samples": samples, "threshold": threshold, "max_informative": max_informative,
+              "permutations": permutations, "quantile": quantile, "mixture_dims": mixture_dims, "seed": seed,
+              "split": "train",
+              "rules": {"informative": f"classifier AUC interval above {AUC_GAP}, or Gaussian KL interval above "
+                                       f"{KL_GAP} nat with MMD p < {ALPHA}",
+                        "shell": f"shell p < {ALPHA} and (variance interval outside {SHELL_RATIO[0]}..{SHELL_RATIO[1]} "
+                                 f"or under {SHELL_OVERLAP:.0%} of prior samples inside the codes' shell)"}}
+    arrays["informative_prior"] = u_p[:1000].float().numpy()
+    arrays["informative_aggregate"] = u_q[:1000].float().numpy()
     return AnalysisResult("prior-gap", params, data, arrays)
 
 
@@ -116,6 +197,32 @@ def plot(result: AnalysisResult, save) -> None:
     r, a = result.data, result.arrays
     if not a:
         return
+    info = r["informative"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    agg = info["aggregate_variance"]
+    if agg:
+        axes[0].bar(np.arange(1, len(agg) + 1), agg, color="#4C72B0", label="aggregate posterior")
+        axes[0].axhline(1.0, color="#C44E52", ls="--", lw=1, label="prior (1)")
+        axes[0].set_yscale("log")
+    axes[0].set_xlabel("informative direction (eigenvalues of the aggregate covariance)")
+    axes[0].set_ylabel("variance")
+    axes[0].set_title(f"Shape: {info['dims']} informative directions; complement "
+                      f"{r['complement']['variance_per_direction']:.3f} per direction", fontsize=9)
+    axes[0].legend(fontsize=8)
+    if a["informative_prior"].shape[1] >= 1:
+        up, uq = a["informative_prior"], a["informative_aggregate"]
+        y = (lambda u: u[:, 1]) if up.shape[1] >= 2 else (lambda u: np.zeros(len(u)))
+        axes[1].scatter(up[:, 0], y(up), s=3, alpha=0.4, c="#C44E52", label="prior N(0, I)")
+        axes[1].scatter(uq[:, 0], y(uq), s=3, alpha=0.4, c="#4C72B0", label="aggregate posterior q(z)")
+        axes[1].set_xlabel("first informative coordinate")
+        axes[1].set_ylabel("second informative coordinate")
+        auc = r["tests"]["classifier"]
+        axes[1].set_title(f"Classifier AUC {auc['effect']:.2f} [{auc['ci_low']:.2f}, {auc['ci_high']:.2f}] on "
+                          f"{info['dims']} coordinates", fontsize=9)
+        axes[1].legend(fontsize=8, markerscale=3)
+    save(fig, "shape")
+
+    m = r["finite_mixture"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
     lo = np.percentile(np.concatenate([a["log_q_at_prior"], a["log_q_at_aggregate"]]), 0.5)
     hi = max(a["log_q_at_prior"].max(), a["log_q_at_aggregate"].max())
@@ -124,11 +231,11 @@ def plot(result: AnalysisResult, save) -> None:
             label="z from the aggregate posterior q(z)")
     ax.hist(np.clip(a["log_q_at_prior"], lo, None), bins=bins, alpha=0.6, color="#C44E52", density=True,
             label="z from the prior N(0, I)")
-    ax.axvline(r["log_q_threshold"], color="black", ls="--", lw=1,
+    ax.axvline(m["log_q_threshold"], color="black", ls="--", lw=1,
                label=f"{100 * result.params['quantile']:.0f}% quantile of q's own samples")
-    ax.set_xlabel("log q(z) under the aggregate posterior (nats)")
+    ax.set_xlabel(f"log density under the {m['points']}-point mixture (nats)")
     ax.set_ylabel("density")
-    ax.set_title(f"Holes: {100 * r['holes']:.1f}% of prior samples (expected {100 * r['holes_expected_without_gap']:.0f}% "
-                 f"without a gap); {r['dims_used']} of {r['latent_dim']} dims")
+    ax.set_title(f"Finite mixture: {100 * m['holes']:.1f}% of prior samples below the quantile "
+                 f"({m['dims_used']} of {r['latent_dim']} dims)", fontsize=9)
     ax.legend(fontsize=8)
-    save(fig, "aggregate-vs-prior")
+    save(fig, "finite-mixture")

@@ -15,6 +15,10 @@ from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsam
 FEATURE_SETS = ("mu", "mu+sigma2", "z")
 
 
+PROBE_MAX_FEATURES = 4096  # wider feature sets are probed on their top principal coordinates
+PROBE_COMPONENTS = 256
+
+
 def probe_accuracy(train_feats: np.ndarray, y_train: np.ndarray, test_feats: np.ndarray, y_test: np.ndarray,
                    max_iter: int = 500, seed: int = 0) -> float:
     """Test accuracy of a standardised multinomial logistic regression."""
@@ -37,9 +41,23 @@ def _features(model, x: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _reduce(train: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features wider than PROBE_MAX_FEATURES -> their top PROBE_COMPONENTS principal coordinates (fitted on the
+    training features; a linear map, so the probe stays linear)."""
+    if train.shape[1] <= PROBE_MAX_FEATURES:
+        return train, test
+    from vaelab.analysis.codes import pca
+
+    spec = pca(torch.from_numpy(train), PROBE_COMPONENTS, seed)
+    mean, v = spec.mean.float().numpy(), spec.components.numpy()
+    return (train - mean) @ v, (test - mean) @ v
+
+
 def probes_at(model, data, train_idx, test_idx, seed: int) -> dict[str, float]:
     tr = _features(model, data.x_train[train_idx], seed)
     te = _features(model, data.x_test[test_idx], seed + 1)
+    for name in tr:
+        tr[name], te[name] = _reduce(tr[name], te[name], seed)
     y_tr, y_te = data.y_train[train_idx].numpy(), data.y_test[test_idx].numpy()
     return {name: probe_accuracy(tr[name], y_tr, te[name], y_te, seed=seed) for name in tr}
 
@@ -47,9 +65,12 @@ def probes_at(model, data, train_idx, test_idx, seed: int) -> dict[str, float]:
 def linear_probes(subject, *, train_points: int = 10000, test_points: int = 10000, over_training: bool = True,
                   seed: int = 0) -> AnalysisResult:
     """Probe accuracy on mu, [mu, sigma^2] and z, for the model and (from a run) every snapshot over training."""
+    from vaelab.analysis.codes import points_within_budget
+
     data = subject.data
-    train_idx = subsample(data.x_train.shape[0], train_points, seed)
-    test_idx = subsample(data.x_test.shape[0], test_points, seed)
+    d = subject.latent_dim
+    train_idx = subsample(data.x_train.shape[0], points_within_budget(d, train_points, arrays=4), seed)
+    test_idx = subsample(data.x_test.shape[0], points_within_budget(d, test_points, arrays=4), seed)
     final = probes_at(subject.model, data, train_idx, test_idx, seed)
     epochs = []
     run = subject.run
@@ -66,7 +87,9 @@ def linear_probes(subject, *, train_points: int = 10000, test_points: int = 1000
     result = {"final": final, "over_training": sorted(epochs, key=lambda e: e["epoch"]), "pixels_baseline": pixels,
               "chance": float(1.0 / data.n_classes)}
     params = {"train_points": int(train_idx.numel()), "test_points": int(test_idx.numel()),
-              "over_training": over_training, "seed": seed, "classifier": "standardised logistic regression (lbfgs)"}
+              "over_training": over_training, "seed": seed, "classifier": "standardised logistic regression (lbfgs)",
+              "features": (f"top {PROBE_COMPONENTS} principal coordinates of each feature set (latent of {d} dims)"
+                           if 2 * d > PROBE_MAX_FEATURES else "as encoded")}
     return AnalysisResult("probes", params, result)
 
 

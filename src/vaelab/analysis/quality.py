@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, subsample
-from vaelab.analysis.samplers import SAMPLERS, sampler_latents
+from vaelab.analysis.samplers import SAMPLERS, LatentSource, training_codes
 from vaelab.errors import ConfigError
 
 CLASSIFIER_VERSION = 1
@@ -185,10 +185,11 @@ def compare_features(real: np.ndarray, fake: np.ndarray, seed: int = 0) -> dict:
 
 # --- the analysis --------------------------------------------------------------------------------
 def sample_quality(subject, *, n: int = 2000, neighbourhood_scale: float = 1.0, gmm_components: int = 10,
-                   fit_points: int = 10000, features: str | Callable | None = None, seed: int = 0,
-                   log=None) -> AnalysisResult:
-    """FD, KID, precision/recall, density/coverage and class statistics of each sampler's images against real
-    test images; with two floors: reconstructions of test images, and real training images."""
+                   fit_points: int = 10000, threshold: float = 0.01, max_informative: int = 64,
+                   features: str | Callable | None = None, seed: int = 0, log=None) -> AnalysisResult:
+    """FD, KID, precision/recall, density/coverage and class statistics of each sampler's images (vaelab.analysis.
+    samplers: the prior, q(z), the two interventions, the fixes) against real test images; with two floors:
+    reconstructions of test images, and real training images."""
     ref = subject.reference
     classifier, clf_info = evaluation_classifier(ref, log=log)
     if features is None:
@@ -200,13 +201,11 @@ def sample_quality(subject, *, n: int = 2000, neighbourhood_scale: float = 1.0, 
     real_idx = subsample(ref.x_test.shape[0], n, seed)
     real_images = ref.x_test[real_idx]
     real_feats = np.asarray(extract(real_images))
-    idx = subsample(subject.data.x_train.shape[0], fit_points, seed)
-    mu, logvar = encode_all(subject.model, subject.data.x_train[idx])
+    mu, logvar, used = training_codes(subject, fit_points, seed)
+    source = LatentSource(mu, logvar, threshold=threshold, max_informative=max_informative,
+                          neighbourhood_scale=neighbourhood_scale, gmm_components=gmm_components, seed=seed)
     rows = {}
-    sets = {name: None for name in SAMPLERS}
-    for name in sets:
-        z = sampler_latents(name, mu, logvar, len(real_idx), seed + 1, neighbourhood_scale, gmm_components)
-        sets[name] = decode_means(subject.model, z)
+    sets = {name: decode_means(subject.model, source.latents(name, len(real_idx), seed + 1)) for name in SAMPLERS}
     mu_test, _ = encode_all(subject.model, subject.data.x_test[real_idx])
     sets["reconstruction"] = decode_means(subject.model, mu_test)
     train_idx = subsample(ref.x_train.shape[0], len(real_idx), seed + 2)
@@ -221,9 +220,13 @@ def sample_quality(subject, *, n: int = 2000, neighbourhood_scale: float = 1.0, 
                       "class_entropy": entropy, "class_entropy_max": math.log(probs.shape[1]),
                       "mean_confidence": float(probs.max(1).values.mean())}
     data = {"features": feature_name, "classifier": clf_info, "n_real": len(real_idx), "samplers": rows,
-            "fd": {k: v["fd"] for k, v in rows.items()}}
+            "fd": {k: v["fd"] for k, v in rows.items()}, "informative_dims": source.subspace.k}
+    two_stage = source.fix("two-stage") if source.subspace.k else None
+    if two_stage is not None:
+        data["two_stage"] = dict(getattr(two_stage, "history", {}))
     params = {"n": n, "neighbourhood_scale": neighbourhood_scale, "gmm_components": gmm_components,
-              "fit_points": int(idx.numel()), "features": feature_name, "seed": seed}
+              "fit_points": used, "threshold": threshold, "max_informative": max_informative,
+              "features": feature_name, "seed": seed}
     arrays = {f"images_{k}": v[:64].numpy() for k, v in sets.items()}
     return AnalysisResult("quality", params, data, arrays)
 

@@ -1,11 +1,19 @@
 """Ways to draw latents for generation, and the analysis that decodes a grid from each.
 
-- prior:                 z ~ N(0, I)
-- neighbourhood:         z ~ N(mu(x), s^2 I) around the code of a random training image (document 000: s = 1)
-- posterior:             z ~ N(mu(x), diag(sigma(x)^2)) (the encoder's own posterior)
-- ex-post mixture:       a Gaussian mixture fitted to the training codes mu(x) after training (Ghosh et al. 2020)
-- quantile grids:        for 2 to 4 latent dimensions, N(0, 1) quantiles on a grid (document 003: 5 slices of 25
-                         points in 3-D, 3^4 = 81 points in 4-D)
+- prior:             z ~ N(0, I)
+- neighbourhood:     z ~ N(mu(x), s^2 I) around the code of a random training image (document 000: s = 1)
+- posterior:         z ~ q(z) = (1/N) sum_n N(mu(x_n), diag sigma^2(x_n)), the aggregate posterior
+- q-informative:     the informative coordinates V^T z from q(z), the complement from the prior (an intervention)
+- q-complement:      the informative coordinates from the prior, the complement from q(z) (the other intervention);
+                     with the prior and the posterior these are the four combinations that tell which part of the
+                     mismatch costs sample quality: the few directions the decoder reads, or the "bubble" it ignores
+- ex-post-gaussian:  a full-covariance Gaussian fitted to q(z)'s informative coordinates after training
+- ex-post-gmm:       a Gaussian mixture fitted there (Ghosh et al. 2020, on the informative coordinates)
+- two-stage:         a second VAE fitted there and sampled through (Dai & Wipf 2019)
+                     (the three fixes draw the complement from a diagonal Gaussian fitted to q(z)'s complement)
+- quantile grids:    for 2 to 4 latent dimensions, N(0, 1) quantiles on a grid (document 003: 5 slices of 25
+                     points in 3-D, 3^4 = 81 points in 4-D)
+The informative subspace V (D, k) is the top principal directions of the codes (vaelab.analysis.codes).
 """
 from __future__ import annotations
 
@@ -15,32 +23,30 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
+from vaelab.analysis.codes import Subspace, aggregate_samples, informative_subspace, pca, points_within_budget
 from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, generator, subsample
 from vaelab.errors import ConfigError
 
-SAMPLERS = ("prior", "neighbourhood", "posterior", "ex-post-gmm")
+SAMPLERS = ("prior", "neighbourhood", "posterior", "q-informative", "q-complement", "ex-post-gaussian",
+            "ex-post-gmm", "two-stage")
+INTERVENTIONS = ("q-informative", "q-complement")  # one part from q(z), the other from the prior
+FIXES = ("ex-post-gaussian", "ex-post-gmm", "two-stage")  # fitted after training, on the informative coordinates
 GRID_POINTS = {2: 10, 3: 5, 4: 3}  # points per axis: 10x10 in 2-D, 5 slices of 5x5 in 3-D, 3^4 in 4-D
-
-
-def prior_latents(n: int, d: int, g: torch.Generator, device="cpu") -> torch.Tensor:
-    return torch.randn((n, d), generator=g, device=device)
-
-
-def neighbourhood_latents(mu: torch.Tensor, n: int, scale: float, g: torch.Generator) -> torch.Tensor:
-    """z ~ N(mu(x), scale^2 I) for n random rows of mu (N, D)."""
-    pick = torch.randint(0, mu.shape[0], (n,), generator=g, device=mu.device)
-    return mu[pick] + scale * torch.randn((n, mu.shape[1]), generator=g, device=mu.device)
-
-
-def posterior_latents(mu: torch.Tensor, logvar: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
-    """z ~ N(mu(x), diag(sigma(x)^2)) for n random rows."""
-    pick = torch.randint(0, mu.shape[0], (n,), generator=g, device=mu.device)
-    return mu[pick] + torch.exp(0.5 * logvar[pick]) * torch.randn((n, mu.shape[1]), generator=g, device=mu.device)
+DESCRIPTIONS = {
+    "prior": "the prior N(0, I)",
+    "neighbourhood": "N(mu(x), s^2 I) around training codes",
+    "posterior": "the aggregate posterior q(z)",
+    "q-informative": "informative coordinates from q(z), complement from the prior",
+    "q-complement": "informative coordinates from the prior, complement from q(z)",
+    "ex-post-gaussian": "an ex-post full-covariance Gaussian on the informative coordinates",
+    "ex-post-gmm": "an ex-post Gaussian mixture on the informative coordinates (Ghosh et al. 2020)",
+    "two-stage": "a two-stage VAE on the informative coordinates (Dai & Wipf 2019)",
+}
 
 
 class ExPostGMM:
-    """A Gaussian mixture fitted to training codes (Ghosh et al. 2020, "From variational to deterministic
-    autoencoders"): full covariances up to 64 latent dimensions, diagonal above (scikit-learn GaussianMixture)."""
+    """A Gaussian mixture fitted to codes (N, k) after training (Ghosh et al. 2020, "From variational to
+    deterministic autoencoders"): full covariances up to 64 dimensions, diagonal above (scikit-learn)."""
 
     def __init__(self, n_components: int = 10, covariance: str | None = None, seed: int = 0):
         self.n_components, self.covariance, self.seed = n_components, covariance, seed
@@ -64,6 +70,123 @@ class ExPostGMM:
         return self.gmm.score_samples(z.double().cpu().numpy())
 
 
+class ComplementGaussian:
+    """A diagonal Gaussian fitted to the complement part w = z - V V^T z of codes (N, D), sampled and projected back
+    onto the complement (so it never adds to the informative coordinates). Streams over rows: memory O(D)."""
+
+    def __init__(self, subspace: Subspace):
+        self.subspace = subspace
+
+    def fit(self, z: torch.Tensor) -> "ComplementGaussian":
+        v = self.subspace.basis.to(z.device)
+        s1 = torch.zeros(z.shape[1], dtype=torch.float64)
+        s2 = torch.zeros_like(s1)
+        for c in z.split(1024):
+            w = (c - (c @ v) @ v.T).double().cpu()
+            s1 += w.sum(0)
+            s2 += w.pow(2).sum(0)
+        n = z.shape[0]
+        self.mean = (s1 / n).float()
+        self.sd = ((s2 / n - (s1 / n).pow(2)).clamp_min(0) * n / max(n - 1, 1)).sqrt().float()
+        return self
+
+    def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """(n, D) draws projected onto the complement."""
+        w = self.mean + self.sd * torch.randn((n, self.mean.numel()), generator=g)
+        v = self.subspace.basis
+        return w - (w @ v) @ v.T
+
+
+class LatentSource:
+    """Training codes mu, logvar (N, D) and every sampler drawn from them.
+
+    The informative subspace V (D, k) comes from the PCA of the codes (vaelab.analysis.codes). The interventional
+    samplers combine independent draws: the informative coordinates V^T z of one and the complement z - V V^T z of
+    another; the fixes model the informative coordinates of q(z)'s samples (a full Gaussian, a mixture, a second
+    VAE) and draw the complement from a diagonal Gaussian fitted to q(z)'s complement. Fits are made on first use."""
+
+    def __init__(self, mu: torch.Tensor, logvar: torch.Tensor | None, *, threshold: float = 0.01,
+                 max_informative: int = 64, neighbourhood_scale: float = 1.0, gmm_components: int = 10, seed: int = 0):
+        self.mu, self.logvar = mu, logvar
+        self.threshold, self.max_informative = threshold, max_informative
+        self.neighbourhood_scale, self.gmm_components, self.seed = neighbourhood_scale, gmm_components, seed
+        self._subspace: Subspace | None = None
+        self._fitted: dict = {}
+
+    @property
+    def latent_dim(self) -> int:
+        return self.mu.shape[1]
+
+    @property
+    def subspace(self) -> Subspace:
+        if self._subspace is None:
+            self._subspace = informative_subspace(pca(self.mu, seed=self.seed), self.threshold, self.max_informative)
+        return self._subspace
+
+    def aggregate(self, n: int, g: torch.Generator) -> torch.Tensor:
+        return aggregate_samples(self.mu, self.logvar, n, g)
+
+    def prior(self, n: int, g: torch.Generator) -> torch.Tensor:
+        return torch.randn((n, self.latent_dim), generator=g, device=self.mu.device)
+
+    def _fit_codes(self) -> torch.Tensor:
+        """One draw of q(z) per training code, the data every fix is fitted to: (N, D)."""
+        if "codes" not in self._fitted:
+            self._fitted["codes"] = self.aggregate(self.mu.shape[0], generator(self.seed + 7, self.mu.device))
+        return self._fitted["codes"]
+
+    def fix(self, name: str):
+        """The fitted model of the informative coordinates for a fix (None when there are none)."""
+        if name not in self._fitted:
+            u = self.subspace.coordinates(self._fit_codes())
+            if self.subspace.k == 0:
+                model = None
+            elif name == "ex-post-gaussian":
+                model = ExPostGMM(1, "full", seed=self.seed).fit(u)
+            elif name == "ex-post-gmm":
+                model = ExPostGMM(self.gmm_components, seed=self.seed).fit(u)
+            else:
+                from vaelab.analysis.two_stage import TwoStageVAE
+
+                model = TwoStageVAE(seed=self.seed).fit(u)
+            self._fitted[name] = model
+        return self._fitted[name]
+
+    def _complement(self) -> ComplementGaussian:
+        if "complement" not in self._fitted:
+            self._fitted["complement"] = ComplementGaussian(self.subspace).fit(self._fit_codes())
+        return self._fitted["complement"]
+
+    def latents(self, name: str, n: int, seed: int) -> torch.Tensor:
+        """n latents (n, D) from the named sampler."""
+        g = generator(seed, self.mu.device)
+        if name == "prior":
+            return self.prior(n, g)
+        if name == "neighbourhood":
+            pick = torch.randint(0, self.mu.shape[0], (n,), generator=g, device=self.mu.device)
+            return self.mu[pick] + self.neighbourhood_scale * torch.randn((n, self.latent_dim), generator=g, device=self.mu.device)
+        if name == "posterior":
+            return self.aggregate(n, g)
+        sub = self.subspace
+        if name in INTERVENTIONS:
+            z_q, z_p = self.aggregate(n, g), self.prior(n, g)  # independent draws
+            inside, outside = (z_q, z_p) if name == "q-informative" else (z_p, z_q)
+            return sub.combine(sub.coordinates(inside), outside)
+        if name in FIXES:
+            model = self.fix(name)
+            u = model.sample(n) if model is not None else torch.zeros((n, 0))
+            return sub.combine(u, self._complement().sample(n, g))
+        raise ConfigError(f"sampler {name!r} is not one of {', '.join(SAMPLERS)}")
+
+
+def training_codes(subject, fit_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Codes of up to ``fit_points`` training images (fewer when the latent is too big to hold them)."""
+    n = points_within_budget(subject.latent_dim, fit_points, arrays=3)
+    idx = subsample(subject.data.x_train.shape[0], n, seed)
+    mu, logvar = encode_all(subject.model, subject.data.x_train[idx])
+    return mu.cpu(), (None if logvar is None else logvar.cpu()), int(idx.numel())
+
+
 def quantile_grid(dims: int, points: int | None = None) -> torch.Tensor:
     """N(0, 1) quantiles at (k - 0.5)/points, k = 1..points, on every axis: (points^dims, dims).
 
@@ -77,31 +200,22 @@ def quantile_grid(dims: int, points: int | None = None) -> torch.Tensor:
 
 def sampler_latents(name: str, subject_mu: torch.Tensor, subject_logvar: torch.Tensor | None, n: int, seed: int,
                     neighbourhood_scale: float = 1.0, gmm_components: int = 10) -> torch.Tensor:
-    """n latents (n, D) from the named sampler, given the training codes (mu, logvar)."""
-    g = generator(seed, subject_mu.device)
-    if name == "prior":
-        return prior_latents(n, subject_mu.shape[1], g, subject_mu.device)
-    if name == "neighbourhood":
-        return neighbourhood_latents(subject_mu, n, neighbourhood_scale, g)
-    if name == "posterior":
-        if subject_logvar is None:
-            return subject_mu[torch.randint(0, subject_mu.shape[0], (n,), generator=g, device=subject_mu.device)]
-        return posterior_latents(subject_mu, subject_logvar, n, g)
-    if name == "ex-post-gmm":
-        return ExPostGMM(gmm_components, seed=seed).fit(subject_mu).sample(n).to(subject_mu.device)
-    raise ConfigError(f"sampler {name!r} is not one of {', '.join(SAMPLERS)}")
+    """n latents (n, D) from the named sampler, given the training codes (mu, logvar); see :class:`LatentSource`."""
+    source = LatentSource(subject_mu, subject_logvar, neighbourhood_scale=neighbourhood_scale,
+                          gmm_components=gmm_components, seed=seed)
+    return source.latents(name, n, seed)
 
 
 def samples(subject, *, n: int = 100, neighbourhood_scale: float = 1.0, gmm_components: int = 10,
-            fit_points: int = 10000, seed: int = 0) -> AnalysisResult:
+            fit_points: int = 10000, threshold: float = 0.01, max_informative: int = 64, seed: int = 0) -> AnalysisResult:
     """Decoded samples from each sampler (and the quantile grid for 2-4 dims), plus reconstructions for reference."""
-    idx = subsample(subject.data.x_train.shape[0], fit_points, seed)
-    mu, logvar = encode_all(subject.model, subject.data.x_train[idx])
+    mu, logvar, used = training_codes(subject, fit_points, seed)
+    source = LatentSource(mu, logvar, threshold=threshold, max_informative=max_informative,
+                          neighbourhood_scale=neighbourhood_scale, gmm_components=gmm_components, seed=seed)
     d = mu.shape[1]
-    arrays, data = {}, {"latent_dim": d, "samplers": []}
+    arrays, data = {}, {"latent_dim": d, "samplers": [], "informative_dims": source.subspace.k}
     for name in SAMPLERS:
-        z = sampler_latents(name, mu, logvar, n, seed, neighbourhood_scale, gmm_components)
-        arrays[f"images_{name}"] = decode_means(subject.model, z).numpy()
+        arrays[f"images_{name}"] = decode_means(subject.model, source.latents(name, n, seed)).numpy()
         data["samplers"].append(name)
     if d in GRID_POINTS:
         grid = quantile_grid(d)
@@ -112,12 +226,14 @@ def samples(subject, *, n: int = 100, neighbourhood_scale: float = 1.0, gmm_comp
     arrays["images_data"] = x.numpy()
     arrays["images_reconstruction"] = decode_means(subject.model, mu_x).numpy()
     params = {"n": n, "neighbourhood_scale": neighbourhood_scale, "gmm_components": gmm_components,
-              "fit_points": int(idx.numel()), "seed": seed}
+              "fit_points": used, "threshold": threshold, "max_informative": max_informative, "seed": seed}
     return AnalysisResult("samples", params, data, arrays)
 
 
-TITLES = {"prior": "prior N(0, I)", "neighbourhood": "N(mu(x), s^2 I)", "posterior": "N(mu(x), sigma(x)^2)",
-          "ex-post-gmm": "ex-post Gaussian mixture", "data": "test images", "reconstruction": "reconstructions"}
+TITLES = {"prior": "prior N(0, I)", "neighbourhood": "N(mu(x), s^2 I)", "posterior": "aggregate posterior q(z)",
+          "q-informative": "q(z) informative + prior rest", "q-complement": "prior informative + q(z) rest",
+          "ex-post-gaussian": "ex-post Gaussian", "ex-post-gmm": "ex-post Gaussian mixture", "two-stage": "two-stage VAE",
+          "data": "test images", "reconstruction": "reconstructions"}
 
 
 def plot(result: AnalysisResult, save) -> None:
@@ -127,14 +243,17 @@ def plot(result: AnalysisResult, save) -> None:
     a = result.arrays
     if not a:
         return
-    names = ["data", "reconstruction", *SAMPLERS]
-    fig, axes = plt.subplots(2, 3, figsize=(10.5, 7.4))
+    names = ["data", "reconstruction", *[s for s in SAMPLERS if f"images_{s}" in a]]
+    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(3.5 * ((len(names) + 1) // 2), 7.4))
+    for ax in axes.ravel():
+        ax.axis("off")
     for ax, name in zip(axes.ravel(), names):
         title = TITLES[name]
         if name == "neighbourhood":
             title = f"N(mu(x), {result.params['neighbourhood_scale']:g}^2 I)"
         show_images(ax, a[f"images_{name}"][:100], ncol=10, title=title)
-    fig.suptitle(f"Samples by sampler (latent dimension {result.data['latent_dim']})")
+    fig.suptitle(f"Samples by sampler (latent dimension {result.data['latent_dim']}, "
+                 f"{result.data.get('informative_dims', '?')} informative directions)")
     save(fig, "by-sampler")
     if "images_grid" in a:
         grid = result.data["grid"]

@@ -82,7 +82,10 @@ def theorem3_check(dims=THEOREM3_DIMS, sigmas=(1.0, 0.1), mean: float = 0.0, pai
 def typical_set(subject, *, n_images: int = 2000, prior_samples: int = 2000, seed: int = 0,
                 theorem_pairs: int = 20000, delta: float = 1e-3) -> AnalysisResult:
     """Typical-set gap of posterior samples, norms against sqrt(n), and Theorem 3's Monte Carlo check."""
-    idx = subsample(subject.data.x_test.shape[0], n_images, seed)
+    from vaelab.analysis.codes import points_within_budget
+
+    # float64 temporaries of (images, D) below: hold at most the code budget of them
+    idx = subsample(subject.data.x_test.shape[0], points_within_budget(subject.latent_dim, n_images, arrays=10), seed)
     mu, logvar = encode_all(subject.model, subject.data.x_test[idx])
     if logvar is None:
         raise NotApplicable("the typical-set analysis needs a posterior with a variance; this model is deterministic")
@@ -91,8 +94,9 @@ def typical_set(subject, *, n_images: int = 2000, prior_samples: int = 2000, see
     prefixes = sorted({m for m in (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 2000, 5000) if m < n} | {n})
     gaps = typical_gap(mu, logvar, g, prefixes)
     z_post = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, device=mu.device)
-    z_prior = torch.randn((prior_samples, n), generator=g, device=mu.device)
-    norms = {"prior": z_prior.norm(dim=1), "posterior_sample": z_post.norm(dim=1), "posterior_mean": mu.norm(dim=1)}
+    prior_norms = torch.cat([torch.randn((min(256, prior_samples - i), n), generator=g, device=mu.device).norm(dim=1)
+                             for i in range(0, prior_samples, 256)])  # in chunks: (S, D) need not be held
+    norms = {"prior": prior_norms, "posterior_sample": z_post.norm(dim=1), "posterior_mean": mu.norm(dim=1)}
     data = {
         "latent_dim": n, "sqrt_n": math.sqrt(n),
         "gap": gaps[n], "gap_by_prefix": [gaps[m] for m in prefixes],
