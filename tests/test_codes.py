@@ -134,9 +134,25 @@ def test_mixture_density_chunked_over_components_equals_the_direct_sum():
 def test_count_agreement_names_rotated_codes():
     assert "rotated" in count_agreement(798, 21, False, 800)
     assert count_agreement(10, 9, False, 800) is None
-    assert "isotropic" in count_agreement(3, 40, False, 800)
+    assert "understate" in count_agreement(3, 40, False, 800)
 
 
 def test_points_within_budget():
     assert points_within_budget(65536, 10000, arrays=2, budget=2 ** 30) == 2 ** 30 // (8 * 65536)
     assert points_within_budget(16, 10000) == 10000
+
+
+def test_gram_route_for_few_points_in_a_big_latent_matches_the_covariance(monkeypatch):
+    """N <= EXACT_SVD < D: the N x N Gram matrix gives every nonzero eigenvalue of the D x D covariance."""
+    import vaelab.analysis.codes as codes
+
+    monkeypatch.setattr(codes, "EXACT_SVD", 200)
+    mu, _, _ = codes_with_spectrum(150, 600, [8.0, 4.0, 2.0], 0.1, seed=3)
+    spec = pca(mu.float(), top_k=10)
+    assert spec.exact and spec.eigenvalues.numel() == 150 and spec.components.shape == (600, 10)
+    c = np.cov(mu.numpy(), rowvar=False)
+    ref = np.sort(np.linalg.eigvalsh(c))[::-1][:149]
+    np.testing.assert_allclose(spec.eigenvalues[:149].numpy(), ref, rtol=1e-4, atol=1e-8)
+    v = spec.components.double().numpy()
+    np.testing.assert_allclose(v.T @ v, np.eye(10), atol=1e-4)
+    np.testing.assert_allclose(c @ v[:, :3], v[:, :3] * ref[:3], atol=1e-3)

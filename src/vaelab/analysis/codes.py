@@ -7,8 +7,9 @@ Codes are the posterior parameters of N encoded images, mu (N, D) and logvar (N,
   over batches in float64, for any number of images.
 - PCA of the posterior means from the centred code matrix M = mu - mean(mu): Cov_x[mu] = M^T M / (N - 1) has
   eigenvalues s_i^2 / (N - 1) and eigenvectors v_i from the singular values and right singular vectors of M.
-  Exact (LAPACK SVD) when min(N, D) <= EXACT_SVD; otherwise the top k by a randomised SVD (Halko et al. 2011,
-  ``torch.svd_lowrank``), with the trace giving the variance the top k leave out.
+  Exact when min(N, D) <= EXACT_SVD (the SVD of M, or the eigen-decomposition of the N x N Gram matrix when N is
+  that small and D is not); otherwise the top k by a randomised SVD (Halko et al. 2011, ``torch.svd_lowrank``),
+  with the trace giving the variance the top k leave out.
 - The informative subspace: the top directions V (D, k) of Cov_x[mu] whose eigenvalue exceeds a threshold (at most
   ``max_dims`` of them). The decoder reads the code through these; the complement is what the "soap bubble" is
   made of.
@@ -33,7 +34,7 @@ from scipy.special import digamma
 from vaelab.analysis.common import DEFAULT_BATCH, model_device
 from vaelab.errors import ConfigError
 
-EXACT_SVD = 2048  # exact SVD when min(N, D) is at most this; randomised top-k above
+EXACT_SVD = 2048  # exact spectrum when min(N, D) is at most this (SVD or a Gram matrix); randomised top-k above
 TOP_K = 256  # components the randomised SVD returns
 CODE_MEMORY = int(float(os.environ.get("VAELAB_CODE_MEMORY_GB", "1.5")) * 2 ** 30)  # bytes of codes held at once
 
@@ -110,29 +111,37 @@ class Spectrum:
 
 
 def pca(mu: torch.Tensor, top_k: int = TOP_K, seed: int = 0) -> Spectrum:
-    """PCA of posterior means mu (N, D) from the centred N x D matrix (never D x D)."""
+    """PCA of posterior means mu (N, D) from the centred N x D matrix M, by whichever route is exact and cheap:
+
+    - D <= EXACT_SVD: the SVD of M (all D eigenvalues);
+    - N <= EXACT_SVD < D: the eigen-decomposition of the small Gram matrix M M^T / (N - 1) (at most 2048 x 2048),
+      whose nonzero eigenvalues are those of Cov_x[mu]; directions v_i = M^T u_i / s_i for the top ``top_k``;
+    - both larger: a randomised SVD for the top ``top_k`` (Halko et al. 2011)."""
     n, d = mu.shape
     mean = mu.double().mean(0)
     if n < 2:
         return Spectrum(torch.zeros(0, dtype=torch.float64), torch.zeros(d, 0), mean, 0.0, n, d, True)
-    exact = min(n, d) <= EXACT_SVD
-    dtype = torch.float64 if exact and n * d <= 2 ** 25 else torch.float32
+    dtype = torch.float64 if n * d <= 2 ** 25 else torch.float32
     m = mu.to(dtype) - mean.to(dtype)  # a centred copy
-    total = float(m.double().pow(2).sum() / (n - 1)) if m.numel() <= 2 ** 25 else \
-        float(sum(float(m[i:i + 1024].double().pow(2).sum()) for i in range(0, n, 1024)) / (n - 1))
-    if exact:
+    total = float(sum(float(c.double().pow(2).sum()) for c in m.split(1024)) / (n - 1))
+    exact = min(n, d) <= EXACT_SVD
+    if d <= EXACT_SVD:
         _, s, vh = torch.linalg.svd(m, full_matrices=False)
-        v = vh.T
+        evals, v = s.double().pow(2) / (n - 1), vh.T
+    elif n <= EXACT_SVD:
+        gram_evals, u = torch.linalg.eigh((m @ m.T).double())  # ascending; (N, N) with N <= EXACT_SVD
+        evals = gram_evals.flip(0).clamp_min(0) / (n - 1)
+        k = min(top_k, n - 1)
+        s = gram_evals.flip(0)[:k].clamp_min(1e-30).sqrt()
+        v = (m.T @ u.flip(1)[:, :k].to(dtype)) / s.to(dtype)  # (D, k), unit columns
     else:
         k = min(top_k, n - 1, d)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             _, s, v = torch.svd_lowrank(m, q=min(k + 10, n, d), niter=4)
-        s, v = s[:k], v[:, :k]
+        evals, v = s[:k].double().pow(2) / (n - 1), v[:, :k]
     del m
-    evals = s.double().pow(2) / (n - 1)
-    order = torch.argsort(evals, descending=True)
-    return Spectrum(evals[order], v[:, order].float(), mean, total, n, d, exact)
+    return Spectrum(evals, v.float(), mean, total, n, d, exact)  # every route gives descending eigenvalues
 
 
 def axis_alignment(components: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ def pca_spectrum(mu: torch.Tensor, threshold: float = 0.01, top_k: int = TOP_K, 
     evals = spec.eigenvalues
     above, lower_bound = spec.count_above(threshold)
     alignment = axis_alignment(spec.components)
-    informative = evals > threshold
+    informative = evals[:alignment.numel()] > threshold  # alignment is known for the components kept
     return {
         "eigenvalues": [float(v) for v in evals],
         "above_threshold": above, "above_threshold_is_lower_bound": lower_bound,
@@ -83,12 +83,13 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, seed: int = 0, sa
 def count_agreement(active_units: int, pca_above: int, lower_bound: bool, latent_dim: int) -> str | None:
     """A sentence when the per-axis count (active units) and the PCA count disagree, and what that means."""
     if not lower_bound and active_units > 2 * max(pca_above, 1) and active_units - pca_above >= 5:
-        return (f"{active_units} axes vary with x but only {pca_above} directions do: the code variance is rotated "
-                "away from the coordinate axes (or spread thinly over many), so per-axis counts overstate how many "
+        return (f"{active_units} axes vary with x but only {pca_above} directions do: a few directions, rotated away "
+                "from the coordinate axes, spread their variance over many axes, so per-axis counts overstate how many "
                 "dimensions the model uses; the PCA count is the one to read")
     if pca_above > 2 * max(active_units, 1) and pca_above - active_units >= 5:
-        return (f"{pca_above} directions vary with x but only {active_units} axes exceed the threshold: small variance "
-                "on many axes adds up along a few directions (nearly isotropic codes)")
+        return (f"{pca_above} directions vary with x but only {active_units} axes exceed the threshold: those directions "
+                "are rotated away from the axes and spread so thinly over many of them that no axis reaches it, so "
+                "per-axis counts understate how many dimensions the model uses; the PCA count is the one to read")
     return None
 
 
