@@ -17,8 +17,11 @@ from vaelab.fileio import atomic_write_text
 
 METRICS = [  # (column, words, better)
     ("active_units", "active units", None), ("pca_above_0.01", "PCA eigenvalues > 0.01", None),
-    ("typical_gap_percent", "typical-set gap (% per dim)", None), ("holes", "prior samples in holes", "low"),
+    ("typical_gap_percent", "typical-set gap (% per dim)", None),
+    ("classifier_auc", "AUC prior vs q(z), informative coordinates", None),
+    ("shell_variance", "complement variance per direction (prior 1)", None),
     ("fd_prior", "FD of prior samples", "low"), ("fd_ex-post-gmm", "FD of ex-post GMM samples", "low"),
+    ("fd_two-stage", "FD of two-stage VAE samples", "low"),
     ("log_likelihood", "test log p(x) (nats)", "high"), ("vr_bound", "VR bound (nats)", "high"),
     ("test_loss", "test loss (nats)", "low"), ("overfit_gap", "test - train -ELBO (nats)", None),
     ("probe_mu", "probe accuracy on mu", "high"), ("probe_mu+sigma2", "probe accuracy on [mu, sigma^2]", "high"),

@@ -193,7 +193,17 @@ def headline(run_dir: Path) -> dict[str, Any]:
                     "norm_posterior_over_sqrt_n": t["norms"]["posterior_sample"]["mean_over_sqrt_n"]})
     g = _load(run_dir, "prior-gap")
     if g:
-        out.update({"holes": g["holes"], "classifier_auc": g["classifier_auc"], "kl_aggregate_prior": g["kl_aggregate_prior"]})
+        out.update({"informative_dims": (g.get("informative") or {}).get("dims"), "classifier_auc": g["classifier_auc"],
+                    "shell_variance": g.get("shell_variance"), "kl_aggregate_prior": g["kl_aggregate_prior"],
+                    "holes": g["holes"]})
+    dg = _load(run_dir, "diagnosis")
+    if dg:
+        out.update({"informative_mismatch": dg.get("informative_mismatch"), "shell_mismatch": dg.get("shell_mismatch"),
+                    "mismatch_costs": dg.get("mismatch_costs"), "best_fix": dg.get("best_fix"),
+                    "overfitting": dg.get("overfitting_supported")})
+    mm = _load(run_dir, "memorisation")
+    if mm:
+        out.update({f"copying_ct_{k}": v for k, v in mm["c_t"].items() if k in ("prior", "reconstruction-test")})
     lk = _load(run_dir, "likelihood")
     if lk:
         out.update({"log_likelihood": lk.get("log_likelihood"), "log_likelihood_se": lk.get("log_likelihood_se_images"),
