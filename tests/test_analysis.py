@@ -72,10 +72,17 @@ def test_prior_equal_posterior_has_zero_kl_zero_information_and_no_holes(digits)
     assert post["kl_total"] == 0.0 and post["active_units"] == 0
     assert abs(post["mutual_information"]["mi_nats"]) < 1e-6  # log q(z|x) = log q(z) exactly (float32 codes)
     gap = run_analysis(subject, "prior-gap", samples=4000)
-    assert abs(gap["kl_aggregate_prior"]) < 1e-6
+    mixture = gap["finite_mixture"]
+    assert abs(mixture["kl"]) < 1e-6  # a mixture of identical N(0, I) is N(0, I): log q = log p exactly
     # no holes: prior samples fall below q's own 1% density quantile 1% of the time (within 4 standard errors)
-    assert abs(gap["holes"] - 0.01) < 4 * math.sqrt(0.01 * 0.99 / 4000)
-    assert 0.4 < gap["classifier_auc"] < 0.6
+    n = gap["points"]["tested"]
+    assert abs(mixture["holes"] - 0.01) < 4 * math.sqrt(0.01 * 0.99 / n)
+    # nothing varies with x: no informative direction; the whole latent is the complement, and it is the prior's
+    assert gap["informative"]["dims"] == 0 and gap["classifier_auc"] is None
+    shell = gap["tests"]["shell"]
+    assert shell["ci_low"] <= 1.0 <= shell["ci_high"] and shell["dims"] == 4
+    assert gap["gaussian_kl"]["total_ci"][0] == 0.0 and gap["kl_aggregate_prior"] < 0.01
+    assert not gap["informative_mismatch"] and not gap["shell_mismatch"]
 
 
 def test_mixture_log_density_matches_a_direct_sum():
@@ -230,8 +237,8 @@ def test_every_analysis_on_a_trained_run(trained_run):
     subject = from_run(trained_run.path)
     assert subject.source["checkpoint_epoch"] == 6 and subject.source["run_state"] == "finished"
     results = analyze(subject, settings={"likelihood.samples": "100", "n": "200", "quality.n": "200"})
-    assert set(results) == {"posterior", "typical-set", "prior-gap", "samples", "likelihood", "quality", "probes",
-                            "interpolation"}
+    assert set(results) == {"posterior", "typical-set", "prior-gap", "samples", "likelihood", "quality", "memorisation",
+                            "probes", "interpolation"}
     for name, r in results.items():
         saved = json.loads((trained_run.path / "analysis" / f"{name}.json").read_text())
         assert saved["analysis"] == name and saved["source"]["checkpoint_epoch"] == 6
@@ -295,6 +302,10 @@ def test_cli_analyze_and_diagnose(trained_run):
     table = saved["table"]
     assert table["latent_dim"] == 4 and "fd_prior" in table and "fd_ex-post-gmm" in table
     text = " ".join(saved["verdict"])
-    assert f"{table['active_units']} of 4 latent dimensions are used" in text
-    assert f"{table['fd_prior']:.2f}" in text and "Conclusion:" in text
+    assert f"{table['pca_above_0.01']} of 4 directions of the codes vary with x" in text
+    assert f"{table['active_units']} axes do" in text
+    assert f"prior {table['fd_prior']:.1f}" in text and "Conclusion:" in text
+    assert set(saved) >= {"informative_mismatch", "shell_mismatch", "overfitting_supported", "mismatch_costs", "best_fix"}
+    thresholds = json.loads((trained_run.path / "analysis" / "diagnosis.json").read_text())["params"]["thresholds"]
+    assert "classifier AUC interval above" in thresholds["informative_mismatch"]
     assert "Conclusion:" in diag.stdout

@@ -30,7 +30,7 @@ def _figure_ids(html: str) -> list[str]:
 
 
 EXPECTED_FIGURES = {
-    "latent-dim": {"latent-2d", "typical-gap", "samples-grid", "reconstructions-grid", "headline"},
+    "latent-dim": {"latent-2d", "typical-gap", "samples-grid", "reconstructions-grid", "headline", "gap-vs-dim"},
     "renyi": {"pca-spectra", "components-vs-alpha", "bounds-vs-alpha", "probes-over-epochs", "interpolation-0",
               "interpolation-geodesic-curves"},
     "bubble": {"unit-statistics", "samplers-by-run", "gap-by-run"},

@@ -204,11 +204,11 @@ def plot(result: AnalysisResult, save) -> None:
         axes[0].bar(np.arange(1, len(agg) + 1), agg, color="#4C72B0", label="aggregate posterior")
         axes[0].axhline(1.0, color="#C44E52", ls="--", lw=1, label="prior (1)")
         axes[0].set_yscale("log")
+        axes[0].legend(fontsize=8)
     axes[0].set_xlabel("informative direction (eigenvalues of the aggregate covariance)")
     axes[0].set_ylabel("variance")
     axes[0].set_title(f"Shape: {info['dims']} informative directions; complement "
                       f"{r['complement']['variance_per_direction']:.3f} per direction", fontsize=9)
-    axes[0].legend(fontsize=8)
     if a["informative_prior"].shape[1] >= 1:
         up, uq = a["informative_prior"], a["informative_aggregate"]
         y = (lambda u: u[:, 1]) if up.shape[1] >= 2 else (lambda u: np.zeros(len(u)))

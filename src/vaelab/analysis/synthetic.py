@@ -65,8 +65,10 @@ def codes(case: str, latent_dim: int, n: int, seed: int = 0) -> tuple[torch.Tens
         mu = (math.sqrt(4.0 - sigma2) * torch.randn(n, a, generator=g)) @ basis.T
         s2 = torch.full((d,), sigma2)
     else:  # clusters
-        centres = torch.randn(10, a, generator=g)
-        centres = (centres - centres.mean(0)) / centres.std(0, unbiased=False) * math.sqrt(0.95)
+        centres = torch.randn(10, a, generator=g).double()
+        centres = centres - centres.mean(0)
+        evals, evecs = torch.linalg.eigh(centres.T @ centres / 10)  # whitened: the centres' covariance is 0.95 I
+        centres = (centres @ evecs / evals.sqrt() @ evecs.T * math.sqrt(0.95)).float()
         mu[:, :a] = centres[torch.randint(0, 10, (n,), generator=g)]
         s2[:a] = 0.05
     return mu, s2.log().expand(n, d).clone()

@@ -176,6 +176,19 @@ def headline(view: StudyView, **_) -> list[Figure]:
                          "samples from a Gaussian mixture fitted to the codes, and the test log-likelihood.")
 
 
+def gap_vs_key(view: StudyView, **_) -> list[Figure]:
+    return metric_vs_key(view, [("informative_dims", "informative directions (PCA > 0.01)"),
+                                ("classifier_auc", "AUC prior vs q(z), informative coords"),
+                                ("shell_variance", "complement variance per direction"),
+                                ("fd_q-informative", "FD: q(z) informative + prior rest"),
+                                ("fd_ex-post-gaussian", "FD: ex-post Gaussian (a fix)")],
+                         "gap-vs-dim", "Where the prior and the aggregate posterior part ways",
+                         "How many directions carry information; how well a classifier tells prior from q(z) samples "
+                         "in those directions (0.5: not at all); the complement's variance per direction (the prior's "
+                         "is 1: the soap bubble); FD when only the informative coordinates come from q(z), and with "
+                         "the ex-post Gaussian fix.")
+
+
 def _image_panels(view: StudyView, rows, pick: Callable, stem: str, title: str, caption: str, ncol=8) -> list[Figure]:
     panels = [(r, pick(r)) for r in rows]
     panels = [(r, imgs) for r, imgs in panels if imgs is not None]
@@ -407,7 +420,8 @@ def gap_by_run(view: StudyView, **_) -> list[Figure]:
 
 
 FIGURES: dict[str, Callable[..., list[Figure]]] = {
-    "latent-2d": latent_2d, "typical-gap": typical_gap, "headline": headline, "samples-grid": samples_grid,
+    "latent-2d": latent_2d, "typical-gap": typical_gap, "headline": headline, "gap-vs-dim": gap_vs_key,
+    "samples-grid": samples_grid,
     "reconstructions-grid": reconstructions_grid, "theorem3": theorem3,
     "pca-spectra": pca_spectra, "components-vs-alpha": components_vs_alpha, "bounds-vs-alpha": bounds_vs_alpha,
     "probes-over-epochs": probes_over_epochs, "interpolation": interpolation,
