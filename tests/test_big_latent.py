@@ -73,3 +73,18 @@ def test_every_analysis_and_diagnose_run_on_a_65536_unit_latent_within_memory(tm
     assert out["informative_mismatch"] and not out["shell_mismatch"]
     assert out["complement_variance"] == pytest.approx(1.0, abs=0.01)
     assert (tmp_path / "out" / "analysis" / "diagnosis.json").exists()
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                                                             "allocate 34359738368 bytes")])
+def test_running_out_of_memory_is_one_line_and_exit_2(exc, monkeypatch, capsys):
+    import vaelab.cli as cli
+
+    def boom(**_):
+        raise exc
+
+    monkeypatch.setattr(cli, "app", boom)
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: out of memory") and len(err.strip().splitlines()) == 1

@@ -419,6 +419,10 @@ def _given_value(param) -> str:
     return ""
 
 
+OUT_OF_MEMORY = ("error: out of memory; analyses hold at most VAELAB_CODE_MEMORY_GB (default 1.5) GB of codes at once: "
+                 "set it lower, or ask for fewer points or samples (`--quick`, `--set samples=...`)")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     import warnings
@@ -454,6 +458,14 @@ def main() -> None:
     except VaelabError as exc:
         typer.echo(f"error: {printable(exc)}", err=True)
         sys.exit(exc.exit_code)
+    except MemoryError:
+        typer.echo(OUT_OF_MEMORY, err=True)
+        sys.exit(2)
+    except RuntimeError as exc:  # PyTorch's allocator reports as RuntimeError
+        if "allocate" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        typer.echo(OUT_OF_MEMORY, err=True)
+        sys.exit(2)
     except OSError as exc:  # a file system refusal that no vaelab layer named more precisely
         where = f"{exc.filename}: " if exc.filename else ""
         typer.echo(printable(f"error: {where}{exc.strerror or exc}"), err=True)

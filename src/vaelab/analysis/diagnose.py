@@ -102,7 +102,8 @@ def gap_sentences(g: dict) -> list[str]:
             f"{_ci(s, 3)} against the prior's 1 ({_p(s['p_value'])}, exact chi-square law); {100 * s['overlap']:.0f}% of "
             f"prior samples fall inside the codes' shell ({100 * s['overlap_without_gap']:.0f}% without a gap). "
             + ("The shells differ: the soap-bubble picture holds for the population, not only for the finite mixture."
-               if g["shell_mismatch"] else "The shells match: no soap bubble in the population."))
+               if g["shell_mismatch"] else "The difference is below the stated thresholds (variance within 0.8..1.25, "
+               "most prior samples inside the codes' shell): no soap bubble in the population."))
     m = g["finite_mixture"]
     out.append(f"(The {m['points']}-point mixture of encoded images puts {100 * m['holes']:.0f}% of prior samples in "
                f"'holes' and gives a KL of {m['kl']:.1f} nats on {m['dims_used']} axes; those numbers describe that "
