@@ -419,7 +419,7 @@ def _given_value(param) -> str:
     return ""
 
 
-OUT_OF_MEMORY = ("error: out of memory; analyses hold at most VAELAB_CODE_MEMORY_GB (default 1.5) GB of codes at once: "
+OUT_OF_MEMORY = ("error: out of memory; analyses hold at most VAELAB_CODE_MEMORY_GB (default 1.0) GB of codes at once: "
                  "set it lower, or ask for fewer points or samples (`--quick`, `--set samples=...`)")
 
 

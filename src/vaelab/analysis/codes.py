@@ -36,7 +36,7 @@ from vaelab.errors import ConfigError
 
 EXACT_SVD = 2048  # exact spectrum when min(N, D) is at most this (SVD or a Gram matrix); randomised top-k above
 TOP_K = 256  # components the randomised SVD returns
-CODE_MEMORY = int(float(os.environ.get("VAELAB_CODE_MEMORY_GB", "1.5")) * 2 ** 30)  # bytes of codes held at once
+CODE_MEMORY = int(float(os.environ.get("VAELAB_CODE_MEMORY_GB", "1.0")) * 2 ** 30)  # bytes of codes held at once
 
 
 def points_within_budget(latent_dim: int, requested: int, arrays: int = 2, budget: int | None = None) -> int:
@@ -64,6 +64,9 @@ def code_moments(model, x: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> Cod
     from vaelab.models.posteriors import kl_std_normal_per_dim
 
     device = model_device(model)
+    if x.shape[0]:  # float64 temporaries of (batch, D): keep each batch near 2^22 values for a big latent
+        d = model.encode(x[:1].to(device)).mu.shape[1]
+        batch_size = max(16, min(batch_size, (1 << 22) // d))
     n, s1, s2, sig, kl = 0, None, None, None, None
     shift = None  # the first batch's mean: sums of (mu - shift) keep the variance accurate
     for i in range(0, x.shape[0], batch_size):
@@ -118,7 +121,7 @@ def pca(mu: torch.Tensor, top_k: int = TOP_K, seed: int = 0) -> Spectrum:
       whose nonzero eigenvalues are those of Cov_x[mu]; directions v_i = M^T u_i / s_i for the top ``top_k``;
     - both larger: a randomised SVD for the top ``top_k`` (Halko et al. 2011)."""
     n, d = mu.shape
-    mean = mu.double().mean(0)
+    mean = sum(c.double().sum(0) for c in mu.split(1024)) / n  # (no float64 copy of the whole matrix)
     if n < 2:
         return Spectrum(torch.zeros(0, dtype=torch.float64), torch.zeros(d, 0), mean, 0.0, n, d, True)
     dtype = torch.float64 if n * d <= 2 ** 25 else torch.float32

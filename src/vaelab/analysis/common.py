@@ -37,16 +37,23 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
 
 @torch.no_grad()
 def encode_all(model, x: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Posterior parameters of every image: x (N, C, H, W) -> mu (N, D), logvar (N, D) or None (deterministic)."""
+    """Posterior parameters of every image: x (N, C, H, W) -> mu (N, D), logvar (N, D) or None (deterministic).
+
+    The outputs are filled in place batch by batch (float32), so the peak is the result itself, not twice it."""
     device = model_device(model)
-    mus, logvars = [], []
+    mu = logvar = None
     for i in range(0, x.shape[0], batch_size):
         q = model.encode(x[i:i + batch_size].to(device))
-        mus.append(q.mu.float())
-        if q.logvar is not None:
-            logvars.append(q.logvar.float())
-    mu = torch.cat(mus)
-    return mu, (torch.cat(logvars) if logvars else None)
+        if mu is None:
+            mu = torch.empty((x.shape[0], q.mu.shape[1]), dtype=torch.float32, device=q.mu.device)
+            if q.logvar is not None:
+                logvar = torch.empty_like(mu)
+        mu[i:i + q.mu.shape[0]] = q.mu
+        if logvar is not None:
+            logvar[i:i + q.mu.shape[0]] = q.logvar
+    if mu is None:
+        raise ValueError("encode_all needs at least one image")
+    return mu, logvar
 
 
 @torch.no_grad()

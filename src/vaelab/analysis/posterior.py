@@ -32,8 +32,8 @@ def mixture_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     Float64, with the quadratic expanded into matrix products,
     sum_d (z_d - mu_nd)^2 / v_nd = z^2 @ (1/v)^T - 2 z @ (mu/v)^T + sum_d mu_nd^2 / v_nd,
     over chunks of rows and of components (a running logsumexp), so memory is O((chunk + component_chunk) x D)."""
-    z = z.double()
     n, d = mu.shape
+    component_chunk = max(16, min(component_chunk, (1 << 24) // d))  # float64 chunks of at most 128 MB
     out = torch.full((z.shape[0],), -math.inf, dtype=torch.float64, device=z.device)
     for j in range(0, n, component_chunk):
         m, lv = mu[j:j + component_chunk].double(), logvar[j:j + component_chunk].double()
@@ -41,7 +41,7 @@ def mixture_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
         m_iv = m * inv_var
         const = -0.5 * ((m * m_iv).sum(1) + lv.sum(1) + d * math.log(2 * math.pi))  # (c,)
         for i in range(0, z.shape[0], chunk):
-            zc = z[i:i + chunk]
+            zc = z[i:i + chunk].double()
             quad = zc.pow(2) @ inv_var.T - 2.0 * zc @ m_iv.T  # (m, c)
             out[i:i + chunk] = torch.logaddexp(out[i:i + chunk], torch.logsumexp(const - 0.5 * quad, dim=1))
     return out - math.log(n)
@@ -114,7 +114,7 @@ def posterior_statistics(subject, *, threshold: float = 0.01, mi_points: int = 5
     }
     if logvar is not None:
         kl = mom.kl
-        mi_idx = subsample(mu.shape[0], points_within_budget(d, mi_points, arrays=4), seed)
+        mi_idx = subsample(mu.shape[0], points_within_budget(d, mi_points, arrays=8), seed)  # (float temporaries)
         data.update({
             "mean_sigma2": to_list(mom.mean_sigma2),
             "kl_per_dim": to_list(kl), "kl_total": float(kl.sum()),

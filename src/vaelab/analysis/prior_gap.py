@@ -74,7 +74,8 @@ def shape_reading(aggregate_variance: list[float], complement_variance: float) -
 
 def finite_mixture(mu, logvar, z_q, g: torch.Generator, quantile: float, max_dims: int) -> tuple[dict, dict]:
     """Holes and the KL estimate of the N-point mixture on the axes that carry KL (at most ``max_dims``)."""
-    kl = kl_std_normal_per_dim(mu.double(), logvar.double()).mean(0)
+    kl = sum(kl_std_normal_per_dim(m.double(), lv.double()).sum(0) for m, lv in zip(mu.split(512), logvar.split(512)))
+    kl = kl / mu.shape[0]
     keep = torch.argsort(kl, descending=True)[:max_dims]
     keep = keep[kl[keep] > 1e-3] if (kl[keep] > 1e-3).any() else keep[:1]
     m, lv = mu[:, keep], logvar[:, keep]
@@ -100,25 +101,26 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
                             mixture_dims: int = 256, seed: int = 0) -> AnalysisResult:
     """The aggregate posterior's shape against the prior, two-sample tests in its informative subspace, the shell
     test on the complement, a lower bound on KL(q(z) || p(z)), and the finite mixture's holes (training codes)."""
-    n_train = subject.data.x_train.shape[0]
-    probe_d = subject.latent_dim
-    idx = subsample(n_train, points_within_budget(probe_d, mixture_points, arrays=2), seed)
-    mu, logvar = encode_all(subject.model, subject.data.x_train[idx])
-    if logvar is None:
+    x_train = subject.data.x_train
+    idx = subsample(x_train.shape[0], points_within_budget(subject.latent_dim, mixture_points, arrays=2), seed)
+    fit, test = _split(idx.numel(), seed)
+    if encode_all(subject.model, x_train[idx[:1]])[1] is None:
         raise NotApplicable("the aggregate-posterior analysis needs posterior variances; this model is deterministic "
                             "(its aggregate posterior is a set of points; use the samples and quality analyses)")
-    n, d = mu.shape
-    fit, test = _split(n, seed)
-    spectrum = pca(mu[fit], seed=seed)
+    # the half that chooses the subspace is needed only for its PCA: encode it, take V, let it go
+    spectrum = pca(encode_all(subject.model, x_train[idx[fit]])[0], seed=seed)
     sub = informative_subspace(spectrum, threshold, max_informative)
+    del spectrum
+    mu, logvar = encode_all(subject.model, x_train[idx[test]])  # the tested half: (n, D) each
+    n_fit, (n, d) = fit.numel(), mu.shape
     k = sub.k
-    shape = aggregate_covariance(sub, mu[test], logvar[test].exp().mean(0))
+    shape = aggregate_covariance(sub, mu, torch.stack([lv.exp().sum(0) for lv in logvar.split(512)]).sum(0) / n)
     g = generator(seed, mu.device)
     # each tested code once (no replacement): the samples are then iid draws of the population's q(z), so the
     # intervals below hold for the population and not for the finite mixture of these codes
-    samples = min(samples, test.numel())
-    pick = torch.randperm(test.numel(), generator=g, device=mu.device)[:samples]
-    z_q = aggregate_samples(mu[test], logvar[test], samples, g, pick)  # (S, D)
+    samples = min(samples, n)
+    pick = torch.randperm(n, generator=g, device=mu.device)[:samples]
+    z_q = aggregate_samples(mu, logvar, samples, g, pick)  # (S, D)
     u_q = sub.coordinates(z_q).double()
     u_p = torch.randn((samples, k), generator=g, dtype=torch.float64)
     tests = {}
@@ -151,7 +153,7 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
         "note": ("KL(q(z) || p(z)) >= KL(q_G || p) >= this sum, q_G the Gaussian with q's moments (subspace and "
                  "complement blocks; the complement's variance taken as spread evenly); Wishart bias removed"),
     }
-    mixture, arrays = finite_mixture(mu[test], logvar[test], z_q, g, quantile, mixture_dims)
+    mixture, arrays = finite_mixture(mu, logvar, z_q, g, quantile, mixture_dims)
     agg = [float(v) for v in shape["eigenvalues"]]
     informative_mismatch = bool(k and (tests["classifier"]["ci_low"] >= AUC_GAP or
                                        (kl_inf_ci[0] >= KL_GAP and tests["mmd"]["p_value"] < ALPHA)))
@@ -159,7 +161,7 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
         tests["shell"]["ci_high"] < SHELL_RATIO[0] or tests["shell"]["ci_low"] > SHELL_RATIO[1]
         or tests["shell"]["overlap"] < SHELL_OVERLAP))
     data = {
-        "latent_dim": d, "points": {"subspace": int(fit.numel()), "tested": int(test.numel())},
+        "latent_dim": d, "points": {"subspace": n_fit, "tested": n},
         "informative": {
             "threshold": threshold, "dims": k, "above_threshold": sub.above_threshold, "capped": sub.capped,
             "code_eigenvalues": [float(v) for v in sub.eigenvalues],
@@ -178,7 +180,7 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
         "kl_aggregate_prior": gaussian_kl["total_lower_bound"],
         "holes": mixture["holes"],
     }
-    params = {"mixture_points": n, "samples": samples, "threshold": threshold, "max_informative": max_informative,
+    params = {"mixture_points": n_fit + n, "samples": samples, "threshold": threshold, "max_informative": max_informative,
               "permutations": permutations, "quantile": quantile, "mixture_dims": mixture_dims, "seed": seed,
               "split": "train",
               "rules": {"informative": f"classifier AUC interval above {AUC_GAP}, or Gaussian KL interval above "
