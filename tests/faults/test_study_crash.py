@@ -60,11 +60,30 @@ def _epochs_done(runs: Path) -> list[int]:
     return out
 
 
+def differences(got: list[dict], want: list[dict]) -> list[tuple]:
+    """Cells that differ. Numbers may differ in float32 rounding only (relative 1e-5): a vectorised group whose
+    members were killed at different epochs resumes them one by one, and a separate run equals a vectorised member
+    to float precision, not bit for bit (vaelab.ensemble); everything else must be equal."""
+    out = [("rows", [g["run"] for g in got], [w["run"] for w in want])] if len(got) != len(want) else []
+    for g, w in zip(got, want):
+        for key in sorted(set(g) | set(w)):
+            a, b = g.get(key), w.get(key)
+            if a == b:
+                continue
+            try:
+                if abs(float(a) - float(b)) <= 1e-5 * max(abs(float(b)), 1e-12):
+                    continue
+            except (TypeError, ValueError):
+                pass
+            out.append((g["run"], key, a, b))
+    return out
+
+
 def _rerun_equals_reference(tmp_path, reference_table):
     again = run_study(tmp_path)
     assert again.returncode == 0, again.stderr
     folder = tmp_path / "out" / "crash"
-    assert table(folder) == reference_table
+    assert not differences(table(folder), reference_table)
     assert hidden_leftovers(folder) == []
     return again
 
