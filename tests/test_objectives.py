@@ -146,3 +146,12 @@ def test_kl_warmup_ramps_beta_linearly():
     cfg = tiny_config(objective={"name": "elbo", "beta": 2.0, "warmup_epochs": 4})
     obj = Objective(cfg.objective)
     assert [obj.beta_at(e) for e in (0, 1, 2, 4, 10)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+
+
+def test_an_unknown_objective_is_refused_not_trained_as_another():
+    from types import SimpleNamespace
+
+    from vaelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="objective 'elbo2' is not one of"):
+        Objective(SimpleNamespace(name="elbo2", penalty=1.0))(None, None)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vaelab.errors import ConfigError
 from vaelab.models.posteriors import GaussianPosterior
 
 
@@ -108,4 +109,6 @@ class Objective:
             return renyi(model, x, alpha=c.alpha, samples=c.samples, generator=generator)
         if c.name == "vr-max":
             return vr_max(model, x, samples=c.samples, generator=generator)
-        return deterministic(model, x, penalty=c.penalty, generator=generator)
+        if c.name == "deterministic":
+            return deterministic(model, x, penalty=c.penalty, generator=generator)
+        raise ConfigError(f"objective {c.name!r} is not one of elbo, iwae, renyi, vr-max, deterministic")

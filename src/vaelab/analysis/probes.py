@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample
+from vaelab.models.posteriors import GaussianPosterior
 
 FEATURE_SETS = ("mu", "mu+sigma2", "z")
 
@@ -37,7 +38,7 @@ def _features(model, x: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
     if logvar is not None:
         g = generator(seed, mu.device)
         out["mu+sigma2"] = torch.cat([mu, logvar.exp()], 1).cpu().numpy()
-        out["z"] = (mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, device=mu.device)).cpu().numpy()
+        out["z"] = GaussianPosterior(mu, logvar).rsample(1, g)[0].cpu().numpy()
     return out
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, subsample
 from vaelab.analysis.samplers import SAMPLERS, LatentSource, training_codes
+from vaelab.analysis.two_sample import mmd2_unbiased
 from vaelab.errors import ConfigError
 
 CLASSIFIER_VERSION = 1
@@ -152,9 +153,7 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 10, s
     vals = []
     for _ in range(subsets):
         x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
-        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-        vals.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                    - 2 * kxy.mean())
+        vals.append(mmd2_unbiased((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3))
     return float(np.mean(vals)), float(np.std(vals))
 
 

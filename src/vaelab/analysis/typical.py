@@ -21,6 +21,7 @@ import torch
 
 from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample, to_list
 from vaelab.errors import NotApplicable
+from vaelab.models.posteriors import GaussianPosterior
 
 HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
 THEOREM3_DIMS = (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 2000)
@@ -93,7 +94,7 @@ def typical_set(subject, *, n_images: int = 2000, prior_samples: int = 2000, see
     g = generator(seed, mu.device)
     prefixes = sorted({m for m in (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 2000, 5000) if m < n} | {n})
     gaps = typical_gap(mu, logvar, g, prefixes)
-    z_post = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, device=mu.device)
+    z_post = GaussianPosterior(mu, logvar).rsample(1, g)[0]
     prior_norms = torch.cat([torch.randn((min(256, prior_samples - i), n), generator=g, device=mu.device).norm(dim=1)
                              for i in range(0, prior_samples, 256)])  # in chunks: (S, D) need not be held
     norms = {"prior": prior_norms, "posterior_sample": z_post.norm(dim=1), "posterior_mean": mu.norm(dim=1)}
