@@ -56,8 +56,6 @@ NOTES = {  # what a reader of one panel needs to know (drawn in the panel)
     "anisotropic": "shell test: the complement really is a little narrower,\n(D - 32) / (D - 8) per direction; the shell "
                    "decision\nignores that from D = 256 (inside 0.8..1.25)",
     "shell": "the informative coordinates are the prior's here\n(the same draws as prior-collapsed, seed for seed)",
-    "clusters": "shell rejections come mostly from seeds with k = 7:\ntheir 10 centres leave one used direction "
-                "with variance\n< 0.01; it falls in the complement, narrower than the prior",
 }
 
 
