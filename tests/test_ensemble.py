@@ -69,6 +69,8 @@ def test_what_cannot_be_vectorised_is_refused(tmp_path, monkeypatch):
     assert vectorise_reason([a, other]) == "the runs differ in more than their seed"
     conv = seeds(2, model={"network": "conv", "latent_dim": 4})
     assert vectorise_reason(conv) == "only MLP networks are vectorised"
+    bf16 = seeds(2, model={"arch": "64-32-4"}, train={"precision": "bf16"})
+    assert vectorise_reason(bf16).startswith("bf16 runs are trained one by one")  # never silently in fp32
     with pytest.raises(NotVectorisable):
         train_ensemble([a, other], tmp_path, progress=False, log=quiet)
     monkeypatch.setenv("VAELAB_FAULT_NAN_STEP", "3")

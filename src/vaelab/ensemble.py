@@ -54,6 +54,8 @@ def vectorise_reason(configs: list[RunConfig]) -> str | None:
         return "only MLP networks are vectorised"
     if c.train.trace_every:
         return "traced runs are trained one by one"
+    if c.train.precision != "fp32":
+        return f"{c.train.precision} runs are trained one by one (the vectorised step has no autocast)"
     return None
 
 
