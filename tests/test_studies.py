@@ -1,6 +1,7 @@
 """Studies end to end at their smallest scale on digits: runs, skip/resume, results table, report content, Ray."""
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -215,3 +216,16 @@ def test_seeds_of_a_study_are_vectorised_and_match_separate_runs(tmp_path):
     assert all(r.get("vectorised") == 3 for r in vec) and not any(r.get("vectorised") for r in sep)
     for a, b in zip(vec, sep):
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5)
+
+
+def test_a_study_whose_dataset_is_missing_is_refused_before_any_run(tmp_path):
+    spec = tmp_path / "fm.yaml"
+    spec.write_text("name: fm\nbase:\n  data: {name: fashion-mnist}\n  model: {hidden: [8], latent_dim: 2}\n"
+                    "grid:\n  model.latent_dim: [2, 3]\n")
+    env = {**os.environ, "VAELAB_DATA": str(tmp_path / "empty-data"), "VAELAB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "vaelab", "study", str(spec), "--out", str(tmp_path / "out"),
+                          "--no-progress"], capture_output=True, text=True, env=env)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == ("error: study fm needs fashion-mnist, which is not present; run "
+                                  "`vaelab data fetch fashion-mnist` first")
+    assert not (tmp_path / "out" / "fm").exists()  # no folder, no run started

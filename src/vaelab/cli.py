@@ -383,8 +383,10 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
         return
     from vaelab.errors import RunInterrupted
     from vaelab.studies.executors import make_executor
-    from vaelab.studies.runner import run_study, study_dir
+    from vaelab.studies.runner import require_datasets, run_study, study_dir
     from vaelab.studies.tracking import parse_tracking
+
+    require_datasets(spec.name, {r.config.data.name for r in runs})  # before anything is started or printed
 
     ex = make_executor(executor.value, workers=workers, address=address, cpus_per_run=spec.cpus_per_run,
                        gpus_per_run=spec.gpus_per_run)

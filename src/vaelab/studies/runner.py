@@ -29,6 +29,18 @@ def study_dir(out: str | Path, spec: StudySpec) -> Path:
     return Path(out) / spec.name
 
 
+def require_datasets(study: str, names: set[str]) -> None:
+    """Refuse a study whose datasets are not all present, with the command that fetches them (DataError, exit 2),
+    instead of starting runs that would each fail with the same error."""
+    from vaelab.data.load import is_present
+    from vaelab.errors import DataError
+
+    missing = sorted(n for n in names if not is_present(n))
+    if missing:
+        fetch = " && ".join(f"vaelab data fetch {n}" for n in missing)
+        raise DataError(f"study {study} needs {', '.join(missing)}, which is not present; run `{fetch}` first")
+
+
 def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, progress: bool | None = None,
               tracking: dict | None = None, retry_failed: bool = False, report: bool = True, vectorize: bool = True,
               log: Callable[[str], None] | None = None) -> Path:
@@ -38,11 +50,12 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     from vaelab.studies.executors import LocalExecutor
 
     log = log or (lambda m: print(m, file=sys.stderr))
+    planned = spec.expand()
+    require_datasets(spec.name, {r.config.data.name for r in planned})  # before any run or folder
     folder = study_dir(out, spec)
     make_dirs(folder / "runs")
     remove_stale_temporaries(folder)  # temporary files of a study that was killed (their writers are gone)
     atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    planned = spec.expand()
     tasks = [{"name": r.name, "config": r.config.model_dump(mode="json"), "runs_dir": str(folder / "runs"),
               "analyses": spec.analyses, "coordinates": r.coordinates(), "retry_failed": retry_failed,
               "tracking": tracking} for r in planned]
