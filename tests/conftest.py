@@ -11,6 +11,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small matrices on a shared 2-core machine: torch's intra-op thread pool costs many times the work itself
+    (about 20x here). Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(**sections):
     """A small digits config; ``sections`` override whole sections, e.g. model={'arch': '64-32-4'}."""
     from vaelab.config import build_config

@@ -2,7 +2,6 @@
 from 16 to 1,024, over 5 seeds: no false alarm on the null cases, the mismatch found in the others, and the
 closed-form KL of the Gaussian cases inside the reported interval."""
 import pytest
-import torch
 
 from vaelab.analysis import from_model
 from vaelab.analysis.prior_gap import aggregate_posterior_gap
@@ -19,12 +18,7 @@ EXPECTED = {  # (informative mismatch, shell mismatch); None: not asserted (depe
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow

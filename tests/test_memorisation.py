@@ -26,13 +26,7 @@ def _data_root(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VAELAB_DATA", str(tmp_path_factory.getbasetemp() / "data"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors on a shared 2-core machine: one intra-op thread avoids contention (about 20x faster here)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- pure functions on features ----------------------------------------------------------------------

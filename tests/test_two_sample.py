@@ -15,13 +15,7 @@ from vaelab.analysis.two_sample import (TestResult, classifier_test, energy_test
                                         mmd2_unbiased, mmd_test, shell_test)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The matrices here are small: on 2 busy cores, torch's thread pool costs many times the work itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def normal(seed, n, d):

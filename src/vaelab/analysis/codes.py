@@ -64,9 +64,8 @@ def code_moments(model, x: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> Cod
     from vaelab.models.posteriors import kl_std_normal_per_dim
 
     device = model_device(model)
-    if x.shape[0]:  # float64 temporaries of (batch, D): keep each batch near 2^22 values for a big latent
-        d = model.encode(x[:1].to(device)).mu.shape[1]
-        batch_size = max(16, min(batch_size, (1 << 22) // d))
+    # float64 temporaries of (batch, D): keep each batch near 2^22 values for a big latent
+    batch_size = max(16, min(batch_size, (1 << 22) // math.prod(model.latent_shape)))
     n, s1, s2, sig, kl = 0, None, None, None, None
     shift = None  # the first batch's mean: sums of (mu - shift) keep the variance accurate
     for i in range(0, x.shape[0], batch_size):

@@ -59,8 +59,8 @@ def vr_bound(model, x: torch.Tensor, samples: int = 10, alpha: float = 1.0, *, b
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-image VR_alpha bound with K = ``samples`` (Li & Turner 2016): (N,) nats. alpha = 1 is the MC ELBO."""
     device = model_device(model)
-    latent = model.encode(x[:1].to(device)).mu.shape[1]
-    batch_images = max(1, min(batch_images, MAX_ELEMENTS // (samples * max(latent, math.prod(x.shape[1:])))))
+    width = max(math.prod(model.latent_shape), math.prod(x.shape[1:]))  # latent units or pixels per sample
+    batch_images = max(1, min(batch_images, MAX_ELEMENTS // (samples * width)))
     out = []
     for i in range(0, x.shape[0], batch_images):
         log_w, _, _ = log_weights(model, x[i:i + batch_images].to(device), samples, generator)

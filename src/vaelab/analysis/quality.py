@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, subsample
-from vaelab.analysis.samplers import SAMPLERS, LatentSource, training_codes
+from vaelab.analysis.samplers import SAMPLERS, latent_source
 from vaelab.analysis.two_sample import mmd2_unbiased
 from vaelab.errors import ConfigError
 
@@ -200,9 +200,9 @@ def sample_quality(subject, *, n: int = 2000, neighbourhood_scale: float = 1.0, 
     real_idx = subsample(ref.x_test.shape[0], n, seed)
     real_images = ref.x_test[real_idx]
     real_feats = np.asarray(extract(real_images))
-    mu, logvar, used = training_codes(subject, fit_points, seed)
-    source = LatentSource(mu, logvar, threshold=threshold, max_informative=max_informative,
-                          neighbourhood_scale=neighbourhood_scale, gmm_components=gmm_components, seed=seed)
+    source, used = latent_source(subject, fit_points=fit_points, seed=seed, threshold=threshold,
+                                 max_informative=max_informative, neighbourhood_scale=neighbourhood_scale,
+                                 gmm_components=gmm_components)
     rows = {}
     sets = {name: decode_means(subject.model, source.latents(name, len(real_idx), seed + 1)) for name in SAMPLERS}
     mu_test, _ = encode_all(subject.model, subject.data.x_test[real_idx])

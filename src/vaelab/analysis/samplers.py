@@ -103,15 +103,18 @@ class LatentSource:
     The informative subspace V (D, k) comes from the PCA of the codes (vaelab.analysis.codes). The interventional
     samplers combine independent draws: the informative coordinates V^T z of one and the complement z - V V^T z of
     another; the fixes model the informative coordinates of q(z)'s samples (a full Gaussian, a mixture, a second
-    VAE) and draw the complement from a diagonal Gaussian fitted to q(z)'s complement. Fits are made on first use."""
+    VAE) and draw the complement from a diagonal Gaussian fitted to q(z)'s complement. Fits are made on first use
+    and kept in ``fits`` (pass the dict of an earlier source of the same codes and options to reuse its fits; see
+    :func:`latent_source`)."""
 
     def __init__(self, mu: torch.Tensor, logvar: torch.Tensor | None, *, threshold: float = 0.01,
-                 max_informative: int = 64, neighbourhood_scale: float = 1.0, gmm_components: int = 10, seed: int = 0):
+                 max_informative: int = 64, neighbourhood_scale: float = 1.0, gmm_components: int = 10, seed: int = 0,
+                 fits: dict | None = None):
         self.mu, self.logvar = mu, logvar
         self.threshold, self.max_informative = threshold, max_informative
         self.neighbourhood_scale, self.gmm_components, self.seed = neighbourhood_scale, gmm_components, seed
-        self._subspace: Subspace | None = None
-        self._fitted: dict = {}
+        self._fitted: dict = {} if fits is None else fits  # subspace, fixes, complement: small, shareable
+        self._codes: torch.Tensor | None = None  # the (N, D) draws the fits are made on: big, never shared
 
     @property
     def latent_dim(self) -> int:
@@ -119,9 +122,10 @@ class LatentSource:
 
     @property
     def subspace(self) -> Subspace:
-        if self._subspace is None:
-            self._subspace = informative_subspace(pca(self.mu, seed=self.seed), self.threshold, self.max_informative)
-        return self._subspace
+        if "subspace" not in self._fitted:
+            self._fitted["subspace"] = informative_subspace(pca(self.mu, seed=self.seed), self.threshold,
+                                                            self.max_informative)
+        return self._fitted["subspace"]
 
     def aggregate(self, n: int, g: torch.Generator) -> torch.Tensor:
         return aggregate_samples(self.mu, self.logvar, n, g)
@@ -131,9 +135,9 @@ class LatentSource:
 
     def _fit_codes(self) -> torch.Tensor:
         """One draw of q(z) per training code, the data every fix is fitted to: (N, D)."""
-        if "codes" not in self._fitted:
-            self._fitted["codes"] = self.aggregate(self.mu.shape[0], generator(self.seed + 7, self.mu.device))
-        return self._fitted["codes"]
+        if self._codes is None:
+            self._codes = self.aggregate(self.mu.shape[0], generator(self.seed + 7, self.mu.device))
+        return self._codes
 
     def fix(self, name: str):
         """The fitted model of the informative coordinates for a fix (None when there are none)."""
@@ -187,6 +191,18 @@ def training_codes(subject, fit_points: int, seed: int) -> tuple[torch.Tensor, t
     return mu.cpu(), (None if logvar is None else logvar.cpu()), int(idx.numel())
 
 
+def latent_source(subject, *, fit_points: int, seed: int, threshold: float, max_informative: int,
+                  neighbourhood_scale: float, gmm_components: int) -> tuple[LatentSource, int]:
+    """A LatentSource over the codes of up to ``fit_points`` training images, and how many there are. Its fits
+    (subspace, fixes, complement) are kept on the subject, so the analyses of one diagnosis (samples, quality) fit
+    the two-stage VAE and the mixtures once; they depend on the codes, the seed and these options only."""
+    mu, logvar, used = training_codes(subject, fit_points, seed)
+    fits = subject.cache.setdefault(("latent-source", used, seed, threshold, max_informative, gmm_components), {})
+    return LatentSource(mu, logvar, threshold=threshold, max_informative=max_informative,
+                        neighbourhood_scale=neighbourhood_scale, gmm_components=gmm_components, seed=seed,
+                        fits=fits), used
+
+
 def quantile_grid(dims: int, points: int | None = None) -> torch.Tensor:
     """N(0, 1) quantiles at (k - 0.5)/points, k = 1..points, on every axis: (points^dims, dims).
 
@@ -209,10 +225,10 @@ def sampler_latents(name: str, subject_mu: torch.Tensor, subject_logvar: torch.T
 def samples(subject, *, n: int = 100, neighbourhood_scale: float = 1.0, gmm_components: int = 10,
             fit_points: int = 10000, threshold: float = 0.01, max_informative: int = 64, seed: int = 0) -> AnalysisResult:
     """Decoded samples from each sampler (and the quantile grid for 2-4 dims), plus reconstructions for reference."""
-    mu, logvar, used = training_codes(subject, fit_points, seed)
-    source = LatentSource(mu, logvar, threshold=threshold, max_informative=max_informative,
-                          neighbourhood_scale=neighbourhood_scale, gmm_components=gmm_components, seed=seed)
-    d = mu.shape[1]
+    source, used = latent_source(subject, fit_points=fit_points, seed=seed, threshold=threshold,
+                                 max_informative=max_informative, neighbourhood_scale=neighbourhood_scale,
+                                 gmm_components=gmm_components)
+    d = source.latent_dim
     arrays, data = {}, {"latent_dim": d, "samplers": [], "informative_dims": source.subspace.k}
     for name in SAMPLERS:
         arrays[f"images_{name}"] = decode_means(subject.model, source.latents(name, n, seed)).numpy()

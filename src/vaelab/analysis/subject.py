@@ -35,6 +35,7 @@ class Subject:
     run: Any = None  # the vaelab.runs.Run, when there is one (snapshots for probes over training)
     seed: int = 0
     grey: Dataset | None = None  # the images before binarization (sample quality compares against these)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # fits that analyses of this model share
 
     @property
     def reference(self) -> Dataset:
