@@ -171,4 +171,4 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_resumes(tmp_path, reference_
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     folder = tmp_path / "out" / "crash"
-    assert table(folder) == reference_table  # Ray retried the task; it resumed from the run's checkpoint
+    assert not differences(table(folder), reference_table)  # Ray retried the task; it resumed from its checkpoint
