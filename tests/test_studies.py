@@ -6,14 +6,14 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from vaelab.errors import ConfigError
-from vaelab.studies.executors import LocalExecutor
-from vaelab.studies.runner import read_results, run_study
+from vaelab.studies.pools import LocalExecutor
+from vaelab.studies.orchestrator import run_study
+from vaelab.studies.results import read_results
 from vaelab.studies.spec import builtin_studies, load_study
 
 
@@ -78,7 +78,7 @@ def test_rerun_skips_finished_runs_and_resumes_interrupted(tmp_path):
     newest = sorted((victim / "checkpoints").glob("epoch-*"))[-1]
     shutil.rmtree(newest)
     (victim / "status.json").write_text(json.dumps({"state": "interrupted", "epoch": 2}))
-    from vaelab.studies.execute import execute_run
+    from vaelab.studies.one_run import execute_run
 
     rows = []
     for p in spec.expand():
@@ -102,7 +102,7 @@ def test_a_failing_run_is_reported_and_the_study_goes_on(tmp_path, monkeypatch):
 
 def test_ray_executor_on_a_local_ray_instance(tmp_path):
     pytest.importorskip("ray")
-    from vaelab.studies.executors import RayExecutor
+    from vaelab.studies.pools import RayExecutor
 
     spec = load_study("latent-dim").scaled("tiny").model_copy(update={"analyses": {"posterior": {}}})
     folder = run_study(spec, tmp_path, executor=RayExecutor(cores=2), progress=False, log=lambda m: None)

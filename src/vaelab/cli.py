@@ -382,8 +382,8 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
             typer.echo(f"{r.name}  epochs {r.config.train.epochs}  {r.coordinates()}")
         return
     from vaelab.errors import RunInterrupted
-    from vaelab.studies.executors import make_executor
-    from vaelab.studies.runner import require_datasets, run_study, study_dir
+    from vaelab.studies.pools import make_executor
+    from vaelab.studies.orchestrator import require_datasets, run_study, study_dir
     from vaelab.studies.tracking import parse_tracking
 
     require_datasets(spec.name, {r.config.data.name for r in runs})  # before anything is started or printed

@@ -163,7 +163,8 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _fits_data(self) -> "RunConfig":
         from vaelab.data.registry import dataset_spec
-        from vaelab.models.networks import conv_latent_size, count_parameters
+        from vaelab.models.build import count_parameters
+        from vaelab.models.networks import conv_latent_size
 
         spec = dataset_spec(self.data.name)
         m = self.model

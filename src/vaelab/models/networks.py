@@ -119,12 +119,3 @@ class ConvDecoder(nn.Module):
         _, hh, ww = self.image_shape
         top, left = self.crop
         return out[:, :, top:top + hh, left:left + ww]
-
-
-def count_parameters(config) -> int:
-    """Parameters of the model ``config`` describes, counted on the meta device (nothing is allocated)."""
-    from vaelab.models.vae import build_model
-
-    with torch.device("meta"):
-        model = build_model(config)
-    return sum(p.numel() for p in model.parameters())

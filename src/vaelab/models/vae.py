@@ -11,8 +11,6 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from vaelab.models.likelihoods import build_likelihood
-from vaelab.models.networks import ConvDecoder, ConvEncoderBody, MLPDecoder, MLPEncoderBody
 from vaelab.models.posteriors import GaussianPosterior, PosteriorHead, full_precision, std_normal_log_prob
 
 
@@ -74,30 +72,3 @@ class VAE(nn.Module):
         device = next(self.parameters()).device
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)
         return self.likelihood.mean(self.decode(z))
-
-
-def build_model(config) -> VAE:
-    """The VAE a :class:`vaelab.config.RunConfig` describes."""
-    from vaelab.data.registry import dataset_spec
-
-    spec = dataset_spec(config.data.name)
-    m = config.model
-    image_shape = spec.image_shape
-    if m.network == "mlp":
-        encoder = MLPEncoderBody(spec.n_pixels, m.hidden, m.activation)
-        head = PosteriorHead(m.posterior, encoder.n_features, m.latent_dim)
-        decoder = MLPDecoder(m.latent_dim, m.hidden, spec.n_pixels, image_shape, m.activation)
-        latent_shape: tuple[int, ...] = (m.latent_dim,)
-    elif m.network == "conv":
-        encoder = ConvEncoderBody(image_shape, m.conv_channels, m.activation, spatial=False)
-        head = PosteriorHead(m.posterior, encoder.n_features, m.latent_dim)
-        decoder = ConvDecoder(image_shape, m.conv_channels, m.activation, m.latent_dim, None)
-        latent_shape = (m.latent_dim,)
-    else:
-        encoder = ConvEncoderBody(image_shape, m.conv_channels, m.activation, spatial=True)
-        s = encoder.map_size
-        latent_shape = (m.latent_channels, s, s)
-        head = PosteriorHead(m.posterior, encoder.n_features, math.prod(latent_shape), m.latent_channels)
-        decoder = ConvDecoder(image_shape, m.conv_channels, m.activation, math.prod(latent_shape), m.latent_channels)
-    likelihood = build_likelihood(m.likelihood, image_shape, m.gaussian_std)
-    return VAE(encoder, head, decoder, likelihood, image_shape, latent_shape)

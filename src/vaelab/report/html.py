@@ -45,7 +45,7 @@ def _data_uri(path: str) -> str:
 
 def findings(view) -> list[str]:
     """Sentences that cite the study's numbers: per metric, its mean over seeds at each grid value (and variant)."""
-    from vaelab.report.study_figures import mean_sd_by
+    from vaelab.report.study_view import mean_sd_by
 
     rows, spec = view.finished(), view.spec
     out = []
@@ -102,8 +102,9 @@ def write_report(folder: str | Path) -> Path:
     import jinja2
 
     import vaelab
-    from vaelab.report.study_figures import StudyView, draw
-    from vaelab.studies.runner import read_results
+    from vaelab.report.catalogue import draw
+    from vaelab.report.study_view import StudyView
+    from vaelab.studies.results import read_results
     from vaelab.studies.spec import StudySpec
 
     folder = Path(folder)

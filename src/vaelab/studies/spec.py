@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vaelab.config import safe_load_yaml

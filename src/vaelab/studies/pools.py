@@ -1,6 +1,6 @@
 """Executors run a study's independent runs: locally in parallel processes, or as Ray tasks on a cluster.
 
-Both take the same plain-dict tasks (see :func:`vaelab.studies.execute.execute_task`) and yield result rows as runs
+Both take the same plain-dict tasks (see :func:`vaelab.studies.one_run.execute_task`) and yield result rows as runs
 finish, so the study's progress display and results table do not care where a run ran."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class LocalExecutor:
         self.workers = max(1, workers or self.cores)
 
     def run(self, tasks: list[Task], on_start: Callable[[Task], None] | None = None) -> Iterator[dict]:
-        from vaelab.studies.execute import execute_task
+        from vaelab.studies.one_run import execute_task
 
         workers = min(self.workers, len(tasks)) or 1
         threads = max(1, self.cores // workers)
@@ -85,7 +85,7 @@ class RayExecutor:
     def run(self, tasks: list[Task], on_start: Callable[[Task], None] | None = None) -> Iterator[dict]:
         import ray
 
-        from vaelab.studies.execute import execute_task
+        from vaelab.studies.one_run import execute_task
 
         started_here = False
         if not ray.is_initialized():

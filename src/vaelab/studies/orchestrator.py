@@ -9,20 +9,17 @@ results row per run into results.csv, draw the comparison figures, and write rep
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import yaml
 
 from vaelab.fileio import atomic_write_text, make_dirs, remove_stale_temporaries
+from vaelab.studies.results import write_results
 from vaelab.studies.spec import StudySpec
 
-FIRST_COLUMNS = ["run", "status", "reason"]
 
 
 def study_dir(out: str | Path, spec: StudySpec) -> Path:
@@ -47,7 +44,7 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     """Run every run of ``spec`` (already scaled) with ``executor`` (local by default); return the study folder.
 
     ``vectorize``: runs that differ only in seed are trained together as one vectorised model (vaelab.ensemble)."""
-    from vaelab.studies.executors import LocalExecutor
+    from vaelab.studies.pools import LocalExecutor
 
     log = log or (lambda m: print(m, file=sys.stderr))
     planned = spec.expand()
@@ -61,7 +58,7 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
               "tracking": tracking} for r in planned]
     executor = executor or LocalExecutor()
     if vectorize:
-        from vaelab.studies.execute import group_tasks
+        from vaelab.studies.one_run import group_tasks
 
         jobs = group_tasks(tasks)
     else:
@@ -114,27 +111,3 @@ def _run_all(spec, tasks, jobs, executor, progress, log) -> list[dict]:
     if bar is not None:
         bar.close()
     return [rows[t["name"]] for t in tasks if t["name"] in rows]
-
-
-def write_results(folder: Path, rows: list[dict[str, Any]]) -> Path:
-    """results.csv (one row per run, the union of columns) and results.json, atomically."""
-    columns = list(FIRST_COLUMNS)
-    for row in rows:
-        for key in row:
-            if key not in columns and key not in ("trained_now", "wall_seconds"):
-                columns.append(key)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    atomic_write_text(folder / "results.csv", buf.getvalue())
-    atomic_write_text(folder / "results.json", json.dumps(rows, indent=1, default=str) + "\n")
-    return folder / "results.csv"
-
-
-def read_results(folder: Path) -> list[dict[str, Any]]:
-    try:
-        return json.loads((Path(folder) / "results.json").read_text())
-    except (OSError, ValueError):
-        return []

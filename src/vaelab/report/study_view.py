@@ -1,0 +1,108 @@
+"""A study folder opened for reading (:class:`StudyView`) and the :class:`Figure` records its comparison figures
+return; the helpers every figure module shares."""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from vaelab.report.figures import pyplot, save_figure
+
+
+@dataclass
+class Figure:
+    id: str
+    title: str
+    caption: str
+    files: list[str]
+    kind: str = "image"  # image | animation
+
+    @property
+    def png(self) -> str:
+        return next(f for f in self.files if f.endswith((".png", ".gif")))
+
+
+@dataclass
+class StudyView:
+    """A study folder opened for reading: its spec, rows, and each run's analysis JSON/NPZ."""
+
+    folder: Path
+    spec: Any
+    rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fig_dir(self) -> Path:
+        return self.folder / "figures"
+
+    def run_dir(self, row) -> Path:
+        return self.folder / "runs" / row["run"]
+
+    def analysis(self, row, name: str) -> dict | None:
+        try:
+            return json.loads((self.run_dir(row) / "analysis" / f"{name}.json").read_text()).get("result")
+        except (OSError, ValueError):
+            return None
+
+    def arrays(self, row, name: str) -> dict[str, np.ndarray] | None:
+        path = self.run_dir(row) / "analysis" / f"{name}.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    def finished(self) -> list[dict]:
+        return [r for r in self.rows if r.get("status") == "finished"]
+
+    def grid_key(self) -> str | None:
+        return next(iter(self.spec.grid), None)
+
+    def first_seed(self) -> list[dict]:
+        """One finished run per grid point and variant (the lowest seed)."""
+        seen, out = set(), []
+        for r in sorted(self.finished(), key=lambda r: r.get("seed", 0)):
+            key = (r.get("variant"), *(str(r.get(k)) for k in self.spec.grid))
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
+        return out
+
+    def first_seed_with_latent(self, accept: Callable[[int], bool]) -> list[dict]:
+        """first_seed() runs whose latent dimension (from their posterior analysis) passes ``accept``."""
+        return [r for r in self.first_seed() if accept((self.analysis(r, "posterior") or {}).get("latent_dim", 0))]
+
+    def label(self, row) -> str:
+        parts = [str(row["variant"])] if row.get("variant") else []
+        parts += [f"{k.rsplit('.', 1)[-1]} = {row.get(k)}" for k in self.spec.grid]
+        return ", ".join(parts) or row["run"]
+
+
+def save_view_figure(view: StudyView, fig, stem: str, title: str, caption: str) -> Figure:
+    return Figure(stem, title, caption, save_figure(fig, view.fig_dir, stem))
+
+
+def panel_row(view: StudyView, items: list, note: str, width: float, height: float):
+    """A figure with one panel per item, side by side: (fig, axes), or None (and ``note`` for the report) when there
+    are no items."""
+    if not items:
+        view.notes.append(note)
+        return None
+    fig, axes = pyplot().subplots(1, len(items), figsize=(width * len(items), height), squeeze=False)
+    return fig, axes[0]
+
+
+def mean_sd_by(rows: list[dict], key: str, metric: str, variant: str | None = None) -> tuple[list, list, list]:
+    """x values (sorted), mean and sd over seeds of ``metric`` for rows grouped by ``key``."""
+    groups: dict[Any, list[float]] = {}
+    for r in rows:
+        if variant is not None and r.get("variant") != variant:
+            continue
+        v = r.get(metric)
+        if isinstance(v, (int, float)) and v == v:
+            groups.setdefault(r.get(key), []).append(float(v))
+    xs = sorted(groups, key=lambda x: (isinstance(x, str), x))
+    return xs, [statistics.mean(groups[x]) for x in xs], [statistics.stdev(groups[x]) if len(groups[x]) > 1 else 0.0 for x in xs]
