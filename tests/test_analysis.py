@@ -309,3 +309,67 @@ def test_cli_analyze_and_diagnose(trained_run):
     thresholds = json.loads((trained_run.path / "analysis" / "diagnosis.json").read_text())["params"]["thresholds"]
     assert "classifier AUC interval above" in thresholds["informative_mismatch"]
     assert "Conclusion:" in diag.stdout
+
+
+# --- declarations: parameters and headline numbers ---------------------------------------------------
+def test_a_headline_column_carries_the_threshold_it_ran_with(trained_run, tmp_path):
+    """`--set threshold=0.05` must not land in a column named for 0.01 (results.csv, report, CLI all read this)."""
+    import shutil
+
+    from vaelab.analysis.registry import column
+    from vaelab.studies.results import run_numbers
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    for f in (run / "analysis").glob("*"):
+        f.unlink()
+    subject = from_run(run)
+    loose = run_analysis(subject, "posterior", threshold=0.05)
+    numbers = run_numbers(run)
+    assert numbers["pca_above_0.05"] == loose["pca"]["above_threshold"] and "pca_above_0.01" not in numbers
+    assert column("posterior", "pca_above_{threshold:g}") == "pca_above_0.01"
+    assert column("posterior", "pca_above_{threshold:g}", {"threshold": 0.05}) == "pca_above_0.05"
+    # the numbers are the analysis's own, under the declared names (an independent read of the saved JSON)
+    saved = json.loads((run / "analysis" / "posterior.json").read_text())["result"]
+    assert numbers["active_units"] == saved["active_units"] and numbers["test_loss"] == pytest.approx(
+        trained_run.metrics[-1]["test_loss"], rel=1e-5)
+
+
+def test_parameters_are_typed_and_validated_by_the_declaration():
+    from vaelab.analysis.registry import ANALYSES, declaration, split_params
+    from vaelab.errors import ConfigError
+
+    per = split_params(["posterior", "likelihood"], {"threshold": "0.05", "likelihood.samples": "50", "seed": "3"})
+    assert per == {"posterior": {"threshold": 0.05, "seed": 3}, "likelihood": {"samples": 50, "seed": 3}}
+    with pytest.raises(ConfigError, match=r"likelihood.samples='many'.*expected int"):
+        split_params(["likelihood"], {"samples": "many"})
+    with pytest.raises(ConfigError, match="takes no parameter 'sample'; accepted: samples"):
+        ANALYSES["likelihood"].validate({"sample": 3})
+    with pytest.raises(ConfigError, match="unknown analysis 'posteriors'"):
+        declaration("posteriors")
+    assert declaration("diagnose").name == "diagnosis"
+    for a in ANALYSES.values():  # every declared default passes its own validation
+        assert a.validate(a.parameters()) == a.parameters()
+
+
+def test_a_study_with_a_bad_analysis_parameter_is_refused_before_any_run(tmp_path):
+    from vaelab.studies.spec import load_study
+    from vaelab.errors import ConfigError
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nbase: {model: {arch: 64-32-4}}\nanalyses: {likelihood: {samples: many}}\n")
+    with pytest.raises(ConfigError, match="likelihood.samples='many'"):
+        load_study(spec)
+
+
+def test_cli_prints_the_declared_headline_numbers(trained_run):
+    from vaelab.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["analyze", str(trained_run.path), "--only", "posterior", "--set", "threshold=0.05"])
+    assert out.exit_code == 0, out.output
+    assert "PCA eigenvalues > 0.05" in out.stdout
+    listing = runner.invoke(app, ["analyze", "--list"])
+    assert "samples: int = 1000" in listing.stdout and "pca_above_{threshold:g}" in listing.stdout
+    info = runner.invoke(app, ["info", str(trained_run.path)])
+    assert info.exit_code == 0 and "posterior: active units" in info.stdout

@@ -147,3 +147,32 @@ def test_from_arrays_validates_shapes_and_values():
         Dataset.from_arrays("mine", np.zeros(5), np.arange(5), x[:2], np.arange(2))
     with pytest.raises(DataError, match=r"values in \[0, 1\]"):
         Dataset.from_arrays("mine", x * 255, np.arange(5), x[:2], np.arange(2))
+
+
+def test_a_missing_debian_package_is_installed_where_we_may_and_named_where_we_may_not(fake_fashion, monkeypatch, tmp_path):
+    import shutil
+    import subprocess
+
+    from vaelab.errors import DataError
+
+    spec, src, raws, root = fake_fashion
+    target = tmp_path / "usr-share-datasets-fashion-mnist"  # where the package would put the files
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_DIR", target)
+    monkeypatch.setenv("VAELAB_OFFLINE", "1")
+    monkeypatch.setattr(sources.os, "geteuid", lambda: 1000)  # not root: say the exact command
+    with pytest.raises(DataError, match=r"install it with `sudo apt-get update && apt-get install -y dataset-fashion-mnist`"):
+        fetch_dataset("fashion-mnist", root, log=lambda m: None)
+    calls = []
+
+    def fake_apt(args, **kwargs):
+        calls.append(args)
+        if args[:2] == ["apt-get", "install"]:
+            shutil.copytree(src, target)
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(sources.os, "geteuid", lambda: 0)  # root with apt-get: install it, then copy
+    monkeypatch.setattr(sources.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(sources.subprocess, "run", fake_apt)
+    folder = fetch_dataset("fashion-mnist", root, log=lambda m: None)
+    assert calls == [["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"]]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f.name for f in spec.files.values())

@@ -95,6 +95,8 @@ def train(
     latent_channels: Optional[int] = typer.Option(None, help="conv-spatial: latent channels C of C x H x W (default 16)."),
     activation: Optional[str] = typer.Option(None, help="relu (default) | tanh | elu | leaky_relu | softplus | gelu | silu | sigmoid."),
     posterior: Optional[str] = typer.Option(None, help="diagonal (default) | isotropic | deterministic."),
+    prior: Optional[str] = typer.Option(None, help="standard (default: N(0, I)) | vamp (VampPrior) | mog (learned mixture of Gaussians)."),
+    prior_components: Optional[int] = typer.Option(None, help="vamp/mog: number of components K (default 500)."),
     likelihood: Optional[str] = typer.Option(None, help="bernoulli (default) | gaussian | continuous-bernoulli."),
     objective: Optional[str] = typer.Option(None, help="elbo (default) | iwae | renyi | vr-max | deterministic."),
     samples: Optional[int] = typer.Option(None, "--samples", "-k", help="K latent samples per input (default 1)."),
@@ -134,6 +136,7 @@ def train(
         "model.arch": arch, "model.network": network, "model.hidden": widths(hidden, "hidden"),
         "model.latent_dim": latent_dim, "model.conv_channels": widths(conv_channels, "conv-channels"),
         "model.latent_channels": latent_channels, "model.activation": activation, "model.posterior": posterior,
+        "model.prior": prior, "model.prior_components": prior_components,
         "model.likelihood": likelihood, "objective.name": objective, "objective.samples": samples,
         "objective.alpha": alpha, "objective.beta": beta, "objective.warmup_epochs": warmup,
         "objective.penalty": penalty, "train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
@@ -205,6 +208,10 @@ def info(run: Path = typer.Argument(..., help="The run directory."),
         typer.echo(f"  active dimensions (KL > {kl['threshold']}): {kl['active']}/{kl['dims']}; KL per dim min {kl['min']:.3g} "
                    f"median {kl['median']:.3g} max {kl['max']:.3g}")
     typer.echo(f"  checkpoints at epochs {s['checkpoints']}" + (f"; snapshots {s['snapshots']}" if s["snapshots"] else ""))
+    from vaelab.analysis.runner import saved_results
+
+    for decl, result, params in saved_results(r.path):
+        typer.echo(f"  {decl.name}: " + "\n    ".join(decl.summary_lines(result, params) or ["(no headline numbers)"]))
 
 
 # --- analysis --------------------------------------------------------------------------------------
@@ -240,12 +247,16 @@ def analyze(run: Optional[Path] = typer.Argument(None, help="The run directory."
             list_: bool = typer.Option(False, "--list", help="List the analyses and their parameters, then exit."),
             as_json: bool = typer.Option(False, "--json", help="Print the results as JSON.")):
     """Measure a trained model's latent space; writes RUN/analysis/NAME.json and RUN/figures/NAME-*.png|svg."""
-    from vaelab.analysis.runner import ANALYSES, _jsonable, analyze as run_all, parse_names, split_params
+    from vaelab.analysis.registry import ANALYSES, declaration, parse_names, split_params, type_name
+    from vaelab.analysis.runner import _jsonable, analyze as run_all
 
     if list_:
         for a in ANALYSES.values():
-            params = ", ".join(f"{k}={v}" for k, v in a.parameters().items())
-            typer.echo(f"{a.name:<14} {a.summary}\n{'':<14} params: {params}")
+            fields = a.params_model().model_fields
+            params = ", ".join(f"{k}: {type_name(f.annotation)} = {f.default}" for k, f in fields.items())
+            columns = ", ".join(h.column for h in a.headline)
+            typer.echo(f"{a.name:<14} {a.summary}\n{'':<14} params: {params}"
+                       + (f"\n{'':<14} headline: {columns}" if columns else ""))
         return
     if run is None:
         _fail("give a run directory, e.g. `vaelab analyze runs/my-run`, or --list to see the analyses")
@@ -261,56 +272,8 @@ def analyze(run: Optional[Path] = typer.Argument(None, help="The run directory."
         typer.echo(f"{name}: " + ("skipped (does not apply to this model)" if r is None else
                                   f"{run / 'analysis' / (name + '.json')}, {len(r.figures) // 2} figures"))
         if r is not None:
-            for line in _headline(name, r.data):
+            for line in declaration(name).summary_lines(r.data, r.requested):
                 typer.echo(f"    {line}")
-
-
-def _headline(name: str, d: dict) -> list[str]:
-    """One or two lines of the numbers that matter, per analysis."""
-    if name == "posterior":
-        mi, pca = d.get("mutual_information"), d["pca"]
-        lines = [f"active units {d['active_units']}/{d['latent_dim']} (Var[mu] > {pca['threshold']:g}); PCA eigenvalues > "
-                 f"{pca['threshold']:g}: {'at least ' if pca.get('above_threshold_is_lower_bound') else ''}"
-                 f"{pca['above_threshold']}" + (f"; I(x; z) = {mi['mi_nats']:.2f} nats" if mi else "")]
-        return lines + ([d["count_note"]] if d.get("count_note") else [])
-    if name == "typical-set":
-        return [f"typical-set gap {d['gap']['percent_gap_mean']:.2f}% per dim; ||z||/sqrt(n): prior "
-                f"{d['norms']['prior']['mean_over_sqrt_n']:.3f}, posterior samples {d['norms']['posterior_sample']['mean_over_sqrt_n']:.3f}, "
-                f"means {d['norms']['posterior_mean']['mean_over_sqrt_n']:.3f}"]
-    if name == "prior-gap":
-        t, info = d["tests"], d["informative"]
-        lines = [d["reading"]]
-        if "classifier" in t:
-            c = t["classifier"]
-            lines.append(f"{info['dims']} informative coordinates: classifier AUC {c['effect']:.3f} [{c['ci_low']:.3f}, "
-                         f"{c['ci_high']:.3f}], MMD p {t['mmd']['p_value']:.3g}"
-                         + (" -> differ" if d["informative_mismatch"] else " -> match"))
-        if "shell" in t:
-            s = t["shell"]
-            lines.append(f"complement ({d['complement']['dims']} dims): variance {s['effect']:.3f} [{s['ci_low']:.3f}, "
-                         f"{s['ci_high']:.3f}] per direction, {100 * s['overlap']:.0f}% of prior samples in the codes' shell"
-                         + (" -> differ" if d["shell_mismatch"] else " -> match"))
-        lines.append(f"KL(q(z) || p(z)) >= {d['kl_aggregate_prior']:.2f} nats (Gaussian lower bound); finite-mixture "
-                     f"holes {100 * d['holes']:.1f}%")
-        return lines
-    if name == "memorisation":
-        return [d["copying"]["sentence"]]
-    if name == "likelihood":
-        lines = []
-        if "log_likelihood" in d:
-            lines.append(f"log p(x) = {d['log_likelihood']:.3f} +- {d['log_likelihood_se_images']:.3f} (images) "
-                         f"+- {d['log_likelihood_se_sampling']:.4f} (sampling); VR bound {d['vr_bound']:.3f}")
-        lines.append(f"-ELBO train {d['train']['neg_elbo']:.3f}, test {d['test']['neg_elbo']:.3f} (gap {d['overfit_gap_neg_elbo']:+.3f})")
-        return lines
-    if name == "quality":
-        return ["FD: " + ", ".join(f"{k} {v:.2f}" for k, v in d["fd"].items())]
-    if name == "probes":
-        return ["probe accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in d["final"].items()) +
-                f" (pixels {d['pixels_baseline']:.3f})"]
-    if name == "interpolation":
-        return [f"pair {p['labels'][0]}->{p['labels'][1]}: Fisher-Rao {p['fisher_rao_distance']:.3f}, straight line "
-                f"{p['straight_line_fisher_length']:.3f}" for p in d["pairs"]]
-    return [f"latent dimension {d['latent_dim']}"] if "latent_dim" in d else []
 
 
 @app.command()
@@ -384,6 +347,7 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
     from vaelab.errors import RunInterrupted
     from vaelab.studies.pools import make_executor
     from vaelab.studies.orchestrator import require_datasets, run_study, study_dir
+    from vaelab.studies.results import read_results
     from vaelab.studies.tracking import parse_tracking
 
     require_datasets(spec.name, {r.config.data.name for r in runs})  # before anything is started or printed
@@ -400,6 +364,10 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
               f"continue ({study_dir(out, spec)})", code=130)
     typer.echo(f"results: {folder / 'results.csv'}")
     typer.echo(f"report: {folder / 'report.html'}")
+    failed = [r["run"] for r in read_results(folder) if r.get("status") != "finished"]
+    if failed:  # the report is written and says why; the exit status says it to scripts
+        _fail(f"{len(failed)} of {len(runs)} runs did not finish ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}); "
+              "the report lists why; --retry-failed trains them again", code=1)
 
 
 @app.command()

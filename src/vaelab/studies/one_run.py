@@ -5,10 +5,11 @@ skipped when its saved result was made with the same parameters on the same chec
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
+
+from vaelab.studies.results import run_numbers
 
 LOCK_WAIT_S = 2.0
 
@@ -135,13 +136,15 @@ def _epochs_done(run_dir: Path) -> int:
 
 def _analyse(run_dir: Path, analyses: dict[str, dict[str, Any]]) -> None:
     from vaelab.analysis import from_run, run_analysis
+    from vaelab.analysis.registry import declaration
     from vaelab.errors import NotApplicable
 
     if not analyses:
         return
     subject = None
     for name, params in analyses.items():
-        saved = run_dir / "analysis" / f"{'diagnosis' if name == 'diagnose' else name}.json"
+        name = declaration(name).name  # (a study may say diagnose)
+        saved = run_dir / "analysis" / f"{name}.json"
         if subject is None:
             subject = from_run(run_dir)
         if saved.exists():
@@ -152,7 +155,7 @@ def _analyse(run_dir: Path, analyses: dict[str, dict[str, Any]]) -> None:
             except (OSError, ValueError, KeyError):
                 pass  # unreadable: run it again
         try:
-            run_analysis(subject, "diagnosis" if name == "diagnose" else name, **params)
+            run_analysis(subject, name, **params)
         except NotApplicable as exc:
             from vaelab.fileio import atomic_write_json
 
@@ -160,63 +163,6 @@ def _analyse(run_dir: Path, analyses: dict[str, dict[str, Any]]) -> None:
                                       "skipped": str(exc)})
 
 
-def _load(run_dir: Path, name: str) -> dict | None:
-    try:
-        data = json.loads((run_dir / "analysis" / f"{name}.json").read_text())
-        return data.get("result")
-    except (OSError, ValueError):
-        return None
-
-
-def headline(run_dir: Path) -> dict[str, Any]:
-    """The numbers a results table shows for one run, from its metrics and analysis files."""
-    from vaelab.runs import Run
-
-    out: dict[str, Any] = {}
-    try:
-        metrics = Run(run_dir).metrics
-    except Exception:  # noqa: BLE001 - a run that never started has no metrics
-        metrics = []
-    if metrics:
-        last = metrics[-1]
-        out.update({"epochs": last["epoch"], "train_loss": last["train_loss"], "test_loss": last["test_loss"],
-                    "test_recon": -last["test_recon"], "test_kl": last["test_kl"],
-                    "train_seconds": round(sum(m.get("seconds", 0) for m in metrics), 2)})
-    p = _load(run_dir, "posterior")
-    if p:
-        out.update({"active_units": p["active_units"], "kl_active_units": p.get("kl_active_units"),
-                    "pca_above_0.01": p["pca"]["above_threshold"],
-                    "mutual_information": (p.get("mutual_information") or {}).get("mi_nats")})
-    t = _load(run_dir, "typical-set")
-    if t:
-        out.update({"typical_gap_percent": t["gap"]["percent_gap_mean"],
-                    "norm_posterior_over_sqrt_n": t["norms"]["posterior_sample"]["mean_over_sqrt_n"]})
-    g = _load(run_dir, "prior-gap")
-    if g:
-        out.update({"informative_dims": (g.get("informative") or {}).get("dims"), "classifier_auc": g["classifier_auc"],
-                    "shell_variance": g.get("shell_variance"), "kl_aggregate_prior": g["kl_aggregate_prior"],
-                    "holes": g["holes"]})
-    dg = _load(run_dir, "diagnosis")
-    if dg:
-        out.update({"informative_mismatch": dg.get("informative_mismatch"), "shell_mismatch": dg.get("shell_mismatch"),
-                    "mismatch_costs": dg.get("mismatch_costs"), "best_fix": dg.get("best_fix"),
-                    "overfitting": dg.get("overfitting_supported")})
-    mm = _load(run_dir, "memorisation")
-    if mm:
-        out.update({f"copying_ct_{k}": v for k, v in mm["c_t"].items() if k in ("prior", "reconstruction-test")})
-    lk = _load(run_dir, "likelihood")
-    if lk:
-        out.update({"log_likelihood": lk.get("log_likelihood"), "log_likelihood_se": lk.get("log_likelihood_se_images"),
-                    "vr_bound": lk.get("vr_bound"), "overfit_gap": lk.get("overfit_gap_neg_elbo")})
-    q = _load(run_dir, "quality")
-    if q:
-        out.update({f"fd_{k}": v for k, v in q["fd"].items()})
-    pr = _load(run_dir, "probes")
-    if pr:
-        out.update({f"probe_{k}": v for k, v in pr["final"].items()})
-    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
-
-
 def _row(task, run_dir: Path, status: str, reason: str, t0: float, trained: bool) -> dict[str, Any]:
     return {"run": task["name"], "status": status, "reason": reason, **task.get("coordinates", {}),
-            **headline(run_dir), "wall_seconds": round(time.time() - t0, 2), "trained_now": trained}
+            **run_numbers(run_dir), "wall_seconds": round(time.time() - t0, 2), "trained_now": trained}

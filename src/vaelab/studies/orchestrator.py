@@ -68,8 +68,7 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     if report:
         from vaelab.report.html import write_report
 
-        path = write_report(folder)
-        log(f"report: {path}")
+        write_report(folder)  # (the caller says where: the CLI prints the path once)
     return folder
 
 

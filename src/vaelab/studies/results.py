@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,30 @@ def read_results(folder: Path) -> list[dict[str, Any]]:
         return json.loads((Path(folder) / "results.json").read_text())
     except (OSError, ValueError):
         return []
+
+
+TRAINING_COLUMNS = [  # (column, label, better): the numbers of a run's last metrics row
+    ("epochs", "epochs trained", None), ("train_loss", "train loss (nats)", "low"),
+    ("test_loss", "test loss (nats)", "low"), ("test_recon", "test reconstruction loss (nats)", "low"),
+    ("test_kl", "test KL (nats)", None), ("train_seconds", "training time (s)", None)]
+
+
+def run_numbers(run_dir: Path) -> dict[str, Any]:
+    """The numbers a results table shows for one run: its last metrics row, then each saved analysis's headline
+    numbers as its declaration names them (vaelab.analysis.registry), formatted with the parameters it ran with."""
+    from vaelab.analysis.runner import saved_results
+    from vaelab.runs import Run
+
+    out: dict[str, Any] = {}
+    try:
+        metrics = Run(run_dir).metrics
+    except Exception:  # noqa: BLE001 - a run that never started has no metrics
+        metrics = []
+    if metrics:
+        last = metrics[-1]
+        out.update({"epochs": last["epoch"], "train_loss": last["train_loss"], "test_loss": last["test_loss"],
+                    "test_recon": -last["test_recon"], "test_kl": last["test_kl"],
+                    "train_seconds": round(sum(m.get("seconds", 0) for m in metrics), 2)})
+    for decl, result, params in saved_results(run_dir):
+        out.update(decl.numbers(result, params))
+    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}

@@ -77,6 +77,19 @@ class StudySpec(BaseModel):
             raise ValueError(f"study name {v!r} must be 1-64 letters, digits, '.', '_' or '-' (it names a folder)")
         return v
 
+    @field_validator("analyses")
+    @classmethod
+    def _declared_analyses(cls, v: dict) -> dict:
+        """Each analysis is one vaelab declares, with parameters its declaration accepts (checked before any run)."""
+        from vaelab.analysis.registry import declaration
+
+        for name, params in v.items():
+            try:
+                declaration(name).validate(params or {}, "analyses: ")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
     @field_validator("grid")
     @classmethod
     def _non_empty(cls, v: dict) -> dict:
@@ -94,6 +107,10 @@ class StudySpec(BaseModel):
         s = self.scales[scale]
         base = _apply_dotted(self.base, s.set)
         analyses = {k: {**v, **s.analyses.get(k, {})} for k, v in self.analyses.items()}
+        try:
+            self._declared_analyses(analyses)
+        except ValueError as exc:
+            raise ConfigError(f"study {self.name!r}, scale {scale!r}: {exc}") from None
         options = {k: {**self.figure_options.get(k, {}), **s.figure_options.get(k, {})}
                    for k in {*self.figure_options, *s.figure_options}}
         # a scale is its own study folder, so runs of different scales never meet under one name
