@@ -36,6 +36,7 @@ EXPECTED_FIGURES = {
               "interpolation-geodesic-curves"},
     "bubble": {"unit-statistics", "samplers-by-run", "gap-by-run"},
     "theory": {"theorem3"},
+    "fixes": {"fixes", "fixes-tradeoffs"},
     "sampling": {"trajectories", "latent-frames", "vae-vs-ae", "views-3d-256-32-8-3-vae", "grids-4d", "samples-high-dim",
                  "loss-spread", "collapse"},
 }
@@ -67,6 +68,48 @@ def test_builtin_study_at_tiny_scale(name, tmp_path):
         assert "animations" in _report_sections(html) and html.count("data:image/gif;base64,") == 2
     if name == "bubble":
         assert "diagnosis" in _report_sections(html) and html.count('<div class="verdict">') == len(planned)
+    if name == "fixes":  # the figures' sentences on which fix wins where reach the findings
+        assert "lowest FD" in html and "highest log-likelihood" in html
+
+
+def test_fixes_winner_needs_a_lead_beyond_the_seeds_spread():
+    from vaelab.report.fixes_figures import Stat, decide, fd_sentence, fd_stats, split_label
+
+    def runs(variant, seeds=3, status="finished", **means_sd):  # values m - s, m, m + s: mean m, sd s exactly
+        return [{"run": f"{variant}-s{i}", "status": status, "variant": variant, "seed": i,
+                 **{f"fd_{k.replace('_', '-')}": m + (i - 1) * sd for k, (m, sd) in means_sd.items()}}
+                for i in range(seeds)]
+
+    rows = (runs("standard-800", prior=(590, 5), ex_post_gaussian=(375, 8), ex_post_gmm=(283, 5),
+                 two_stage=(337, 9), posterior=(275, 2))
+            + runs("vamp-800", prior=(400, 20)) + runs("warmup-800", prior=(580, 10))
+            + runs("standard-800", status="failed", prior=(1.0, 0))  # a failed run never counts
+            + runs("standard-200", prior=(500, 10), ex_post_gmm=(300, 10), two_stage=(305, 10))
+            + runs("other-thing", prior=(1.0, 0)))  # not FIX-SETTING: ignored
+    stats = fd_stats(rows, "800")
+    assert {k: (round(v.mean, 6), round(v.sd, 6), v.n) for k, v in stats.items()} == {
+        "standard": (590, 5, 3), "vamp": (400, 20, 3), "warmup": (580, 10, 3), "ex-post-gaussian": (375, 8, 3),
+        "ex-post-gmm": (283, 5, 3), "two-stage": (337, 9, 3)}
+    win = decide(stats)
+    assert (win.kind, win.best, win.runner_up, win.tied) == ("winner", "ex-post-gmm", "two-stage", ("ex-post-gmm",))
+    assert "posterior" not in stats  # q(z) is the floor, not a fix: it never wins
+    text = fd_sentence("at latent 800", stats, Stat((273.0, 275.0, 277.0)))
+    assert text.startswith("At latent 800 the ex-post GMM gives the lowest FD (283 +- 5 over 3 seeds), 52% below the "
+                           "standard prior (590 +- 5); the runner-up, the two-stage VAE (337 +- 9)"), text
+    assert text.endswith("q(z) itself reaches 275 +- 2.")
+    # 300 +- 10 against 305 +- 10: five apart, within 10 + 10: a tie, and the sentence says so
+    tie = decide(fd_stats(rows, "200"))
+    assert (tie.kind, tie.tied) == ("tie", ("ex-post-gmm", "two-stage"))
+    assert "the lowest FD is a tie between the ex-post GMM (300 +- 10) and the two-stage VAE (305 +- 10)" in \
+        fd_sentence("at latent 200", fd_stats(rows, "200"), None)
+    # the rule's edge: a lead of exactly sd + sd ties, a little more wins; higher-is-better metrics flip it
+    assert decide({"a": Stat((-1.0, 0.0, 1.0)), "b": Stat((1.0, 2.0, 3.0))}).kind == "tie"
+    assert decide({"a": Stat((-1.0, 0.0, 1.0)), "b": Stat((1.1, 2.1, 3.1))}).kind == "winner"
+    assert decide({"a": Stat((-1.0, 0.0, 1.0)), "b": Stat((1.1, 2.1, 3.1))}, "high").best == "b"
+    # one seed has no spread: the lowest is named, no winner declared
+    one = decide({"a": Stat((1.0,)), "b": Stat((5.0,))})
+    assert (one.kind, one.best) == ("one-seed", "a")
+    assert decide({}) is None and split_label("vamp-800") == ("vamp", "800") and split_label("vae-2") is None
 
 
 def test_rerun_skips_finished_runs_and_resumes_interrupted(tmp_path):

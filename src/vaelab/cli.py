@@ -195,7 +195,8 @@ def info(run: Path = typer.Argument(..., help="The run directory."),
     arch = c.model.arch or (f"{c.model.network} hidden {c.model.hidden}" if c.model.network == "mlp" else
                             f"{c.model.network} channels {c.model.conv_channels}")
     typer.echo(f"  data {c.data.name} ({c.data.pixels})   model {arch}, latent {c.model.latent_dim if c.model.network != 'conv-spatial' else 'C=' + str(c.model.latent_channels)}, "
-               f"{c.model.posterior} posterior, {c.model.likelihood} likelihood")
+               f"{c.model.posterior} posterior, {c.model.likelihood} likelihood, "
+               + ("N(0, I) prior" if c.model.prior == "standard" else f"{c.model.prior} prior (K={c.model.prior_components})"))
     obj = c.objective
     extra = f", alpha {obj.alpha}" if obj.alpha is not None else ""
     typer.echo(f"  objective {obj.name} (K={obj.samples}{extra})   epochs {s['epochs_done']}/{s['epochs_planned']}, {s['seconds']:.1f}s")

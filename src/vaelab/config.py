@@ -19,6 +19,7 @@ Activation = Literal["relu", "tanh", "elu", "leaky_relu", "softplus", "gelu", "s
 Network = Literal["mlp", "conv", "conv-spatial"]
 Posterior = Literal["diagonal", "isotropic", "deterministic"]
 Likelihood = Literal["bernoulli", "gaussian", "continuous-bernoulli"]
+PriorName = Literal["standard", "vamp", "mog"]
 ObjectiveName = Literal["elbo", "iwae", "renyi", "vr-max", "deterministic"]
 
 MAX_PARAMETERS = 2_000_000_000  # refuse models whose weights alone would not fit in memory
@@ -61,7 +62,7 @@ def parse_arch(arch: str) -> tuple[int, list[int], int]:
 
 
 class ModelConfig(_Section):
-    """Encoder/decoder networks, posterior family and likelihood."""
+    """Encoder/decoder networks, posterior family, likelihood and prior."""
 
     network: Network = Field("mlp", description="mlp, conv (vector latent) or conv-spatial (C x H x W latent)")
     arch: Optional[str] = Field(None, description="MLP as the documents write it, e.g. 784-256-32-8-2 (sets hidden and latent_dim)")
@@ -74,6 +75,9 @@ class ModelConfig(_Section):
     posterior: Posterior = Field("diagonal", description="diagonal, isotropic (vector mean, one scalar variance) or deterministic")
     likelihood: Likelihood = "bernoulli"
     gaussian_std: Optional[float] = Field(None, gt=0, description="gaussian likelihood: fixed std; unset = learned per pixel")
+    prior: PriorName = Field("standard", description="standard (N(0, I)), vamp (VampPrior: a mixture of the posteriors of K "
+                             "learned pseudo-inputs) or mog (a learned mixture of K diagonal Gaussians)")
+    prior_components: int = Field(500, ge=1, description="vamp and mog: number of mixture components K")
 
     @model_validator(mode="before")
     @classmethod
@@ -97,6 +101,11 @@ class ModelConfig(_Section):
             raise ValueError(f"arch {self.arch!r} describes an MLP, but network is {self.network!r}")
         if self.network != "mlp" and not self.conv_channels:
             raise ValueError(f"network {self.network!r} needs at least one conv layer in conv_channels")
+        if self.prior != "standard" and self.posterior == "deterministic":
+            raise ValueError(f"prior {self.prior!r} needs a posterior with a variance: the deterministic posterior is "
+                             "trained with the standard prior's quadratic penalty only")
+        if self.prior == "standard" and self.prior_components != 500:
+            raise ValueError("prior_components is only used by priors 'vamp' and 'mog', not 'standard'")
         return self
 
 

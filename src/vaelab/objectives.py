@@ -1,7 +1,8 @@
 """Training objectives, all in log space. Each returns per-example terms; the loss is the negative mean bound.
 
 With log importance weights  log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x),  z_k ~ q(z|x), k = 1..K:
-- ELBO (Kingma & Welling 2014):  E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)), KL in closed form.
+- ELBO (Kingma & Welling 2014):  E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)), the KL from the model's prior:
+                                 closed form for N(0, I), else Monte Carlo over the reconstruction's K samples.
 - IWAE (Burda et al. 2016):      log (1/K) sum_k w_k.
 - VR_alpha (Li & Turner 2016):   1/(1 - alpha) log (1/K) sum_k w_k^(1 - alpha); alpha = 1 is the (Monte Carlo) ELBO,
                                  alpha = 0 the IWAE bound. Its gradient, by autograd on this estimator, is
@@ -26,7 +27,7 @@ class Terms:
 
     bound: torch.Tensor  # the objective's lower bound on log p(x) (or the negative penalised loss)
     recon: torch.Tensor  # E_q log p(x|z) (Monte Carlo over the K samples)
-    kl: torch.Tensor  # closed-form KL(q(z|x) || p(z)); the quadratic penalty for the deterministic AE
+    kl: torch.Tensor  # KL(q(z|x) || p(z)) by the model's prior (see Prior.kl); the quadratic penalty for the deterministic AE
     posterior: GaussianPosterior
 
     @property
@@ -34,13 +35,22 @@ class Terms:
         return -self.bound.mean()
 
 
+def _samples(model, x: torch.Tensor, n_samples: int, generator):
+    """q(z|x), K reparameterised samples z (K, B, D) and log p(x|z) (K, B)."""
+    q = model.encode(x)
+    z = q.rsample(n_samples, generator)
+    return q, z, model.log_likelihood(x, model.decode(z))
+
+
+def _log_weights(model, x: torch.Tensor, n_samples: int, generator):
+    """log w (K, B), log p(x|z) (K, B), q(z|x) and the samples z (K, B, D)."""
+    q, z, log_px_z = _samples(model, x, n_samples, generator)
+    return log_px_z + model.log_prior(z) - q.log_prob(z), log_px_z, q, z
+
+
 def log_weights(model, x: torch.Tensor, n_samples: int, generator: torch.Generator | None = None):
     """log w (K, B), log p(x|z) (K, B) and q(z|x) for K reparameterised samples per input."""
-    q = model.encode(x)
-    z = q.rsample(n_samples, generator)  # (K, B, D)
-    log_px_z = model.log_likelihood(x, model.decode(z))  # (K, B)
-    log_w = log_px_z + model.log_prior(z) - q.log_prob(z)
-    return log_w, log_px_z, q
+    return _log_weights(model, x, n_samples, generator)[:3]
 
 
 def renyi_from_log_weights(log_w: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -54,16 +64,15 @@ def renyi_from_log_weights(log_w: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def elbo(model, x, *, samples: int = 1, beta: float = 1.0, generator=None) -> Terms:
-    q = model.encode(x)
-    z = q.rsample(samples, generator)
-    recon = model.log_likelihood(x, model.decode(z)).mean(0)
-    kl = q.kl_per_dim().sum(-1)
+    q, z, log_px_z = _samples(model, x, samples, generator)
+    recon = log_px_z.mean(0)
+    kl = model.prior.kl(q, z)  # the same samples as the reconstruction term
     return Terms(recon - beta * kl, recon, kl, q)
 
 
 def renyi(model, x, *, alpha: float, samples: int, generator=None) -> Terms:
-    log_w, log_px_z, q = log_weights(model, x, samples, generator)
-    return Terms(renyi_from_log_weights(log_w, alpha), log_px_z.mean(0), q.kl_per_dim().sum(-1).detach(), q)
+    log_w, log_px_z, q, z = _log_weights(model, x, samples, generator)
+    return Terms(renyi_from_log_weights(log_w, alpha), log_px_z.mean(0), model.prior.kl(q, z).detach(), q)
 
 
 def iwae(model, x, *, samples: int, generator=None) -> Terms:
@@ -81,13 +90,26 @@ def deterministic(model, x, *, penalty: float = 1.0, generator=None) -> Terms:
     return Terms(recon - penalty * quad, recon, quad, q)
 
 
+# name -> the bound as a function of (model, x, config, beta, generator); config is the run's ObjectiveConfig
+OBJECTIVES = {
+    "elbo": lambda m, x, c, beta, g: elbo(m, x, samples=c.samples, beta=beta, generator=g),
+    "iwae": lambda m, x, c, beta, g: iwae(m, x, samples=c.samples, generator=g),
+    "renyi": lambda m, x, c, beta, g: renyi(m, x, alpha=c.alpha, samples=c.samples, generator=g),
+    "vr-max": lambda m, x, c, beta, g: vr_max(m, x, samples=c.samples, generator=g),
+    "deterministic": lambda m, x, c, beta, g: deterministic(m, x, penalty=c.penalty, generator=g),
+}
+
+
 class Objective:
     """The configured objective as a callable: ``objective(model, x, generator, epoch_progress) -> Terms``.
 
     ``epoch_progress`` (epochs done, fractional) drives the ELBO's linear KL warm-up."""
 
     def __init__(self, config):
+        if config.name not in OBJECTIVES:
+            raise ConfigError(f"objective {config.name!r} is not one of {', '.join(OBJECTIVES)}")
         self.config = config
+        self.bound = OBJECTIVES[config.name]
 
     @property
     def name(self) -> str:
@@ -100,15 +122,4 @@ class Objective:
         return c.beta * min(1.0, epoch_progress / c.warmup_epochs)
 
     def __call__(self, model, x, generator=None, epoch_progress: float = math.inf) -> Terms:
-        c = self.config
-        if c.name == "elbo":
-            return elbo(model, x, samples=c.samples, beta=self.beta_at(epoch_progress), generator=generator)
-        if c.name == "iwae":
-            return iwae(model, x, samples=c.samples, generator=generator)
-        if c.name == "renyi":
-            return renyi(model, x, alpha=c.alpha, samples=c.samples, generator=generator)
-        if c.name == "vr-max":
-            return vr_max(model, x, samples=c.samples, generator=generator)
-        if c.name == "deterministic":
-            return deterministic(model, x, penalty=c.penalty, generator=generator)
-        raise ConfigError(f"objective {c.name!r} is not one of elbo, iwae, renyi, vr-max, deterministic")
+        return self.bound(model, x, self.config, self.beta_at(epoch_progress), generator)

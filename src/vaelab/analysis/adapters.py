@@ -17,7 +17,8 @@ from torch import nn
 
 from vaelab.errors import RunError
 from vaelab.models.likelihoods import build_likelihood
-from vaelab.models.posteriors import GaussianPosterior, std_normal_log_prob
+from vaelab.models.posteriors import GaussianPosterior
+from vaelab.models.priors import Prior, StandardNormal
 
 DECODER_OUTPUTS = ("logits", "probs", "mean")
 
@@ -40,10 +41,12 @@ class TorchModelAdapter(nn.Module):
 
     encoder: x (B, C, H, W) -> (mu, logvar) each (B, D), or mu (B, D) for a deterministic model.
     decoder: z (N, D) -> (N, C, H, W) (or (N, C*H*W)) parameters: ``decoder_output`` says whether they are
-    Bernoulli logits, Bernoulli probabilities, or Gaussian means (with ``gaussian_std``)."""
+    Bernoulli logits, Bernoulli probabilities, or Gaussian means (with ``gaussian_std``). ``prior``: a
+    :class:`vaelab.models.priors.Prior` over (N, D) latents, N(0, I) by default."""
 
     def __init__(self, encoder: Callable, decoder: Callable, latent_dim: int, image_shape: tuple[int, int, int],
-                 likelihood: str = "bernoulli", decoder_output: str = "logits", gaussian_std: float = 1.0):
+                 likelihood: str = "bernoulli", decoder_output: str = "logits", gaussian_std: float = 1.0,
+                 prior: Prior | None = None):
         super().__init__()
         if decoder_output not in DECODER_OUTPUTS:
             raise RunError(f"decoder_output {decoder_output!r} is not one of {', '.join(DECODER_OUTPUTS)}")
@@ -58,6 +61,8 @@ class TorchModelAdapter(nn.Module):
         self.image_shape = tuple(int(s) for s in image_shape)
         self.decoder_output = decoder_output
         self.likelihood = build_likelihood(likelihood, self.image_shape, gaussian_std if likelihood == "gaussian" else None)
+        self.prior = prior if prior is not None else StandardNormal(self.latent_dim)
+        self.prior.bind(self.encode)
 
     def encode(self, x: torch.Tensor) -> GaussianPosterior:
         out = self.encoder_fn(x)
@@ -84,7 +89,7 @@ class TorchModelAdapter(nn.Module):
         return out.view(*lead, *self.image_shape)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        return std_normal_log_prob(z)
+        return self.prior.log_prob(z)
 
     def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return self.likelihood.log_prob(x, params)

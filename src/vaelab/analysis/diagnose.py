@@ -6,8 +6,9 @@ Why does a VAE with a big latent space reconstruct well but generate badly? Two 
 - over-capacity and over-fitting (the answer): the model memorises the training images.
 The diagnosis measures, at any latent size:
 - where the information is: the informative subspace of the codes (PCA of Cov_x[mu(x)]) beside the per-axis count;
-- the shape of q(z) there against the prior's identity, with two-sample tests (effect sizes with intervals), and the
-  shell ("bubble") of the complement against its exact chi-square law (vaelab.analysis.prior_gap);
+- the shape of q(z) there against the model's prior (N(0, I)'s identity covariance, or another prior's samples),
+  with two-sample tests (effect sizes with intervals), and the shell ("bubble") of the complement against the
+  prior's (the exact chi-square law for N(0, I)) (vaelab.analysis.prior_gap);
 - which part of the mismatch costs sample quality, by intervention: FD of latents whose informative coordinates
   and whose complement come, independently, from the prior or from q(z) (vaelab.analysis.samplers);
 - over-fitting as a train/test gap and as memorisation (the data-copying test, vaelab.analysis.memorisation);
@@ -21,6 +22,7 @@ from typing import Callable
 from vaelab.analysis.common import AnalysisResult
 from vaelab.analysis.runner import run_analysis
 from vaelab.analysis.samplers import DESCRIPTIONS, FIXES
+from vaelab.models.priors import prior_label
 
 # Thresholds of the verdict, stated in the output so a reader can disagree with them.
 OVERFIT_RELATIVE = 0.03  # test -ELBO above train by more than 3% ...
@@ -85,21 +87,26 @@ def usage_sentence(p: dict, threshold: float) -> str:
 
 def gap_sentences(g: dict) -> list[str]:
     info, tests, kl = g["informative"], g["tests"], g["gaussian_kl"]
-    out = [f"Shape of the aggregate posterior: {g['reading']}."]
+    reference = g.get("reference", "N(0, I)")
+    standard = reference == "N(0, I)"
+    out = [f"Shape of the aggregate posterior against the {prior_label(reference)}: {g['reading']}."]
     if info["dims"]:
         c = tests["classifier"]
         out.append(
             f"In the {info['dims']} informative coordinates, prior vs aggregate-posterior samples: classifier AUC "
             f"{_ci(c)} ({_p(c['p_value'])}), MMD^2 {tests['mmd']['effect']:.4f} ({_p(tests['mmd']['p_value'])}), "
             f"energy {_p(tests['energy']['p_value'])}, kNN {_p(tests['knn']['p_value'])}; Gaussian KL >= "
-            f"{kl['informative']:.2f} [{kl['informative_ci'][0]:.2f}, {kl['informative_ci'][1]:.2f}] nats. "
+            f"{kl['informative']:.2f} [{kl['informative_ci'][0]:.2f}, {kl['informative_ci'][1]:.2f}] nats"
+            + ("" if standard else " (against the prior samples' moments)") + ". "
             + ("They differ: generation draws the decoder's inputs from the wrong distribution there."
                if g["informative_mismatch"] else "They match at the stated thresholds."))
     if "shell" in tests:
         s = tests["shell"]
         out.append(
             f"In the other {g['complement']['dims']} dimensions (the 'bubble'), the codes' variance per direction is "
-            f"{_ci(s, 3)} against the prior's 1 ({_p(s['p_value'])}, exact chi-square law); {100 * s['overlap']:.0f}% of "
+            f"{_ci(s, 3)} against the prior's 1 ({_p(s['p_value'])}, "
+            + ("exact chi-square law" if standard else "two-sample test against the prior's samples")
+            + f"); {100 * s['overlap']:.0f}% of "
             f"prior samples fall inside the codes' shell ({100 * s['overlap_without_gap']:.0f}% without a gap). "
             + ("The shells differ: the soap-bubble picture holds for the population, not only for the finite mixture."
                if g["shell_mismatch"] else "The difference is below the stated thresholds (variance within 0.8..1.25, "
@@ -176,7 +183,7 @@ def summarise(results: dict) -> dict:
     verdict.append(over + ". " + ("The over-fitting explanation is supported."
                                   if overfit else "The over-fitting explanation is not supported."))
 
-    costs, best, reading = None, None, {}
+    costs, best = None, None
     if qual is not None:
         fd = qual.data["fd"]
         table.update({f"fd_{k}": v for k, v in fd.items()})

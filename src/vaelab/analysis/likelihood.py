@@ -17,6 +17,7 @@ import torch
 
 from vaelab.analysis.common import AnalysisResult, generator, model_device, subsample
 from vaelab.errors import ConfigError, NotApplicable
+from vaelab.models.priors import prior_of
 from vaelab.objectives import log_weights, renyi_from_log_weights
 
 MAX_ELEMENTS = 1 << 23  # pixels (or latent units) per chunk (32 MB of float32)
@@ -70,16 +71,18 @@ def vr_bound(model, x: torch.Tensor, samples: int = 10, alpha: float = 1.0, *, b
 
 @torch.no_grad()
 def reconstruction_terms(model, x: torch.Tensor, *, batch_images: int = 500, generator=None) -> dict:
-    """Average -E_q log p(x|z) (one sample), KL to the prior, the ELBO, and pixel MSE of the mean reconstruction."""
+    """Average -E_q log p(x|z) (one sample), KL to the model's prior (closed form for N(0, I), else by the same
+    sample), the ELBO, and pixel MSE of the mean reconstruction."""
     device = model_device(model)
+    prior = prior_of(model)
     nll = kl = mse = 0.0
     for i in range(0, x.shape[0], batch_images):
         xb = x[i:i + batch_images].to(device)
         q = model.encode(xb)
-        z = q.rsample(1, generator)[0]
+        z = q.rsample(1, generator)  # (1, B, D)
         nll += float(-model.log_likelihood(xb, model.decode(z)).double().sum())
         if q.logvar is not None:
-            kl += float(q.kl_per_dim().double().sum())
+            kl += float(prior.kl(q, z).double().sum())
         mse += float((model.likelihood.mean(model.decode(q.mu)) - xb).pow(2).flatten(1).sum(1).double().sum())
     n = x.shape[0]
     return {"recon_nll": nll / n, "kl": kl / n, "neg_elbo": (nll + kl) / n, "mse_per_image": mse / n}
@@ -104,7 +107,7 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
     x_test, x_train = subject.data.x_test, subject.data.x_train
     test_idx = subsample(x_test.shape[0], n_images, seed)
     xs = x_test[test_idx]
-    data: dict = {"alpha": alpha if math.isfinite(alpha) else "-inf"}
+    data: dict = {"alpha": alpha if math.isfinite(alpha) else "-inf", "prior": prior_of(model).describe()}
     deterministic = model.encode(xs[:1].to(subject.device)).logvar is None
     if not deterministic:
         lp, se = importance_sampled_log_likelihood(model, xs, samples, generator=g)

@@ -39,6 +39,7 @@ import torch
 
 from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, subsample
 from vaelab.analysis.samplers import sampler_latents
+from vaelab.models.priors import prior_of
 
 THRESHOLD = -3.0
 QUERY_CHUNK, REFERENCE_CHUNK = 2000, 10000  # the largest distance block held at once
@@ -225,7 +226,7 @@ def memorisation(subject, *, n: int = 2000, train_points: int = 10000, cells: in
     rec_idx = subsample(code_idx.numel(), n, seed + 3)
     mu_test, _ = encode_all(model, subject.data.x_test[test_idx])
     images = {
-        "prior": decode_means(model, sampler_latents("prior", mu, logvar, n, seed + 1)),
+        "prior": decode_means(model, sampler_latents("prior", mu, logvar, n, seed + 1, prior=prior_of(model))),
         "posterior": decode_means(model, sampler_latents("posterior", mu, logvar, n, seed + 2)),
         "reconstruction-train": decode_means(model, mu[rec_idx]),
         "reconstruction-test": decode_means(model, mu_test),

@@ -21,6 +21,7 @@ import torch
 from vaelab.analysis.codes import TOP_K, axis_alignment, code_moments, pca, points_within_budget, random_alignment
 from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample, to_list
 from vaelab.models.posteriors import GaussianPosterior
+from vaelab.models.priors import prior_of
 
 MAX_SAVED_CODE_DIMS = 16  # test codes are kept (posterior.npz) for scatter plots up to this latent size
 
@@ -118,6 +119,9 @@ def posterior_statistics(subject, *, threshold: float = 0.01, mi_points: int = 5
         data.update({
             "mean_sigma2": to_list(mom.mean_sigma2),
             "kl_per_dim": to_list(kl), "kl_total": float(kl.sum()),
+            # per unit against N(0, 1) whatever the model's prior (a mixture prior has no per-unit KL)
+            "kl_against": "N(0, 1) per unit" + ("" if prior_of(subject.model).is_standard_normal
+                                                 else f" (the model's prior is {prior_of(subject.model).describe()})"),
             "kl_active_units": int((kl > threshold).sum()),
             "mutual_information": {**mutual_information(mu[mi_idx], logvar[mi_idx], seed), "points": int(mi_idx.numel())},
             # document 000: "mu(x) close to 0 and sigma(x) close to 1" -- the share of units that look like the prior

@@ -1,24 +1,32 @@
 """Aggregate posterior against the prior (document 000's "soap bubble" hypothesis), at any latent size.
 
-The aggregate posterior q(z) = (1/N) sum_n q(z|x_n) is what the decoder was trained on; the prior p(z) = N(0, I) is
-what generation draws from. In hundreds to tens of thousands of dimensions a test on all axes at once has no power,
-and the finite mixture over N codes is always a set of disjoint blobs, so vaelab splits the question in two
-(vaelab.analysis.codes has the linear algebra):
+The aggregate posterior q(z) = (1/N) sum_n q(z|x_n) is what the decoder was trained on; the model's prior p(z)
+(N(0, I) unless it was trained with another) is what generation draws from. In hundreds to tens of thousands of
+dimensions a test on all axes at once has no power, and the finite mixture over N codes is always a set of disjoint
+blobs, so vaelab splits the question in two (vaelab.analysis.codes has the linear algebra):
 
 - The informative subspace: the top directions V (D, k) of Cov_x[mu(x)] (eigenvalue above ``threshold``, at most
   ``max_informative``), chosen on one half of the codes and tested on the other. Its shape: the aggregate variance
   per direction (code variance + mean posterior variance) against the prior's 1. Two-sample tests of u = V^T z
-  under q against N(0, I_k): a classifier's held-out AUC, MMD, energy distance and a kNN test
-  (vaelab.analysis.two_sample), each with an effect size, an interval and a p-value.
-- The complement ("the bubble"): ||z - V V^T z||^2 under the prior is chi-square with D - k degrees of freedom
+  under q against the prior's samples (N(0, I_k) for the standard prior): a classifier's held-out AUC, MMD,
+  energy distance and a kNN test (vaelab.analysis.two_sample), each with an effect size, an interval and a p-value.
+- The complement ("the bubble"): ||z - V V^T z||^2 under N(0, I) is chi-square with D - k degrees of freedom
   exactly; the shell test compares the codes' squared norms there with that law (effect: variance per direction,
   1 under the prior) and gives the share of prior samples whose complement norm falls inside the codes' shell.
-- A lower bound on the population's KL(q(z) || p(z)): the Gaussian KL in the subspace (bias-corrected) plus the
+- A lower bound on the population's KL(q(z) || N(0, I)): the Gaussian KL in the subspace (bias-corrected) plus the
   complement's least KL given its variance (see vaelab.analysis.codes).
 - The finite mixture, as what it is: log of (1/N) sum_n q(z|x_n) at prior and posterior samples, on the axes that
   carry KL (at most ``mixture_dims``); "holes" = the share of prior samples below the 1% quantile of the codes' own
   log density, and the mixture's KL estimate. These describe the N-point mixture, not the population: in high
   dimensions they read "all holes" even when q(z) equals the prior in distribution.
+
+A prior other than N(0, I) (a VampPrior, a learned mixture) has no such closed forms; its samples stand in for them
+(``reference`` in the result says which was used). Variances are then measured in the prior's own units: the
+informative coordinates are whitened by the mean and covariance of the prior's samples there (so the aggregate
+variances are generalised eigenvalues against the prior's covariance, and the Gaussian KL compares q's moments
+with the prior's), the complement's variance is divided by the prior samples', and the shell test becomes a
+two-sample test of the codes' complement norms against the prior samples'. The KL "bound" is then a comparison
+of moments, a bound only for a Gaussian prior.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import math
 
 import numpy as np
 import torch
+from scipy import stats
 from scipy.stats import chi2
 
 from vaelab.analysis.codes import (
@@ -34,9 +43,10 @@ from vaelab.analysis.codes import (
 )
 from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample
 from vaelab.analysis.posterior import mixture_log_density
-from vaelab.analysis.two_sample import classifier_test, energy_test, knn_test, mmd_test, shell_test
+from vaelab.analysis.two_sample import TestResult, classifier_test, energy_test, knn_test, mmd_test, shell_test
 from vaelab.errors import NotApplicable
-from vaelab.models.posteriors import kl_std_normal_per_dim, std_normal_log_prob
+from vaelab.models.posteriors import kl_std_normal_per_dim
+from vaelab.models.priors import Prior, prior_label, prior_of
 
 # Decision rules, stated in the result so that a reader can disagree with them.
 AUC_GAP = 0.6  # the informative coordinates differ when the classifier's AUC interval lies above this ...
@@ -72,17 +82,95 @@ def shape_reading(aggregate_variance: list[float], complement_variance: float) -
     return "; ".join(parts)
 
 
-def finite_mixture(mu, logvar, z_q, g: torch.Generator, quantile: float, max_dims: int) -> tuple[dict, dict]:
-    """Holes and the KL estimate of the N-point mixture on the axes that carry KL (at most ``max_dims``)."""
-    kl = sum(kl_std_normal_per_dim(m.double(), lv.double()).sum(0) for m, lv in zip(mu.split(512), logvar.split(512)))
-    kl = kl / mu.shape[0]
-    keep = torch.argsort(kl, descending=True)[:max_dims]
-    keep = keep[kl[keep] > 1e-3] if (kl[keep] > 1e-3).any() else keep[:1]
+class Reference:
+    """What the codes are compared with: the model's prior, through its samples in the informative coordinates
+    u_p (S, k) and, for a prior other than N(0, I), their squared complement norms (S,) and the whitening
+    u -> L^-1 (u - m) by the samples' mean m and covariance L L^T (the identity for N(0, I), whose u_p are drawn
+    directly: V^T z ~ N(0, I_k) for orthonormal V)."""
+
+    def __init__(self, prior: Prior, sub, samples: int, g: torch.Generator, device):
+        self.standard = prior.is_standard_normal
+        self.name = prior.describe()
+        if self.standard:
+            self.u = torch.randn((samples, sub.k), generator=g, dtype=torch.float64)
+            self.sq = None
+            return
+        u, sq = [], []
+        for i in range(0, samples, 256):  # in chunks: (S, D) need not be held
+            z = prior.sample(min(256, samples - i), g, device)
+            u.append(sub.coordinates(z).double().cpu())
+            sq.append(sub.complement_sq_norm(z).cpu())
+        self.u, self.sq = torch.cat(u), torch.cat(sq)
+        self.mean = self.u.mean(0)
+        self.chol = torch.linalg.cholesky(torch.cov(self.u.T).reshape(sub.k, sub.k)) if sub.k else None
+
+    def whiten(self, u: torch.Tensor) -> torch.Tensor:
+        """u (n, k) in the prior's units: L^-1 (u - m)."""
+        if self.standard or not u.shape[1]:
+            return u
+        return torch.linalg.solve_triangular(self.chol, (u.double() - self.mean).T, upper=False).T
+
+    def relative_covariance(self, c: torch.Tensor) -> torch.Tensor:
+        """The aggregate covariance C (k, k) in the prior's units, L^-1 C L^-T."""
+        if self.standard or not c.shape[0]:
+            return c
+        left = torch.linalg.solve_triangular(self.chol, c.double(), upper=False)
+        return torch.linalg.solve_triangular(self.chol, left.T, upper=False).T
+
+    def complement_variance(self, dof: int) -> float:
+        """The prior's variance per complement direction: 1 for N(0, I), its samples' mean otherwise."""
+        return 1.0 if self.standard else float(self.sq.mean()) / dof
+
+    def shell(self, sq_q: torch.Tensor, dof: int, quantile: float) -> dict:
+        """The shell test of the codes' complement norms (n,) against the prior's, and the share of the prior's
+        mass inside the codes' shell (their quantile .. 1 - quantile range)."""
+        lo, hi = np.quantile(sq_q.numpy(), [quantile, 1 - quantile])
+        if self.standard:
+            shell = shell_test(sq_q.numpy(), dof).to_dict()
+            shell["overlap"] = float(chi2.cdf(hi, dof) - chi2.cdf(lo, dof))
+        else:
+            shell = shell_two_sample_test(sq_q.numpy(), self.sq.numpy(), dof).to_dict()
+            shell["overlap"] = float(((self.sq >= lo) & (self.sq <= hi)).double().mean())
+        shell["overlap_without_gap"] = 1 - 2 * quantile
+        return shell
+
+
+def shell_two_sample_test(sq_q, sq_p, dof: int, *, level: float = 0.95) -> TestResult:
+    """The shell test against a prior's samples instead of the chi-square law: squared complement norms of codes
+    sq_q (n,) and of prior samples sq_p (m,). effect = mean(sq_q) / mean(sq_p), the variance per direction in the
+    prior's units (null 1), with a delta-method interval; p-value: the two-sample Kolmogorov-Smirnov test."""
+    a, b = np.asarray(sq_q, dtype=np.float64), np.asarray(sq_p, dtype=np.float64)
+    effect = float(a.mean() / b.mean())
+    se = effect * math.sqrt(a.var(ddof=1) / (len(a) * a.mean() ** 2) + b.var(ddof=1) / (len(b) * b.mean() ** 2))
+    half = float(stats.norm.ppf(0.5 + level / 2)) * se
+    ks = stats.ks_2samp(a, b)
+    detail = {"radius_ratio": math.sqrt(effect), "dof": int(dof), "n": len(a), "effect_se": se,
+              "ks_statistic": float(ks.statistic), "ci_method": "normal, delta method on the two means"}
+    return TestResult("shell", effect, effect - half, effect + half, float(ks.pvalue), 1.0, len(a), len(b), int(dof),
+                      level, detail)
+
+
+def _informative_axes(mu, logvar, prior: Prior) -> torch.Tensor:
+    """Per axis, how much it carries: the mean KL to N(0, 1) for the standard prior, Var_x[mu_d(x)] otherwise (D,)."""
+    if prior.is_standard_normal:
+        kl = sum(kl_std_normal_per_dim(m.double(), lv.double()).sum(0) for m, lv in zip(mu.split(512), logvar.split(512)))
+        return kl / mu.shape[0]
+    return torch.cat([mu[:, j:j + 4096].double().var(0) for j in range(0, mu.shape[1], 4096)])
+
+
+def finite_mixture(mu, logvar, z_q, g: torch.Generator, quantile: float, max_dims: int,
+                   prior: Prior) -> tuple[dict, dict]:
+    """Holes and the KL estimate of the N-point mixture on the axes that carry KL (at most ``max_dims``), against
+    the prior's marginal on those axes."""
+    score = _informative_axes(mu, logvar, prior)
+    keep = torch.argsort(score, descending=True)[:max_dims]
+    keep = keep[score[keep] > 1e-3] if (score[keep] > 1e-3).any() else keep[:1]
     m, lv = mu[:, keep], logvar[:, keep]
-    z_p = torch.randn((z_q.shape[0], keep.numel()), generator=g)  # prior samples on the kept axes (iid per axis)
+    marginal = prior.marginal(keep)
+    z_p = marginal.sample(z_q.shape[0], g)  # prior samples on the kept axes
     log_q_at_q = mixture_log_density(z_q[:, keep], m, lv)
     log_q_at_p = mixture_log_density(z_p, m, lv)
-    terms = log_q_at_q - std_normal_log_prob(z_q[:, keep].double())
+    terms = log_q_at_q - marginal.log_prob(z_q[:, keep].double())
     cut = float(torch.quantile(log_q_at_q, quantile))
     holes = float((log_q_at_p < cut).double().mean())
     return {
@@ -122,7 +210,10 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
     pick = torch.randperm(n, generator=g, device=mu.device)[:samples]
     z_q = aggregate_samples(mu, logvar, samples, g, pick)  # (S, D)
     u_q = sub.coordinates(z_q).double()
-    u_p = torch.randn((samples, k), generator=g, dtype=torch.float64)
+    prior = prior_of(subject.model)
+    with torch.no_grad():
+        ref = Reference(prior, sub, samples, g, mu.device)
+    u_p = ref.u
     tests = {}
     if k:
         tests["classifier"] = classifier_test(u_p.numpy(), u_q.numpy(), seed=seed).to_dict()
@@ -131,14 +222,10 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
         tests["knn"] = knn_test(u_p.numpy(), u_q.numpy(), permutations=permutations, seed=seed).to_dict()
     dof = d - k
     if dof > 0:
-        sq_q = sub.complement_sq_norm(z_q)
-        shell = shell_test(sq_q.numpy(), dof).to_dict()
-        lo, hi = np.quantile(sq_q.numpy(), [quantile, 1 - quantile])
-        shell["overlap"] = float(chi2.cdf(hi, dof) - chi2.cdf(lo, dof))  # prior mass inside the codes' shell
-        shell["overlap_without_gap"] = 1 - 2 * quantile
-        tests["shell"] = shell
-    kl_inf = gaussian_kl_estimate(u_q)
-    kl_inf_ci = bootstrap(gaussian_kl_estimate, u_q, seed=seed) if k else (0.0, 0.0)
+        tests["shell"] = ref.shell(sub.complement_sq_norm(z_q).cpu(), dof, quantile)
+    u_white = ref.whiten(u_q.cpu())
+    kl_inf = gaussian_kl_estimate(u_white)
+    kl_inf_ci = bootstrap(gaussian_kl_estimate, u_white, seed=seed) if k else (0.0, 0.0)
     if dof > 0:
         r, (r_lo, r_hi) = tests["shell"]["effect"], (tests["shell"]["ci_low"], tests["shell"]["ci_high"])
         kl_c = complement_kl_lower_bound(r, dof)
@@ -151,10 +238,16 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
         "complement_lower_bound": kl_c, "complement_ci": [kl_c_lo, kl_c_hi],
         "total_lower_bound": kl_inf + kl_c, "total_ci": [max(kl_inf_ci[0], 0.0) + kl_c_lo, kl_inf_ci[1] + kl_c_hi],
         "note": ("KL(q(z) || p(z)) >= KL(q_G || p) >= this sum, q_G the Gaussian with q's moments (subspace and "
-                 "complement blocks; the complement's variance taken as spread evenly); Wishart bias removed"),
+                 "complement blocks; the complement's variance taken as spread evenly); Wishart bias removed"
+                 if ref.standard else
+                 "the same sum with q's moments against the prior samples' moments (the informative coordinates "
+                 "whitened by the prior's, the complement's variance divided by the prior's): it compares the "
+                 "shapes, and bounds KL(q(z) || p(z)) only for a Gaussian prior"),
     }
-    mixture, arrays = finite_mixture(mu, logvar, z_q, g, quantile, mixture_dims)
-    agg = [float(v) for v in shape["eigenvalues"]]
+    with torch.no_grad():
+        mixture, arrays = finite_mixture(mu, logvar, z_q, g, quantile, mixture_dims, prior)
+    agg = [float(v) for v in torch.linalg.eigvalsh(ref.relative_covariance(shape["covariance"])).flip(0)]
+    complement_variance = shape["complement_variance"] / ref.complement_variance(dof) if dof > 0 else float("nan")
     informative_mismatch = bool(k and (tests["classifier"]["ci_low"] >= AUC_GAP or
                                        (kl_inf_ci[0] >= KL_GAP and tests["mmd"]["p_value"] < ALPHA)))
     shell_mismatch = bool(dof > 0 and tests["shell"]["p_value"] < ALPHA and (
@@ -162,6 +255,7 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
         or tests["shell"]["overlap"] < SHELL_OVERLAP))
     data = {
         "latent_dim": d, "points": {"subspace": n_fit, "tested": n},
+        "reference": ref.name,
         "informative": {
             "threshold": threshold, "dims": k, "above_threshold": sub.above_threshold, "capped": sub.capped,
             "code_eigenvalues": [float(v) for v in sub.eigenvalues],
@@ -169,8 +263,10 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
             "posterior_variance": [float(v) for v in shape["posterior_variance"]],
             "max_aggregate_variance": max(agg) if agg else None, "min_aggregate_variance": min(agg) if agg else None,
         },
-        "complement": {"dims": dof, "variance_per_direction": shape["complement_variance"]},
-        "reading": shape_reading(agg, shape["complement_variance"]),
+        "complement": {"dims": dof, "variance_per_direction": shape["complement_variance"],
+                       "prior_variance_per_direction": ref.complement_variance(dof) if dof > 0 else None},
+        "reading": shape_reading(agg, complement_variance) + ("" if ref.standard else
+                                                              " (variances in the units of the prior's samples)"),
         "tests": tests, "gaussian_kl": gaussian_kl, "finite_mixture": mixture,
         "informative_mismatch": informative_mismatch, "shell_mismatch": shell_mismatch,
         # the headline numbers (results tables, `vaelab analyze`)
@@ -214,7 +310,7 @@ def plot(result: AnalysisResult, save) -> None:
     if a["informative_prior"].shape[1] >= 1:
         up, uq = a["informative_prior"], a["informative_aggregate"]
         y = (lambda u: u[:, 1]) if up.shape[1] >= 2 else (lambda u: np.zeros(len(u)))
-        axes[1].scatter(up[:, 0], y(up), s=3, alpha=0.4, c="#C44E52", label="prior N(0, I)")
+        axes[1].scatter(up[:, 0], y(up), s=3, alpha=0.4, c="#C44E52", label=prior_label(r.get("reference", "N(0, I)")))
         axes[1].scatter(uq[:, 0], y(uq), s=3, alpha=0.4, c="#4C72B0", label="aggregate posterior q(z)")
         axes[1].set_xlabel("first informative coordinate")
         axes[1].set_ylabel("second informative coordinate")
@@ -232,7 +328,7 @@ def plot(result: AnalysisResult, save) -> None:
     ax.hist(np.clip(a["log_q_at_aggregate"], lo, None), bins=bins, alpha=0.6, color="#4C72B0", density=True,
             label="z from the aggregate posterior q(z)")
     ax.hist(np.clip(a["log_q_at_prior"], lo, None), bins=bins, alpha=0.6, color="#C44E52", density=True,
-            label="z from the prior N(0, I)")
+            label=f"z from the {prior_label(r.get('reference', 'N(0, I)'))}")
     ax.axvline(m["log_q_threshold"], color="black", ls="--", lw=1,
                label=f"{100 * result.params['quantile']:.0f}% quantile of q's own samples")
     ax.set_xlabel(f"log density under the {m['points']}-point mixture (nats)")

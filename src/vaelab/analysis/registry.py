@@ -150,7 +150,7 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
                    interval=("tests.classifier.ci_low", "tests.classifier.ci_high")),
                  H("shell_variance", "shell_variance", "complement variance per direction (prior 1)", in_report=True,
                    interval=("tests.shell.ci_low", "tests.shell.ci_high")),
-                 H("kl_aggregate_prior", "kl_aggregate_prior", "KL(q(z) || p(z)) lower bound (nats)"),
+                 H("kl_aggregate_prior", "kl_aggregate_prior", "KL(q(z) || p(z)) from Gaussian moments (nats)"),
                  H("holes", "holes", "finite-mixture holes (share of prior samples)")), ("reading",)),
     Analysis("samples", "samplers", "samples",
              "decoded samples: prior, q(z), interventions, ex-post Gaussian/GMM, two-stage, quantile grids"),

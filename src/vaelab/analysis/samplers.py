@@ -1,6 +1,6 @@
 """Ways to draw latents for generation, and the analysis that decodes a grid from each.
 
-- prior:             z ~ N(0, I)
+- prior:             z ~ p(z), the model's prior (N(0, I) unless it was trained with another)
 - neighbourhood:     z ~ N(mu(x), s^2 I) around the code of a random training image (document 000: s = 1)
 - posterior:         z ~ q(z) = (1/N) sum_n N(mu(x_n), diag sigma^2(x_n)), the aggregate posterior
 - q-informative:     the informative coordinates V^T z from q(z), the complement from the prior (an intervention)
@@ -26,6 +26,7 @@ from scipy.stats import norm
 from vaelab.analysis.codes import Subspace, aggregate_samples, informative_subspace, pca, points_within_budget
 from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, generator, subsample
 from vaelab.errors import ConfigError
+from vaelab.models.priors import Prior, StandardNormal, prior_label, prior_of
 
 SAMPLERS = ("prior", "neighbourhood", "posterior", "q-informative", "q-complement", "ex-post-gaussian",
             "ex-post-gmm", "two-stage")
@@ -33,7 +34,7 @@ INTERVENTIONS = ("q-informative", "q-complement")  # one part from q(z), the oth
 FIXES = ("ex-post-gaussian", "ex-post-gmm", "two-stage")  # fitted after training, on the informative coordinates
 GRID_POINTS = {2: 10, 3: 5, 4: 3}  # points per axis: 10x10 in 2-D, 5 slices of 5x5 in 3-D, 3^4 in 4-D
 DESCRIPTIONS = {
-    "prior": "the prior N(0, I)",
+    "prior": "the model's prior",
     "neighbourhood": "N(mu(x), s^2 I) around training codes",
     "posterior": "the aggregate posterior q(z)",
     "q-informative": "informative coordinates from q(z), complement from the prior",
@@ -105,12 +106,13 @@ class LatentSource:
     another; the fixes model the informative coordinates of q(z)'s samples (a full Gaussian, a mixture, a second
     VAE) and draw the complement from a diagonal Gaussian fitted to q(z)'s complement. Fits are made on first use
     and kept in ``fits`` (pass the dict of an earlier source of the same codes and options to reuse its fits; see
-    :func:`latent_source`)."""
+    :func:`latent_source`). ``prior``: the model's prior, N(0, I) when not given."""
 
     def __init__(self, mu: torch.Tensor, logvar: torch.Tensor | None, *, threshold: float = 0.01,
                  max_informative: int = 64, neighbourhood_scale: float = 1.0, gmm_components: int = 10, seed: int = 0,
-                 fits: dict | None = None):
+                 fits: dict | None = None, prior: Prior | None = None):
         self.mu, self.logvar = mu, logvar
+        self.prior_distribution = prior if prior is not None else StandardNormal(mu.shape[1])
         self.threshold, self.max_informative = threshold, max_informative
         self.neighbourhood_scale, self.gmm_components, self.seed = neighbourhood_scale, gmm_components, seed
         self._fitted: dict = {} if fits is None else fits  # subspace, fixes, complement: small, shareable
@@ -131,7 +133,7 @@ class LatentSource:
         return aggregate_samples(self.mu, self.logvar, n, g)
 
     def prior(self, n: int, g: torch.Generator) -> torch.Tensor:
-        return torch.randn((n, self.latent_dim), generator=g, device=self.mu.device)
+        return self.prior_distribution.sample(n, g, self.mu.device)
 
     def _fit_codes(self) -> torch.Tensor:
         """One draw of q(z) per training code, the data every fix is fitted to: (N, D)."""
@@ -200,7 +202,7 @@ def latent_source(subject, *, fit_points: int, seed: int, threshold: float, max_
     fits = subject.cache.setdefault(("latent-source", used, seed, threshold, max_informative, gmm_components), {})
     return LatentSource(mu, logvar, threshold=threshold, max_informative=max_informative,
                         neighbourhood_scale=neighbourhood_scale, gmm_components=gmm_components, seed=seed,
-                        fits=fits), used
+                        fits=fits, prior=prior_of(subject.model)), used
 
 
 def quantile_grid(dims: int, points: int | None = None) -> torch.Tensor:
@@ -215,10 +217,11 @@ def quantile_grid(dims: int, points: int | None = None) -> torch.Tensor:
 
 
 def sampler_latents(name: str, subject_mu: torch.Tensor, subject_logvar: torch.Tensor | None, n: int, seed: int,
-                    neighbourhood_scale: float = 1.0, gmm_components: int = 10) -> torch.Tensor:
-    """n latents (n, D) from the named sampler, given the training codes (mu, logvar); see :class:`LatentSource`."""
+                    neighbourhood_scale: float = 1.0, gmm_components: int = 10, prior: Prior | None = None) -> torch.Tensor:
+    """n latents (n, D) from the named sampler, given the training codes (mu, logvar) and the model's prior (N(0, I)
+    when not given); see :class:`LatentSource`."""
     source = LatentSource(subject_mu, subject_logvar, neighbourhood_scale=neighbourhood_scale,
-                          gmm_components=gmm_components, seed=seed)
+                          gmm_components=gmm_components, seed=seed, prior=prior)
     return source.latents(name, n, seed)
 
 
@@ -229,7 +232,8 @@ def samples(subject, *, n: int = 100, neighbourhood_scale: float = 1.0, gmm_comp
                                  max_informative=max_informative, neighbourhood_scale=neighbourhood_scale,
                                  gmm_components=gmm_components)
     d = source.latent_dim
-    arrays, data = {}, {"latent_dim": d, "samplers": [], "informative_dims": source.subspace.k}
+    arrays, data = {}, {"latent_dim": d, "samplers": [], "informative_dims": source.subspace.k,
+                        "prior": source.prior_distribution.describe()}
     for name in SAMPLERS:
         arrays[f"images_{name}"] = decode_means(subject.model, source.latents(name, n, seed)).numpy()
         data["samplers"].append(name)
@@ -246,7 +250,7 @@ def samples(subject, *, n: int = 100, neighbourhood_scale: float = 1.0, gmm_comp
     return AnalysisResult("samples", params, data, arrays)
 
 
-TITLES = {"prior": "prior N(0, I)", "neighbourhood": "N(mu(x), s^2 I)", "posterior": "aggregate posterior q(z)",
+TITLES = {"prior": "prior", "neighbourhood": "N(mu(x), s^2 I)", "posterior": "aggregate posterior q(z)",
           "q-informative": "q(z) informative + prior rest", "q-complement": "prior informative + q(z) rest",
           "ex-post-gaussian": "ex-post Gaussian", "ex-post-gmm": "ex-post Gaussian mixture", "two-stage": "two-stage VAE",
           "data": "test images", "reconstruction": "reconstructions"}
@@ -267,6 +271,8 @@ def plot(result: AnalysisResult, save) -> None:
         title = TITLES[name]
         if name == "neighbourhood":
             title = f"N(mu(x), {result.params['neighbourhood_scale']:g}^2 I)"
+        if name == "prior":
+            title = prior_label(result.data.get("prior", "N(0, I)"))
         show_images(ax, a[f"images_{name}"][:100], ncol=10, title=title)
     fig.suptitle(f"Samples by sampler (latent dimension {result.data['latent_dim']}, "
                  f"{result.data.get('informative_dims', '?')} informative directions)")

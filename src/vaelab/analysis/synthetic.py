@@ -12,7 +12,8 @@ posterior q(z) is then known in closed form:
 - ``shell``: a used units as in ``prior-collapsed``, the collapsed ones narrower than the prior (sigma^2 = 0.5).
 - ``clusters``: the used units hold 10 tight clusters (sigma^2 = 0.05) whose centres have covariance 0.95 I:
   second moments match the prior, the density has holes between the clusters.
-``gaussian_kl(case, D)`` is the closed-form KL(q(z) || N(0, I)) of the Gaussian cases.
+``gaussian_kl(case, D)`` is the closed-form KL(q(z) || N(0, I)) of the Gaussian cases. ``model_from_codes`` builds
+the same kind of model from any codes and prior.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 
 from vaelab.analysis.adapters import TorchModelAdapter
 from vaelab.data import Dataset
+from vaelab.models.priors import Prior
 
 CASES = ("prior-isotropic", "prior-collapsed", "anisotropic", "shell", "clusters")
 NULL_CASES = ("prior-isotropic", "prior-collapsed")
@@ -92,8 +94,15 @@ def gaussian_kl(case: str, latent_dim: int) -> float | None:
 def model_and_data(case: str, latent_dim: int, n_train: int = 4000, n_test: int = 1000,
                    seed: int = 0) -> tuple[TorchModelAdapter, Dataset]:
     """A TorchModelAdapter over plain functions and a dataset whose images index their codes."""
-    n = n_train + n_test
-    mu, logvar = codes(case, latent_dim, n, seed)
+    mu, logvar = codes(case, latent_dim, n_train + n_test, seed)
+    return model_from_codes(mu, logvar, n_train, f"synthetic-{case}", seed)
+
+
+def model_from_codes(mu: torch.Tensor, logvar: torch.Tensor, n_train: int, name: str = "synthetic", seed: int = 0,
+                     prior: Prior | None = None) -> tuple[TorchModelAdapter, Dataset]:
+    """The model whose encoder returns the given codes (N, D) for image n (the first n_train are the training set),
+    with a linear decoder and ``prior`` (N(0, I) by default), and the dataset of those images."""
+    n, latent_dim = mu.shape
     g = torch.Generator().manual_seed(seed + 1)
     images = torch.rand(n, *IMAGE_SHAPE, generator=g) * 0.5
     images[:, 0, 0, 0] = torch.arange(n, dtype=torch.float32) / n  # the index, exact in float32 for n < 2^24
@@ -107,6 +116,6 @@ def model_and_data(case: str, latent_dim: int, n_train: int = 4000, n_test: int 
     def decoder(z):
         return z @ w
 
-    model = TorchModelAdapter(encoder, decoder, latent_dim, IMAGE_SHAPE)
-    data = Dataset(f"synthetic-{case}", images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
+    model = TorchModelAdapter(encoder, decoder, latent_dim, IMAGE_SHAPE, prior=prior)
+    data = Dataset(name, images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
     return model, data

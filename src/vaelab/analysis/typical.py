@@ -6,7 +6,8 @@ per-dimension differential entropy h_bar = (1/n) sum_d 1/2 log(2 pi e sigma_d^2)
 
 - Percent gap (the paper's Fig. 3): the per-dimension (geometric-mean) density exp(-1/n log q) against the
   typical-sequence density exp(-h_bar), as a percent: 100 |exp(h_bar + 1/n log q(z|x)) - 1|.
-- Norms: ||z|| of prior samples, posterior samples and posterior means against sqrt(n) (the "soap bubble").
+- Norms: ||z|| of samples of the model's prior, posterior samples and posterior means against sqrt(n) (the "soap
+  bubble"; sqrt(n) is where N(0, I)'s samples lie).
 - Theorem 3 (Monte Carlo): for Z1, Z2 ~ N(mu 1, sigma^2 I_n), P(|f_n(Z1) - f_n(Z2)| < delta) -> 1. It holds when
   h = 1/2 log(2 pi e sigma^2) > 0 (sigma > 0.242); for smaller sigma densities grow like e^{-n h} and the
   difference does not vanish, which the check shows. The per-dimension log-density difference always shrinks,
@@ -19,9 +20,10 @@ import math
 import numpy as np
 import torch
 
-from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample, to_list
+from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample
 from vaelab.errors import NotApplicable
 from vaelab.models.posteriors import GaussianPosterior
+from vaelab.models.priors import prior_of
 
 HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
 THEOREM3_DIMS = (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 2000)
@@ -95,11 +97,12 @@ def typical_set(subject, *, n_images: int = 2000, prior_samples: int = 2000, see
     prefixes = sorted({m for m in (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 2000, 5000) if m < n} | {n})
     gaps = typical_gap(mu, logvar, g, prefixes)
     z_post = GaussianPosterior(mu, logvar).rsample(1, g)[0]
-    prior_norms = torch.cat([torch.randn((min(256, prior_samples - i), n), generator=g, device=mu.device).norm(dim=1)
+    prior = prior_of(subject.model)
+    prior_norms = torch.cat([prior.sample(min(256, prior_samples - i), g, mu.device).norm(dim=1)
                              for i in range(0, prior_samples, 256)])  # in chunks: (S, D) need not be held
     norms = {"prior": prior_norms, "posterior_sample": z_post.norm(dim=1), "posterior_mean": mu.norm(dim=1)}
     data = {
-        "latent_dim": n, "sqrt_n": math.sqrt(n),
+        "latent_dim": n, "sqrt_n": math.sqrt(n), "prior": prior.describe(),
         "gap": gaps[n], "gap_by_prefix": [gaps[m] for m in prefixes],
         "norms": {k: {"mean": float(v.mean()), "sd": float(v.std()), "mean_over_sqrt_n": float(v.mean() / math.sqrt(n))}
                   for k, v in norms.items()},

@@ -8,6 +8,7 @@ import torch
 from vaelab.models.likelihoods import build_likelihood
 from vaelab.models.networks import ConvDecoder, ConvEncoderBody, MLPDecoder, MLPEncoderBody
 from vaelab.models.posteriors import PosteriorHead
+from vaelab.models.priors import build_prior
 from vaelab.models.vae import VAE
 
 
@@ -35,7 +36,9 @@ def build_model(config) -> VAE:
         head = PosteriorHead(m.posterior, encoder.n_features, math.prod(latent_shape), m.latent_channels)
         decoder = ConvDecoder(image_shape, m.conv_channels, m.activation, math.prod(latent_shape), m.latent_channels)
     likelihood = build_likelihood(m.likelihood, image_shape, m.gaussian_std)
-    return VAE(encoder, head, decoder, likelihood, image_shape, latent_shape)
+    # built last: its initial draws come after the networks', which stay as a standard-prior run's
+    prior = build_prior(m.prior, math.prod(latent_shape), image_shape, m.prior_components)
+    return VAE(encoder, head, decoder, likelihood, image_shape, latent_shape, prior)
 
 
 def count_parameters(config) -> int:

@@ -1,7 +1,8 @@
-"""The VAE: an encoder body + posterior head, a decoder, a likelihood, and the standard normal prior.
+"""The VAE: an encoder body + posterior head, a decoder, a likelihood, and a prior (N(0, I) unless the config
+names another; vaelab.models.priors).
 
 This is the model interface every analysis uses (see :class:`LatentModel`): ``encode``, ``decode``, the three
-log densities, and the latent shape.
+log densities, the prior, and the latent shape.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from vaelab.models.posteriors import GaussianPosterior, PosteriorHead, full_precision, std_normal_log_prob
+from vaelab.models.posteriors import GaussianPosterior, PosteriorHead, full_precision
+from vaelab.models.priors import Prior, StandardNormal
 
 
 @runtime_checkable
@@ -20,6 +22,7 @@ class LatentModel(Protocol):
 
     latent_shape: tuple[int, ...]
     image_shape: tuple[int, int, int]
+    prior: Prior
 
     def encode(self, x: torch.Tensor) -> GaussianPosterior: ...
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
@@ -29,12 +32,14 @@ class LatentModel(Protocol):
 
 class VAE(nn.Module):
     def __init__(self, encoder: nn.Module, head: PosteriorHead, decoder: nn.Module, likelihood: nn.Module,
-                 image_shape: tuple[int, int, int], latent_shape: tuple[int, ...]):
+                 image_shape: tuple[int, int, int], latent_shape: tuple[int, ...], prior: Prior | None = None):
         super().__init__()
         self.encoder, self.head, self.decoder, self.likelihood = encoder, head, decoder, likelihood
         self.image_shape = tuple(image_shape)
         self.latent_shape = tuple(latent_shape)
         self.latent_dim = math.prod(latent_shape)
+        self.prior = prior if prior is not None else StandardNormal(self.latent_dim)
+        self.prior.bind(self.encode)
 
     @property
     def posterior_family(self) -> str:
@@ -51,8 +56,8 @@ class VAE(nn.Module):
         return full_precision(self.decoder(z.reshape(-1, self.latent_dim)).view(*lead, *self.image_shape))
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) under N(0, I): (..., D) -> (...)."""
-        return std_normal_log_prob(z)
+        """log p(z) under the model's prior: (..., D) -> (...)."""
+        return self.prior.log_prob(z)
 
     def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """log p(x|z) from decoder parameters: x (B, C, H, W), params (..., B, C, H, W) -> (..., B)."""
@@ -70,5 +75,4 @@ class VAE(nn.Module):
     def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Likelihood means of n prior samples: (n, C, H, W)."""
         device = next(self.parameters()).device
-        z = torch.randn((n, self.latent_dim), generator=generator, device=device)
-        return self.likelihood.mean(self.decode(z))
+        return self.likelihood.mean(self.decode(self.prior.sample(n, generator, device)))

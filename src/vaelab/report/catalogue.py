@@ -1,10 +1,10 @@
 """Every study figure by name (the spec's ``figures`` list names them) and :func:`draw`, which draws a spec's."""
 from __future__ import annotations
 
-from vaelab.report import sampling_figures, study_figures
+from vaelab.report import fixes_figures, sampling_figures, study_figures
 from vaelab.report.study_view import Figure, StudyView
 
-FIGURES = {**study_figures.FIGURES, **sampling_figures.FIGURES}
+FIGURES = {**study_figures.FIGURES, **sampling_figures.FIGURES, **fixes_figures.FIGURES}
 
 
 def draw(view: StudyView) -> list[Figure]:

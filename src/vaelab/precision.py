@@ -1,0 +1,143 @@
+"""`train.precision: auto`: measure this machine's fp32 and bf16 matrix-product rates at the model's own shapes and
+train in the faster one whose accuracy holds.
+
+CPUs differ: with AMX (`amx_bf16` in /proc/cpuinfo) bf16 products run 3-6x faster than fp32; without it (AVX-512 BF16
+only) they run at about half the fp32 rate. So nothing is assumed: a short probe times the training step's products,
+forward (B x in) @ (in x out) and the two backward ones, in both precisions, and the result is cached per machine
+(CPU model and flags, thread count, torch version, shapes) in ``<data root>/precision.json``.
+
+bf16 is chosen only when it is faster by ``MIN_SPEEDUP`` and one forward pass of the model under bf16 autocast gives
+the fp32 loss to within ``MAX_RELATIVE_ERROR`` (the losses themselves are always computed in fp32).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+MIN_SPEEDUP = 1.15  # bf16 must be this much faster at the model's shapes to be worth its rounding
+MAX_RELATIVE_ERROR = 0.02  # |loss_bf16 - loss_fp32| / |loss_fp32| on one batch, forward only
+PROBE_SECONDS = 0.15  # per precision and shape, after a warm-up
+
+
+@dataclass
+class PrecisionChoice:
+    """What `auto` chose and why: the rates (GFLOP/s) measured at the model's shapes."""
+
+    precision: str  # "fp32" or "bf16"
+    fp32_gflops: float
+    bf16_gflops: float
+    reason: str
+    cached: bool = False
+    relative_error: float | None = None
+
+    def as_metrics(self) -> dict:
+        return {k: (round(v, 1) if isinstance(v, float) and k.endswith("gflops") else v) for k, v in asdict(self).items()}
+
+
+def cpu_signature() -> str:
+    """CPU model, the flags that decide bf16 speed, threads and torch version: what a cached probe is valid for."""
+    model, flags = platform.processor(), ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), model)
+        first = next((line for line in text.splitlines() if line.startswith("flags")), "")
+        flags = " ".join(sorted(f for f in first.split() if f.startswith(("amx", "avx512_bf16", "avx512f", "avx2"))))
+    except OSError:
+        pass
+    return f"{model} | {flags} | threads {torch.get_num_threads()} | torch {torch.__version__}"
+
+
+def linear_shapes(model: torch.nn.Module, batch: int) -> list[tuple[int, int, int]]:
+    """(batch, in, out) of every Linear layer, each once."""
+    return sorted({(batch, m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)})
+
+
+def gemm_rates(shapes: list[tuple[int, int, int]], seconds: float = PROBE_SECONDS) -> tuple[float, float]:
+    """GFLOP/s of one training step's products at ``shapes`` (forward x @ W^T, backward dY @ W and dY^T @ x) in fp32
+    and in bf16 on the CPU: medians of timings that alternate between the two, so that both see the same load."""
+    def operands(dtype):
+        return [(torch.randn(b, i, dtype=dtype), torch.randn(o, i, dtype=dtype), torch.randn(b, o, dtype=dtype))
+                for b, i, o in shapes]
+
+    def step(tensors) -> float:
+        t0 = time.perf_counter()
+        for x, w, dy in tensors:
+            x @ w.T
+            dy @ w
+            dy.T @ x
+        return time.perf_counter() - t0
+
+    flop = sum(3 * 2 * b * i * o for b, i, o in shapes)
+    pair = operands(torch.float32), operands(torch.bfloat16)
+    for tensors in pair:  # warm-up (allocations, kernel selection)
+        step(tensors)
+    times: tuple[list[float], list[float]] = ([], [])
+    start = time.perf_counter()
+    while time.perf_counter() - start < 2 * seconds or len(times[0]) < 5:
+        for k, tensors in enumerate(pair):
+            times[k].append(step(tensors))
+    return flop / statistics.median(times[0]) / 1e9, flop / statistics.median(times[1]) / 1e9
+
+
+def _cache_file() -> Path:
+    from vaelab.data.registry import data_root
+
+    return data_root() / "precision.json"
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def probe_rates(shapes: list[tuple[int, int, int]], use_cache: bool = True) -> tuple[float, float, bool]:
+    """(fp32 GFLOP/s, bf16 GFLOP/s, whether they came from the cache) at ``shapes`` on this machine."""
+    from vaelab.fileio import atomic_write_json
+
+    key = hashlib.sha256(f"{cpu_signature()} | {shapes}".encode()).hexdigest()[:16]
+    cache = _read_cache() if use_cache else {}
+    if key in cache:
+        return cache[key]["fp32"], cache[key]["bf16"], True
+    fp32, bf16 = gemm_rates(shapes)
+    if use_cache:
+        cache[key] = {"fp32": fp32, "bf16": bf16, "cpu": cpu_signature(), "shapes": shapes}
+        try:
+            atomic_write_json(_cache_file(), cache)
+        except OSError:  # a read-only home: probe again next time
+            pass
+    return fp32, bf16, False
+
+
+def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
+                     loss_of: Callable[[], torch.Tensor] | None = None, use_cache: bool = True) -> PrecisionChoice:
+    """The precision `auto` trains ``model`` in. ``loss_of()`` computes one batch's loss deterministically (its own
+    seeded generator); it is called once in fp32 and once under bf16 autocast to check that bf16 keeps the loss."""
+    if device.type != "cpu":
+        return PrecisionChoice("fp32", float("nan"), float("nan"), f"{device.type}: the probe covers CPUs only; fp32")
+    shapes = linear_shapes(model, batch)
+    if not shapes:
+        return PrecisionChoice("fp32", float("nan"), float("nan"), "no linear layers to probe; fp32")
+    fp32, bf16, cached = probe_rates(shapes, use_cache)
+    if bf16 < MIN_SPEEDUP * fp32:
+        return PrecisionChoice("fp32", fp32, bf16, f"bf16 products run at {bf16 / fp32:.2f}x the fp32 rate here", cached)
+    error = None
+    if loss_of is not None:
+        with torch.no_grad():
+            ref = float(loss_of())
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = float(loss_of())
+        error = abs(low - ref) / max(abs(ref), 1e-12)
+        if not error <= MAX_RELATIVE_ERROR:
+            return PrecisionChoice("fp32", fp32, bf16, f"bf16 is {bf16 / fp32:.2f}x faster but changes the loss by "
+                                   f"{100 * error:.1f}% (limit {100 * MAX_RELATIVE_ERROR:g}%)", cached, error)
+    return PrecisionChoice("bf16", fp32, bf16, f"bf16 products run at {bf16 / fp32:.2f}x the fp32 rate here", cached, error)

@@ -1,0 +1,53 @@
+"""train.precision auto: the choice follows the measured rates and the accuracy check, and the probe is cached."""
+import math
+
+import pytest
+import torch
+
+from vaelab import precision
+from vaelab.precision import choose_precision, linear_shapes, probe_rates
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def model():
+    return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 64))
+
+
+def test_linear_shapes_are_the_models_own():
+    assert linear_shapes(model(), 16) == [(16, 32, 64), (16, 64, 32)]
+
+
+@pytest.mark.parametrize("fp32, bf16, want", [(300.0, 150.0, "fp32"), (300.0, 330.0, "fp32"), (300.0, 1200.0, "bf16")])
+def test_the_faster_precision_is_chosen_only_by_a_clear_margin(monkeypatch, fp32, bf16, want):
+    monkeypatch.setattr(precision, "probe_rates", lambda shapes, use_cache=True: (fp32, bf16, False))
+    choice = choose_precision(model(), 16, torch.device("cpu"))
+    assert choice.precision == want and choice.fp32_gflops == fp32 and choice.bf16_gflops == bf16
+    assert f"{bf16 / fp32:.2f}x" in choice.reason
+
+
+def test_bf16_is_refused_when_it_changes_the_loss(monkeypatch):
+    monkeypatch.setattr(precision, "probe_rates", lambda shapes, use_cache=True: (300.0, 1200.0, False))
+    net, x = model(), torch.rand(16, 64)
+
+    def honest():  # the model's own loss: bf16 products change it by well under a percent
+        return (net(x) - x).pow(2).sum()
+
+    ok = choose_precision(net, 16, torch.device("cpu"), honest)
+    assert ok.precision == "bf16" and ok.relative_error < precision.MAX_RELATIVE_ERROR
+
+    def fragile():  # a loss that bf16 changes by 10%
+        return torch.tensor(1.1 if torch.is_autocast_cpu_enabled() else 1.0)
+
+    bad = choose_precision(net, 16, torch.device("cpu"), fragile)
+    assert bad.precision == "fp32" and bad.relative_error == pytest.approx(0.1) and "changes the loss by 10.0%" in bad.reason
+
+
+def test_the_probe_measures_both_rates_and_caches_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path))
+    shapes = [(32, 64, 64)]
+    fp32, bf16, cached = probe_rates(shapes)
+    assert not cached and all(math.isfinite(r) and r > 0 for r in (fp32, bf16))
+    assert probe_rates(shapes) == (fp32, bf16, True)  # from <data root>/precision.json
+    assert (tmp_path / "precision.json").exists()
+    assert probe_rates([(32, 64, 128)])[2] is False  # other shapes are probed anew
