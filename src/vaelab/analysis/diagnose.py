@@ -143,27 +143,32 @@ def intervention(fd: dict) -> tuple[str, str | None]:
     return costs, sentence
 
 
+def headline(result) -> dict:
+    """An analysis result's headline numbers, named as its declaration names them (vaelab.analysis.registry)."""
+    from vaelab.analysis.registry import declaration
+
+    return declaration(result.name).numbers(result.data, result.params)
+
+
 def summarise(results: dict) -> dict:
     """The diagnosis table (plain numbers) and the verdict (sentences citing them)."""
     post, gap, lik, qual, mem = (results.get(k) for k in ("posterior", "prior-gap", "likelihood", "quality", "memorisation"))
     p = post.data
     thr = post.params["threshold"]
-    table = {"latent_dim": p["latent_dim"], "active_units": p["active_units"], "kl_active_units": p["kl_active_units"],
-             "prior_like_units": p["prior_like_units"], "kl_total": p["kl_total"],
-             f"pca_above_{thr:g}": p["pca"]["above_threshold"]}
+    table = {"latent_dim": p["latent_dim"], **headline(post), "prior_like_units": p["prior_like_units"],
+             "kl_total": p["kl_total"]}
     verdict = [usage_sentence(p, thr)]
     informative = shell = None
     if gap is not None:
         g = gap.data
         t = g["tests"]
         informative, shell = g["informative_mismatch"], g["shell_mismatch"]
-        table.update({"informative_dims": g["informative"]["dims"],
+        table.update({**headline(gap),
                       "max_aggregate_variance": g["informative"]["max_aggregate_variance"],
                       "min_aggregate_variance": g["informative"]["min_aggregate_variance"],
                       "complement_variance": g["complement"]["variance_per_direction"],
-                      "classifier_auc": g["classifier_auc"],
                       "mmd_p": t["mmd"]["p_value"] if "mmd" in t else None,
-                      "shell_variance": g["shell_variance"], "shell_overlap": t["shell"]["overlap"] if "shell" in t else None,
+                      "shell_overlap": t["shell"]["overlap"] if "shell" in t else None,
                       "kl_lower_bound": g["gaussian_kl"]["total_lower_bound"], "mixture_holes": g["finite_mixture"]["holes"]})
         verdict.extend(gap_sentences(g))
 
@@ -186,7 +191,7 @@ def summarise(results: dict) -> dict:
     costs, best = None, None
     if qual is not None:
         fd = qual.data["fd"]
-        table.update({f"fd_{k}": v for k, v in fd.items()})
+        table.update(headline(qual))
         costs, sentence = intervention(fd)
         if sentence:
             verdict.append(sentence)
