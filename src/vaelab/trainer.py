@@ -1,7 +1,10 @@
 """The training loop: in-memory batches, Adam, checkpoints every epoch, exact resume, metrics.jsonl.
 
-Randomness comes from one torch.Generator (batch order, binarization, reparameterisation noise) whose state is
-saved in every checkpoint, so a resumed run ends with the same weights as an uninterrupted one.
+Randomness comes from one torch.Generator per run (batch order, binarization, reparameterisation noise) whose state
+is saved in every checkpoint, so a resumed run ends with the same weights as an uninterrupted one.
+
+One loop (:func:`fit`) trains M runs at once through a step function (vaelab.training_step): M = 1 with
+:class:`~vaelab.training_step.SingleStep` for :func:`train`, M seeds stacked for vaelab.ensemble.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from vaelab.fileio import atomic_write_text, remove_stale_temporaries
 from vaelab.models import build_model
 from vaelab.objectives import Objective
 from vaelab.runs import CheckpointStore, Run, RunLock, write_metrics, write_snapshot, write_status
+from vaelab.training_step import Member, SingleStep, StepFunction
 
 KL_ACTIVE_THRESHOLD = 0.01  # nats; a latent dimension whose average KL exceeds this carries information
 KL_VALUES_MAX_DIMS = 256  # the per-dimension KL vector is stored in full up to this many dimensions
@@ -180,152 +184,265 @@ def train(config: RunConfig, out: str | os.PathLike = "runs", *, resume: bool = 
     replaces the registry's data (same image shape). ``progress``: a bar (default: when stderr is a terminal).
     """
     run_dir = Path(out) / config.name
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    with RunLock(run_dir), _stop_on_signals() as stop:
-        _prepare_run_dir(config, run_dir, resume, overwrite)
-        try:
-            _train_locked(config, run_dir, dataset, progress, log, stop)
-        except KeyboardInterrupt:
-            last = CheckpointStore(run_dir / "checkpoints").epochs()
-            write_status(run_dir, "interrupted", epoch=last[0] if last else 0, at=stop.where)
-            raise RunInterrupted(run_dir, last[0] if last else 0, stop.where) from None
-        except TrainingDiverged as exc:
-            write_status(run_dir, "failed", epoch=exc.epoch, step=exc.step, reason=str(exc))
-            raise
+    with training_session([config], [run_dir], resume=resume, overwrite=overwrite) as stop:
+        _train_locked(config, run_dir, dataset, progress, log, stop)
     return Run(run_dir)
 
 
 def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, progress: bool | None, log,
                   stop: StopRequest | None = None) -> None:
-    t_cfg = config.train
-    device = resolve_device(t_cfg.device)
-    data = dataset if dataset is not None else load_dataset(config.data.name, train_size=config.data.train_size,
-                                                            test_size=config.data.test_size)
-    torch.manual_seed(t_cfg.seed)
-    model = build_model(config).to(device)
-    if tuple(data.image_shape) != model.image_shape:
-        raise RunError(f"dataset images are {tuple(data.image_shape)} but the model expects {model.image_shape}")
-    pixels = PixelSampler(config.data.pixels, data.x_train.to(device), data.x_test.to(device), config.data.binarize_seed)
-    if hasattr(model.likelihood, "assume_binary"):  # the pixel mode says it: no per-step check of the batch
-        model.likelihood.assume_binary = pixels.binary
-    objective = Objective(config.objective)
-    optimizer = make_optimizer(model, t_cfg.lr)
-    generator = torch.Generator(device=device).manual_seed(t_cfg.seed)
-    store = CheckpointStore(run_dir / "checkpoints")
+    fit([config], [run_dir], dataset, progress, log, stop, SingleStep)
 
-    for line in store.recover():  # what a killed writer left behind
+
+@contextlib.contextmanager
+def training_session(configs: list[RunConfig], run_dirs: list[Path], *, resume: bool, overwrite: bool):
+    """Lock the run directories, install the stop handlers (yields the StopRequest) and prepare each directory.
+
+    A KeyboardInterrupt inside (a stop, or a second Ctrl-C) marks every run interrupted and becomes RunInterrupted."""
+    with contextlib.ExitStack() as stack:
+        for d in run_dirs:
+            stack.enter_context(RunLock(d))
+        stop = stack.enter_context(_stop_on_signals())
+        for c, d in zip(configs, run_dirs):
+            _prepare_run_dir(c, d, resume, overwrite)
+        try:
+            yield stop
+        except KeyboardInterrupt:
+            last = []
+            for d in run_dirs:
+                epochs = CheckpointStore(d / "checkpoints").epochs()
+                last.append(epochs[0] if epochs else 0)
+                write_status(d, "interrupted", epoch=last[-1], at=stop.where)
+            if len(run_dirs) == 1:
+                raise RunInterrupted(run_dirs[0], last[0], stop.where) from None
+            raise RunInterrupted(run_dirs[0].parent, 0, stop.where or "the last finished epoch of each run") from None
+
+
+def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None, progress: bool | None, log,
+        stop: StopRequest | None, step_function: Callable[[list[Member], Objective], StepFunction]) -> None:
+    """Train the runs ``configs`` (equal but for their seeds; one for an ordinary run) into ``run_dirs``, each from
+    its newest valid checkpoint, with the step function ``step_function(members, objective)`` builds. ``log``: where
+    the lines go (default: stderr)."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    cfg0 = configs[0]
+    device = resolve_device(cfg0.train.device)
+    data = dataset if dataset is not None else load_dataset(cfg0.data.name, train_size=cfg0.data.train_size,
+                                                            test_size=cfg0.data.test_size)
+    members = [_load_member(c, d, device, tuple(data.image_shape), log) for c, d in zip(configs, run_dirs)]
+    pixels = PixelSampler(cfg0.data.pixels, data.x_train.to(device), data.x_test.to(device), cfg0.data.binarize_seed)
+    for member in members:
+        if hasattr(member.model.likelihood, "assume_binary"):  # the pixel mode says it: no per-step check of the batch
+            member.model.likelihood.assume_binary = pixels.binary
+    objective = Objective(cfg0.objective)
+    step_fn = step_function(members, objective)
+    optimizer = make_optimizer(step_fn.trained, cfg0.train.lr)  # in the single-run parameter order
+    if members[0].optimizer_state is not None:
+        optimizer.load_state_dict(step_fn.stack_optimizer_states([m.optimizer_state for m in members]))
+    _Loop(members, step_fn, optimizer, objective, pixels, data.y_test.to(device), progress, log, stop).run()
+
+
+def _load_member(config: RunConfig, run_dir: Path, device: torch.device, image_shape: tuple, log) -> Member:
+    """The run's model (initialised from its seed) and generator, continued from its newest valid checkpoint."""
+    torch.manual_seed(config.train.seed)
+    model = build_model(config).to(device)
+    if image_shape != model.image_shape:
+        raise RunError(f"dataset images are {image_shape} but the model expects {model.image_shape}")
+    generator = torch.Generator(device=device).manual_seed(config.train.seed)
+    member = Member(config, run_dir, CheckpointStore(run_dir / "checkpoints"), model, generator)
+    for line in member.store.recover():  # what a killed writer left behind
         log(f"{run_dir}: {line}")
     remove_stale_temporaries(run_dir)
-    start_epoch, step, history, partial = 0, 0, [], None
-    had_checkpoints = bool(store.epochs())
-    loaded = store.load(map_location=device, warn=lambda m: log(f"warning: {m}"))
-    if loaded is None and had_checkpoints:
-        log(f"warning: no checkpoint of {run_dir} is intact; training starts again from epoch 0")
-    if loaded is not None:
-        weights, state, start_epoch = loaded
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"].cpu())  # set_state takes a CPU ByteTensor on every device
-        step = int(state["step"])
-        history = json.loads(state["metrics_json"])  # the rows that match these weights, whatever metrics.jsonl says
-        partial = state.get("partial")  # set when the run stopped inside epoch start_epoch + 1
-        where = f"epoch {start_epoch}" + (f", step {partial['step_in_epoch']} of epoch {start_epoch + 1}" if partial else "")
-        log(f"resuming {run_dir} from {where}")
-    write_status(run_dir, "running", epoch=start_epoch)
-    write_metrics(run_dir, history)
+    had_checkpoints = bool(member.store.epochs())
+    loaded = member.store.load(map_location=device, warn=lambda m: log(f"warning: {m}"))
+    if loaded is None:
+        if had_checkpoints:
+            log(f"warning: no checkpoint of {run_dir} is intact; training starts again from epoch 0")
+        return member
+    weights, state, member.start_epoch = loaded
+    model.load_state_dict(weights)
+    member.generator_state = state["generator"].cpu()  # set_state takes a CPU ByteTensor on every device
+    generator.set_state(member.generator_state)
+    member.step, member.optimizer_state = int(state["step"]), state["optimizer"]
+    member.history = json.loads(state["metrics_json"])  # the rows that match these weights, whatever metrics.jsonl says
+    member.partial = state.get("partial")
+    where = f"epoch {member.start_epoch}"
+    if member.partial:
+        where += f", step {member.step_in_epoch} of epoch {member.start_epoch + 1}"
+    log(f"resuming {run_dir} from {where}")
+    return member
 
-    n_train = pixels.x_train.shape[0]
-    batch = min(t_cfg.batch_size, n_train)
-    steps_per_epoch = math.ceil(n_train / batch)
-    bar = step_bar(progress, t_cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, config.name)
-    loss_fault = faults.loss_fault(config.name)
-    bf16 = t_cfg.precision == "bf16"
-    tracer = None
-    if t_cfg.trace_every:
-        from vaelab.trace import Tracer
 
-        tracer = Tracer(run_dir, pixels.test, data.y_test.to(device), t_cfg.trace_per_class, step)
-        if step == 0:
-            tracer.record(model, 0, 0.0)
-    model.train()
-    for epoch in range(start_epoch + 1, t_cfg.epochs + 1):
-        t0 = time.perf_counter()
-        epoch_generator = generator.get_state()  # kept in a mid-epoch checkpoint, to redraw this epoch's batches
-        first_step = 0
-        if partial is not None:  # continue inside the epoch: same binarization and order, then the saved RNG
-            generator.set_state(partial["epoch_generator"].cpu())
-            epoch_generator = generator.get_state()
-        x_epoch = pixels.train_epoch(generator)
-        order = torch.randperm(n_train, generator=generator, device=device)
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # bound, recon, kl
-        if partial is not None:
-            generator.set_state(state["generator"].cpu())
-            first_step, sums = int(partial["step_in_epoch"]), partial["sums"].to(device)
-            partial = None
-        for i in range(first_step, steps_per_epoch):
-            idx = order[i * batch:(i + 1) * batch]
-            x = x_epoch[idx]
-            progress_epochs = epoch - 1 + i / steps_per_epoch
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                terms = objective(model, x, generator, progress_epochs)
-            loss = terms.loss
-            step += 1
-            if loss_fault is not None and step == loss_fault[1]:
-                loss = loss * 0 + loss_fault[0]
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(epoch, step, float(loss.detach()))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            faults.reached("step")
-            if tracer is not None and step % t_cfg.trace_every == 0 and (not t_cfg.trace_epochs or epoch <= t_cfg.trace_epochs):
-                tracer.record(model, step, epoch - 1 + (i + 1) / steps_per_epoch)
-            with torch.no_grad():
-                sums += torch.stack([terms.bound.sum(), terms.recon.sum(), terms.kl.sum()]).double()
-            if bar is not None:
-                bar.update(1)
-            if stop and i + 1 < steps_per_epoch:  # Ctrl-C / SIGTERM: checkpoint this step and stop
-                mid = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "epoch": epoch - 1,
-                       "step": step, "metrics_json": json.dumps(history),
-                       "partial": {"step_in_epoch": i + 1, "epoch_generator": epoch_generator, "sums": sums.cpu()}}
-                store.save(model.state_dict(), mid, epoch - 1)
-                if tracer is not None:
-                    tracer.save()
-                if isinstance(stop, StopRequest):
-                    stop.where = f"step {i + 1} of {steps_per_epoch} in epoch {epoch}"
+class _Loop:
+    """The training loop of M runs at one point of training: epochs of steps of ``step_fn``, under bf16 autocast
+    when the config says so; after each epoch every run is evaluated, checkpointed and its metrics and status
+    written. A stop (Ctrl-C, SIGTERM) checkpoints every run at the next step boundary and raises KeyboardInterrupt."""
+
+    def __init__(self, members: list[Member], step_fn: StepFunction, optimizer: torch.optim.Optimizer,
+                 objective: Objective, pixels: PixelSampler, y_test: torch.Tensor, progress: bool | None, log, stop):
+        self.members, self.step_fn, self.optimizer, self.objective = members, step_fn, optimizer, objective
+        self.pixels, self.log, self.stop = pixels, log, stop
+        self.t_cfg, self.device = members[0].config.train, pixels.x_train.device
+        self.m, self.step = len(members), members[0].step
+        self.tag = {"vectorised": self.m} if self.m > 1 else {}  # vectorised runs say so in their status and metrics
+        self.n_train = pixels.x_train.shape[0]
+        self.batch = min(self.t_cfg.batch_size, self.n_train)
+        self.steps_per_epoch = math.ceil(self.n_train / self.batch)
+        name = members[0].config.name
+        self.bar = step_bar(progress, self.t_cfg.epochs * self.steps_per_epoch, members[0].start_epoch *
+                            self.steps_per_epoch, name if self.m == 1 else f"{self.m} runs of {name}")
+        faulty = [k for k, member in enumerate(members) if faults.loss_fault(member.config.name)]
+        # fault injection (tests/faults): (run, loss value, step) for the first run the fault applies to
+        self.loss_fault = (faulty[0], *faults.loss_fault(members[faulty[0]].config.name)) if faulty else None
+        self.tracer = None
+        if self.t_cfg.trace_every:  # single runs only (vaelab.ensemble does not vectorise traced runs)
+            from vaelab.trace import Tracer
+
+            self.tracer = Tracer(members[0].run_dir, pixels.test, y_test, self.t_cfg.trace_per_class, self.step)
+            if self.step == 0:
+                self.tracer.record(step_fn.models[0], 0, 0.0)
+
+    def run(self) -> None:
+        start_epoch = self.members[0].start_epoch
+        for member in self.members:
+            write_status(member.run_dir, "running", epoch=start_epoch, **self.tag)
+            write_metrics(member.run_dir, member.history)
+        for model in self.step_fn.models:
+            model.train()
+        for epoch in range(start_epoch + 1, self.t_cfg.epochs + 1):
+            t0 = time.perf_counter()
+            sums = self._train_epoch(epoch)
+            self._end_epoch(epoch, sums, t0, time.perf_counter() - t0)
+            if self.stop and epoch < self.t_cfg.epochs:  # stopped at an epoch boundary: this epoch's checkpoint
                 raise KeyboardInterrupt
-        train_seconds = time.perf_counter() - t0
-        sums = sums.cpu() / n_train
-        eval_gen = torch.Generator(device=device).manual_seed(t_cfg.seed * 1_000_003 + epoch)
-        row = {
-            "epoch": epoch, "step": step,
-            "train_loss": -float(sums[0]), "train_recon": float(sums[1]), "train_kl": float(sums[2]),
-            "beta": objective.beta_at(epoch) if objective.name == "elbo" else None,
-            **evaluate(model, objective, pixels.test, t_cfg.eval_batch_size, eval_gen),
-            "seconds": round(time.perf_counter() - t0, 4),
-            "train_examples_per_s": round(n_train / train_seconds, 1),
-        }
-        history.append(row)
-        state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "epoch": epoch, "step": step,
-                 "metrics_json": json.dumps(history)}
-        store.save(model.state_dict(), state, epoch)
-        if tracer is not None:
-            tracer.save()
-        if t_cfg.snapshot_every and epoch % t_cfg.snapshot_every == 0:
-            write_snapshot(run_dir, model.state_dict(), epoch)
-        write_metrics(run_dir, history)
-        write_status(run_dir, "running", epoch=epoch)
-        line = (f"epoch {epoch}/{t_cfg.epochs}  train {row['train_loss']:.3f}  test {row['test_loss']:.3f}  "
-                f"recon {row['test_recon']:.3f}  kl {row['test_kl']:.3f}  ({row['seconds']:.2f}s)")
-        if bar is not None:
-            bar.set_postfix_str(f"test {row['test_loss']:.2f}")
+        if self.bar is not None:
+            self.bar.close()
+        for member in self.members:
+            write_status(member.run_dir, "finished", epoch=self.t_cfg.epochs)
+
+    def _train_epoch(self, epoch: int) -> torch.Tensor:
+        """The steps of ``epoch`` (from where a run resumed inside it); returns each run's sums of bound, recon and
+        KL over the epoch's examples (M, 3)."""
+        members, steps, bf16 = self.members, self.steps_per_epoch, self.t_cfg.precision == "bf16"
+        epoch_states, x_epochs, orders = _draw_epoch(members, self.pixels)
+        generators = [member.generator for member in members]
+        first_step = members[0].step_in_epoch  # above 0 when resumed inside this epoch
+        sums = torch.zeros(self.m, 3, dtype=torch.float64, device=self.device)  # bound, recon, kl of each run
+        if first_step:
+            sums = torch.stack([member.partial["sums"] for member in members]).to(self.device)
+        for member in members:
+            member.partial = None
+        for i in range(first_step, steps):
+            x = _batch(x_epochs, orders, i, self.batch)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                losses, batch_sums = self.step_fn(x, generators, epoch - 1 + i / steps)
+            self.step += 1
+            if self.loss_fault is not None and self.step == self.loss_fault[2]:  # fault injection: a loss turns bad
+                bad = torch.arange(self.m, device=self.device) == self.loss_fault[0]
+                losses = torch.where(bad, losses * 0 + self.loss_fault[1], losses)
+            if not torch.isfinite(losses).all():
+                _diverged(members, losses, epoch, self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # the runs are independent: each gets exactly its own gradient
+            self.optimizer.step()
+            faults.reached("step")
+            if self.tracer is not None and self.step % self.t_cfg.trace_every == 0 and (
+                    not self.t_cfg.trace_epochs or epoch <= self.t_cfg.trace_epochs):
+                self.tracer.record(self.step_fn.models[0], self.step, epoch - 1 + (i + 1) / steps)
+            sums += batch_sums
+            if self.bar is not None:
+                self.bar.update(1)
+            if self.stop and i + 1 < steps:  # Ctrl-C / SIGTERM: checkpoint this step and stop
+                self.step_fn.sync()
+                self._save_checkpoints(epoch - 1, [{"step_in_epoch": i + 1, "epoch_generator": epoch_states[k],
+                                                    "sums": sums[k].cpu().clone()} for k in range(self.m)])
+                if isinstance(self.stop, StopRequest):
+                    self.stop.where = f"step {i + 1} of {steps} in epoch {epoch}"
+                raise KeyboardInterrupt
+        return sums
+
+    def _end_epoch(self, epoch: int, sums: torch.Tensor, t0: float, train_seconds: float) -> None:
+        """Evaluate every run, append its metrics row and write its checkpoint, snapshot, metrics and status."""
+        sums = sums.cpu() / self.n_train
+        self.step_fn.sync()
+        for k, member in enumerate(self.members):
+            seed = member.config.train.seed * 1_000_003 + epoch
+            eval_gen = torch.Generator(device=self.device).manual_seed(seed)
+            member.history.append({
+                "epoch": epoch, "step": self.step,
+                "train_loss": -float(sums[k, 0]), "train_recon": float(sums[k, 1]), "train_kl": float(sums[k, 2]),
+                "beta": self.objective.beta_at(epoch) if self.objective.name == "elbo" else None,
+                **evaluate(member.model, self.objective, self.pixels.test, self.t_cfg.eval_batch_size, eval_gen),
+                "seconds": round((time.perf_counter() - t0) / self.m, 4),  # a vectorised run's share of the epoch
+                "train_examples_per_s": round(self.m * self.n_train / train_seconds, 1),
+                **self.tag,
+            })
+        self._save_checkpoints(epoch)
+        for member in self.members:
+            if self.t_cfg.snapshot_every and epoch % self.t_cfg.snapshot_every == 0:
+                write_snapshot(member.run_dir, member.model.state_dict(), epoch)
+            write_metrics(member.run_dir, member.history)
+            write_status(member.run_dir, "running", epoch=epoch, **self.tag)
+        if self.bar is not None:
+            self.bar.set_postfix_str("test " + " ".join(f"{m.history[-1]['test_loss']:.2f}" for m in self.members))
         else:
-            log(line)
-        if stop and epoch < t_cfg.epochs:  # stopped at an epoch boundary: this epoch's checkpoint is the one
-            raise KeyboardInterrupt
-    if bar is not None:
-        bar.close()
-    write_status(run_dir, "finished", epoch=t_cfg.epochs)
+            self.log(_epoch_line(self.members, self.t_cfg.epochs, time.perf_counter() - t0))
+
+    def _save_checkpoints(self, epoch: int, partials: list[dict] | None = None) -> None:
+        """Every run's checkpoint of ``epoch`` finished epochs (after step_fn.sync()); with its partial when it
+        stopped inside epoch + 1: the step there, the epoch's generator state at its start and the sums so far."""
+        state = self.optimizer.state_dict()
+        for k, member in enumerate(self.members):
+            checkpoint = {"optimizer": self.step_fn.member_optimizer_state(state, k),
+                          "generator": member.generator.get_state(), "epoch": epoch, "step": self.step,
+                          "metrics_json": json.dumps(member.history)}
+            if partials is not None:
+                checkpoint["partial"] = partials[k]
+            member.store.save(member.model.state_dict(), checkpoint, epoch)
+        if self.tracer is not None:
+            self.tracer.save()
+
+
+def _draw_epoch(members: list[Member], pixels: PixelSampler) -> tuple[list, list, list]:
+    """Each run's generator state at the epoch start, training images (N, C, H, W) and batch order (N,), drawn from
+    its generator as a run trained alone draws them. A run resumed inside this epoch redraws them from the epoch's
+    saved state, then its generator continues from the checkpoint's state."""
+    states, x_epochs, orders = [], [], []
+    for member in members:
+        g = member.generator
+        if member.partial:
+            g.set_state(member.partial["epoch_generator"].cpu())
+        states.append(g.get_state())  # kept in a mid-epoch checkpoint, to redraw this epoch's batches
+        x_epochs.append(pixels.train_epoch(g))
+        orders.append(torch.randperm(pixels.x_train.shape[0], generator=g, device=pixels.x_train.device))
+        if member.partial:
+            g.set_state(member.generator_state)
+    return states, x_epochs, orders
+
+
+def _batch(x_epochs: list[torch.Tensor], orders: list[torch.Tensor], i: int, batch: int) -> torch.Tensor:
+    """Batch i of every run: (M, B, C, H, W)."""
+    xs = [x[order[i * batch:(i + 1) * batch]] for x, order in zip(x_epochs, orders)]
+    return xs[0].unsqueeze(0) if len(xs) == 1 else torch.stack(xs)
+
+
+def _diverged(members: list[Member], losses: torch.Tensor, epoch: int, step: int):
+    """Mark the first run whose loss (of losses (M,)) is not finite failed and raise its TrainingDiverged, which
+    names that run's directory in ``run_dir``."""
+    k = int((~torch.isfinite(losses)).nonzero()[0])
+    exc = TrainingDiverged(epoch, step, float(losses[k].detach()))
+    write_status(members[k].run_dir, "failed", epoch=epoch, step=step, reason=str(exc))
+    exc.run_dir = members[k].run_dir
+    raise exc
+
+
+def _epoch_line(members: list[Member], epochs: int, seconds: float) -> str:
+    """The log line of a finished epoch: the run's numbers, or the test loss of each of M runs."""
+    row = members[0].history[-1]
+    if len(members) > 1:
+        losses = " ".join(f"{member.history[-1]['test_loss']:.3f}" for member in members)
+        return f"epoch {row['epoch']}/{epochs}  {len(members)} runs  test {losses}  ({seconds:.2f}s)"
+    return (f"epoch {row['epoch']}/{epochs}  train {row['train_loss']:.3f}  test {row['test_loss']:.3f}  "
+            f"recon {row['test_recon']:.3f}  kl {row['test_kl']:.3f}  ({row['seconds']:.2f}s)")
 
 
 def resume(path: str | os.PathLike, epochs: int | None = None, **kwargs) -> Run:
