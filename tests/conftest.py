@@ -25,7 +25,9 @@ def tiny_config(**sections):
     """A small digits config; ``sections`` override whole sections, e.g. model={'arch': '64-32-4'}."""
     from vaelab.config import build_config
 
-    base = {"name": "tiny", "model": {"arch": "64-32-4"}, "train": {"epochs": 2, "batch_size": 128, "lr": 3e-3}}
+    # fp32 pinned: tests compare runs to float tolerance on any machine (auto would pick bf16 where AMX makes it fast)
+    base = {"name": "tiny", "model": {"arch": "64-32-4"}, "train": {"epochs": 2, "batch_size": 128, "lr": 3e-3,
+                                                                    "precision": "fp32"}}
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     if "model" in sections and "arch" not in sections["model"] and "arch" in base["model"] and \

@@ -51,3 +51,23 @@ def test_the_probe_measures_both_rates_and_caches_them(monkeypatch, tmp_path):
     assert probe_rates(shapes) == (fp32, bf16, True)  # from <data root>/precision.json
     assert (tmp_path / "precision.json").exists()
     assert probe_rates([(32, 64, 128)])[2] is False  # other shapes are probed anew
+
+
+def test_auto_trains_in_the_probed_precision_records_it_and_keeps_it_on_resume(monkeypatch, tmp_path):
+    import vaelab
+    from conftest import tiny_config
+
+    rates = {"fp32": 300.0, "bf16": 1200.0}
+    monkeypatch.setattr(precision, "probe_rates", lambda shapes, use_cache=True: (rates["fp32"], rates["bf16"], False))
+    lines = []
+    cfg = tiny_config(train={"epochs": 1, "precision": "auto"})
+    run = vaelab.train(cfg, out=tmp_path, progress=False, log=lines.append)
+    first = run.metrics[0]
+    assert first["precision"] == "bf16" and first["precision_probe"]["bf16_gflops"] == 1200.0
+    assert any(line.startswith("precision auto: bf16") for line in lines)
+    rates["bf16"] = 100.0  # the machine now says fp32 ...
+    resumed = vaelab.resume(run.path, epochs=2, progress=False, log=lines.append)
+    assert [m["precision"] for m in resumed.metrics] == ["bf16", "bf16"]  # ... but a run keeps what it started in
+    assert "precision_probe" not in resumed.metrics[1]
+    fresh = vaelab.train(cfg.model_copy(update={"name": "fresh"}), out=tmp_path, progress=False, log=lines.append)
+    assert fresh.metrics[0]["precision"] == "fp32"

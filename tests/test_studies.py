@@ -248,7 +248,8 @@ def test_two_studies_on_one_output_directory_train_each_run_once(tmp_path):
 def test_seeds_of_a_study_are_vectorised_and_match_separate_runs(tmp_path):
     spec_file = tmp_path / "seeds.yaml"
     spec_file.write_text(yaml.safe_dump({"name": "seeds", "base": {"data": {"name": "digits"}, "model": {"hidden": [64]},
-                                                                   "train": {"epochs": 3, "batch_size": 64}},
+                                                                   "train": {"epochs": 3, "batch_size": 64,
+                                                                             "precision": "fp32"}},
                                          "grid": {"model.latent_dim": [2, 4]}, "seeds": [0, 1, 2]}))
     spec = load_study(spec_file)
     vec = read_results(run_study(spec, tmp_path / "v", executor=LocalExecutor(workers=2), progress=False, report=False,

@@ -145,8 +145,10 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when present, else cpu")
     snapshot_every: int = Field(0, ge=0, description="keep the weights every N epochs (0 = never), for analyses over training")
     eval_batch_size: int = Field(1000, ge=1)
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="matrix products of training steps in bf16 autocast "
-                                               "(losses, sampling and evaluation stay fp32)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16: matrix products of training steps in bf16 autocast (losses, sampling and evaluation "
+        "stay fp32); auto: whichever of fp32 and bf16 a probe of this machine finds faster at the model's shapes "
+        "while keeping the loss (vaelab.precision)")
     trace_every: int = Field(0, ge=0, description="record the posterior of traced test images every N steps (0 = never)")
     trace_per_class: int = Field(6, ge=1, le=1000, description="traced test images per class (the first ones of each class)")
     trace_epochs: int = Field(0, ge=0, description="trace only during the first N epochs (0 = all)")

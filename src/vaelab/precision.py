@@ -32,8 +32,8 @@ class PrecisionChoice:
     """What `auto` chose and why: the rates (GFLOP/s) measured at the model's shapes."""
 
     precision: str  # "fp32" or "bf16"
-    fp32_gflops: float
-    bf16_gflops: float
+    fp32_gflops: float | None  # None where nothing was probed
+    bf16_gflops: float | None
     reason: str
     cached: bool = False
     relative_error: float | None = None
@@ -123,10 +123,10 @@ def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
     """The precision `auto` trains ``model`` in. ``loss_of()`` computes one batch's loss deterministically (its own
     seeded generator); it is called once in fp32 and once under bf16 autocast to check that bf16 keeps the loss."""
     if device.type != "cpu":
-        return PrecisionChoice("fp32", float("nan"), float("nan"), f"{device.type}: the probe covers CPUs only; fp32")
+        return PrecisionChoice("fp32", None, None, f"{device.type}: the probe covers CPUs only; fp32")
     shapes = linear_shapes(model, batch)
     if not shapes:
-        return PrecisionChoice("fp32", float("nan"), float("nan"), "no linear layers to probe; fp32")
+        return PrecisionChoice("fp32", None, None, "no linear layers to probe; fp32")
     fp32, bf16, cached = probe_rates(shapes, use_cache)
     if bf16 < MIN_SPEEDUP * fp32:
         return PrecisionChoice("fp32", fp32, bf16, f"bf16 products run at {bf16 / fp32:.2f}x the fp32 rate here", cached)

@@ -37,7 +37,7 @@ KL_VALUES_MAX_DIMS = 256  # the per-dimension KL vector is stored in full up to 
 
 # Config fields that may change when a run is resumed (more epochs, another device); anything else may not.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "eval_batch_size"), ("train", "snapshot_every"),
-                     ("train", "trace_epochs")}
+                     ("train", "trace_epochs"), ("train", "precision")}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -172,7 +172,8 @@ def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: 
         changes = _config_changes(RunConfig.load(existing), config)
         if changes:
             raise RunError(f"cannot resume {run_dir} with a different config ({changes[0]}); only train.epochs, "
-                           "train.device, train.eval_batch_size and train.snapshot_every may change")
+                           "train.device, train.eval_batch_size, train.snapshot_every, train.trace_epochs and "
+                           "train.precision may change")
     atomic_write_text(run_dir / "config.yaml", config.to_yaml())
 
 
@@ -238,7 +239,33 @@ def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None,
     optimizer = make_optimizer(step_fn.trained, cfg0.train.lr)  # in the single-run parameter order
     if members[0].optimizer_state is not None:
         optimizer.load_state_dict(step_fn.stack_optimizer_states([m.optimizer_state for m in members]))
-    _Loop(members, step_fn, optimizer, objective, pixels, data.y_test.to(device), progress, log, stop).run()
+    precision, probe = resolve_precision(members, objective, pixels, log)
+    _Loop(members, step_fn, optimizer, objective, pixels, data.y_test.to(device), progress, log, stop,
+          precision, probe).run()
+
+
+def resolve_precision(members: list[Member], objective: Objective, pixels: PixelSampler, log) -> tuple[str, dict | None]:
+    """The precision the runs train in, and the probe's numbers when ``auto`` measured it now. A run keeps the
+    precision it started in (so a resumed run continues exactly); ``auto`` probes this machine once per model shape
+    (vaelab.precision, cached) and checks that bf16 keeps the loss of one batch."""
+    asked = members[0].config.train.precision
+    if asked != "auto":
+        return asked, None
+    started = {m.precision for m in members if m.precision is not None}
+    if started:
+        return started.pop(), None
+    from vaelab.precision import choose_precision
+
+    model, device = members[0].model, pixels.x_train.device
+    x = pixels.test[:members[0].config.train.batch_size]
+
+    def one_batch_loss() -> torch.Tensor:  # the same noise each call
+        return objective(model, x, torch.Generator(device=device).manual_seed(0)).loss
+
+    choice = choose_precision(model, x.shape[0], device, one_batch_loss)
+    if not choice.cached:  # (a cached choice is in the metrics only)
+        log(f"precision auto: {choice.precision} ({choice.reason})")
+    return choice.precision, choice.as_metrics()
 
 
 def _load_member(config: RunConfig, run_dir: Path, device: torch.device, image_shape: tuple, log) -> Member:
@@ -265,6 +292,7 @@ def _load_member(config: RunConfig, run_dir: Path, device: torch.device, image_s
     member.step, member.optimizer_state = int(state["step"]), state["optimizer"]
     member.history = json.loads(state["metrics_json"])  # the rows that match these weights, whatever metrics.jsonl says
     member.partial = state.get("partial")
+    member.precision = state.get("precision", "bf16" if config.train.precision == "bf16" else "fp32")
     where = f"epoch {member.start_epoch}"
     if member.partial:
         where += f", step {member.step_in_epoch} of epoch {member.start_epoch + 1}"
@@ -278,8 +306,10 @@ class _Loop:
     written. A stop (Ctrl-C, SIGTERM) checkpoints every run at the next step boundary and raises KeyboardInterrupt."""
 
     def __init__(self, members: list[Member], step_fn: StepFunction, optimizer: torch.optim.Optimizer,
-                 objective: Objective, pixels: PixelSampler, y_test: torch.Tensor, progress: bool | None, log, stop):
+                 objective: Objective, pixels: PixelSampler, y_test: torch.Tensor, progress: bool | None, log, stop,
+                 precision: str = "fp32", probe: dict | None = None):
         self.members, self.step_fn, self.optimizer, self.objective = members, step_fn, optimizer, objective
+        self.precision, self.probe = precision, probe  # probe: what auto measured, for the first metrics row
         self.pixels, self.log, self.stop = pixels, log, stop
         self.t_cfg, self.device = members[0].config.train, pixels.x_train.device
         self.m, self.step = len(members), members[0].step
@@ -322,7 +352,7 @@ class _Loop:
     def _train_epoch(self, epoch: int) -> torch.Tensor:
         """The steps of ``epoch`` (from where a run resumed inside it); returns each run's sums of bound, recon and
         KL over the epoch's examples (M, 3)."""
-        members, steps, bf16 = self.members, self.steps_per_epoch, self.t_cfg.precision == "bf16"
+        members, steps, bf16 = self.members, self.steps_per_epoch, self.precision == "bf16"
         epoch_states, x_epochs, orders = _draw_epoch(members, self.pixels)
         generators = [member.generator for member in members]
         first_step = members[0].step_in_epoch  # above 0 when resumed inside this epoch
@@ -374,8 +404,10 @@ class _Loop:
                 **evaluate(member.model, self.objective, self.pixels.test, self.t_cfg.eval_batch_size, eval_gen),
                 "seconds": round((time.perf_counter() - t0) / self.m, 4),  # a vectorised run's share of the epoch
                 "train_examples_per_s": round(self.m * self.n_train / train_seconds, 1),
+                "precision": self.precision, **({"precision_probe": self.probe} if self.probe else {}),
                 **self.tag,
             })
+        self.probe = None  # recorded once, in the first row trained after it
         self._save_checkpoints(epoch)
         for member in self.members:
             if self.t_cfg.snapshot_every and epoch % self.t_cfg.snapshot_every == 0:
@@ -394,7 +426,7 @@ class _Loop:
         for k, member in enumerate(self.members):
             checkpoint = {"optimizer": self.step_fn.member_optimizer_state(state, k),
                           "generator": member.generator.get_state(), "epoch": epoch, "step": self.step,
-                          "metrics_json": json.dumps(member.history)}
+                          "metrics_json": json.dumps(member.history), "precision": self.precision}
             if partials is not None:
                 checkpoint["partial"] = partials[k]
             member.store.save(member.model.state_dict(), checkpoint, epoch)

@@ -33,6 +33,7 @@ class Member:
     optimizer_state: dict | None = None  # the run's Adam state in a single run's format
     partial: dict | None = None  # set when the run stopped inside epoch start_epoch + 1 (see the loop's checkpoints)
     generator_state: torch.Tensor | None = None  # the checkpoint's generator state (to continue inside an epoch)
+    precision: str | None = None  # what the run trained in so far ("fp32" or "bf16"; None when it has not started)
 
     @property
     def step_in_epoch(self) -> int:
