@@ -71,3 +71,22 @@ def test_auto_trains_in_the_probed_precision_records_it_and_keeps_it_on_resume(m
     assert "precision_probe" not in resumed.metrics[1]
     fresh = vaelab.train(cfg.model_copy(update={"name": "fresh"}), out=tmp_path, progress=False, log=lines.append)
     assert fresh.metrics[0]["precision"] == "fp32"
+
+
+def test_a_study_decides_auto_once_per_model_before_its_runs_start(monkeypatch):
+    from conftest import tiny_config
+
+    calls = []
+
+    def probe(shapes, use_cache=True):
+        calls.append(shapes)
+        return 300.0, 1200.0, False
+
+    monkeypatch.setattr(precision, "probe_rates", probe)
+    configs = [tiny_config(train={"precision": "auto", "seed": s}) for s in range(3)]
+    configs.append(tiny_config(model={"arch": "64-16-2"}, train={"precision": "auto"}))
+    configs.append(tiny_config(train={"precision": "fp32"}))
+    out = precision.resolve_auto(configs)
+    assert [c.train.precision for c in out] == ["bf16", "bf16", "bf16", "bf16", "fp32"]
+    assert len(calls) == 2  # one probe per distinct model (seeds share it); explicit precisions are left alone
+    assert [c.train.seed for c in out] == [0, 1, 2, 0, 0]

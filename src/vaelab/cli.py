@@ -379,6 +379,23 @@ def report(folder: Path = typer.Argument(..., help="A study folder (OUT/NAME).")
     typer.echo(f"report: {write_report(folder)}")
 
 
+@app.command("scorecard")
+def scorecard_cmd(folder: Path = typer.Argument(..., help="A study folder (OUT/NAME)."),
+                  as_json: bool = typer.Option(False, "--json", help="Print the outcomes as JSON.")):
+    """Check the document's claims against a study's runs: per claim the document's figure or number, vaelab's
+    measurement with its 95% interval over seeds, and the outcome (held, did not hold, or inconclusive and why)."""
+    import shutil
+
+    from vaelab.studies.claims import open_study, render_text, scorecard
+
+    view = open_study(folder)
+    outcomes = scorecard(folder, view)
+    if as_json:
+        typer.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
+        return
+    typer.echo(render_text(outcomes, view, width=shutil.get_terminal_size((110, 24)).columns))
+
+
 def _given_value(param) -> str:
     """' (got VALUE)' for the option ``param`` as it appears on the command line, or ''."""
     for opt in getattr(param, "opts", None) or []:

@@ -141,3 +141,32 @@ def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
             return PrecisionChoice("fp32", fp32, bf16, f"bf16 is {bf16 / fp32:.2f}x faster but changes the loss by "
                                    f"{100 * error:.1f}% (limit {100 * MAX_RELATIVE_ERROR:g}%)", cached, error)
     return PrecisionChoice("bf16", fp32, bf16, f"bf16 products run at {bf16 / fp32:.2f}x the fp32 rate here", cached, error)
+
+
+def resolve_auto(configs: list) -> list:
+    """``configs`` (RunConfig) with ``train.precision: auto`` replaced by the choice for their model, probed once per
+    distinct model, batch size and dataset in this process. A study calls this before it hands its runs to workers,
+    so that every run of one model trains in the same precision whichever process or executor runs it."""
+    from vaelab.data import PixelSampler, load_dataset
+    from vaelab.models import build_model
+    from vaelab.objectives import Objective
+
+    chosen: dict[str, str] = {}
+    out = []
+    for c in configs:
+        if c.train.precision != "auto" or c.train.device == "cuda":
+            out.append(c)
+            continue
+        key = json.dumps([c.data.model_dump(mode="json"), c.model.model_dump(mode="json"), c.train.batch_size,
+                          c.objective.model_dump(mode="json")], sort_keys=True)
+        if key not in chosen:
+            torch.manual_seed(c.train.seed)
+            model = build_model(c)
+            data = load_dataset(c.data.name, train_size=c.data.train_size, test_size=c.data.test_size)
+            x = PixelSampler(c.data.pixels, data.x_train[:1], data.x_test, c.data.binarize_seed).test[:c.train.batch_size]
+            objective = Objective(c.objective)
+            chosen[key] = choose_precision(
+                model, x.shape[0], torch.device("cpu"),
+                lambda: objective(model, x, torch.Generator().manual_seed(0)).loss).precision
+        out.append(c.model_copy(update={"train": c.train.model_copy(update={"precision": chosen[key]})}))
+    return out

@@ -246,14 +246,14 @@ def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None,
 
 def resolve_precision(members: list[Member], objective: Objective, pixels: PixelSampler, log) -> tuple[str, dict | None]:
     """The precision the runs train in, and the probe's numbers when ``auto`` measured it now. A run keeps the
-    precision it started in (so a resumed run continues exactly); ``auto`` probes this machine once per model shape
+    precision it started in, whatever the config says now (so a resumed run continues exactly); ``auto`` probes this machine once per model shape
     (vaelab.precision, cached) and checks that bf16 keeps the loss of one batch."""
+    started = {m.precision for m in members if m.precision is not None}
+    if started:  # (vectorised members are at the same point of training, so in one precision)
+        return started.pop(), None
     asked = members[0].config.train.precision
     if asked != "auto":
         return asked, None
-    started = {m.precision for m in members if m.precision is not None}
-    if started:
-        return started.pop(), None
     from vaelab.precision import choose_precision
 
     model, device = members[0].model, pixels.x_train.device

@@ -1,6 +1,7 @@
 """`vaelab report DIR`: one self-contained HTML page for a study (figures embedded as data URIs, no network),
-with findings that cite the numbers, a sortable results table, each document's figures, the animations, the
-diagnosis verdicts and the config of every run."""
+opening with the scorecard of the document's claims (vaelab.studies.claims), then findings that cite the numbers,
+a sortable results table, each document's figures, the animations, the diagnosis verdicts and the config of every
+run."""
 from __future__ import annotations
 
 import base64
@@ -10,9 +11,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vaelab.errors import RunError
 from vaelab.fileio import atomic_write_text
 
 def report_metrics(spec) -> list[tuple[str, str, str | None]]:
@@ -103,18 +101,13 @@ def write_report(folder: str | Path) -> Path:
 
     import vaelab
     from vaelab.report.catalogue import draw
-    from vaelab.report.study_view import StudyView
-    from vaelab.studies.results import read_results
-    from vaelab.studies.spec import StudySpec
+    from vaelab.studies.claims import open_study, scorecard
 
     folder = Path(folder)
-    spec_path = folder / "study.yaml"
-    if not spec_path.exists():
-        raise RunError(f"{folder} is not a vaelab study folder (no study.yaml); run `vaelab study NAME` first")
-    spec = StudySpec(**yaml.safe_load(spec_path.read_text()))
-    rows = read_results(folder)
-    view = StudyView(folder, spec, rows)
+    view = open_study(folder)
+    spec, rows = view.spec, view.rows
     figures = draw(view)
+    claims = [o.to_json() for o in scorecard(folder, view)]  # after the figures: it reads what they computed
     sections = []
     stills = [f for f in figures if f.kind == "image"]
     anims = [f for f in figures if f.kind == "animation"]
@@ -146,10 +139,10 @@ def write_report(folder: str | Path) -> Path:
         title=spec.title or spec.name, name=spec.name, scale=spec.scale, scale_description=spec.scale_description, document=spec.document, description=spec.description,
         n_runs=len(rows), n_finished=len(view.finished()), n_failed=sum(r.get("status") != "finished" for r in rows),
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), version=getattr(vaelab, "__version__", "0.1.0"),
-        findings=findings(view), failures=[r for r in rows if r.get("status") != "finished"],
+        claims=claims, findings=findings(view), failures=[r for r in rows if r.get("status") != "finished"],
         rows=rows, columns=columns, fmt=_fmt, sections=sections, verdicts=verdicts, configs=configs,
         notes=[n for n in view.notes if not n.startswith("theorem3: ")],
-        spec_yaml=spec_path.read_text())
+        spec_yaml=(folder / "study.yaml").read_text())
     path = folder / "report.html"
     atomic_write_text(path, html)
     return path

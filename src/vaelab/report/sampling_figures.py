@@ -6,7 +6,7 @@ import numpy as np
 
 from vaelab.report.animations import figure_to_rgb, save_gif
 from vaelab.report.figures import pyplot, show_images
-from vaelab.report.study_view import Figure, StudyView, panel_row
+from vaelab.report.study_view import Figure, StudyView, latent_panels
 from vaelab.report.study_view import save_view_figure as _save
 
 COLLAPSE_THRESHOLD = 0.01  # a latent variable whose posterior mean barely moves over the data: Var_x[mu] < 0.01
@@ -152,24 +152,23 @@ def views_3d(view: StudyView, **_) -> list[Figure]:
 
 
 def grids_4d(view: StudyView, **_) -> list[Figure]:
-    rows = view.first_seed_with_latent(lambda d: d == 4)
-    panels = panel_row(view, rows, "grids-4d: no finished 4-D run", 5.4, 5.6)
+    panels = latent_panels(view, lambda d: d == 4, "grids-4d: no finished 4-D run", 5.4, 5.6)
     if panels is None:
         return []
-    fig, axes = panels
-    for ax, r in zip(axes, rows):
+    fig, pairs = panels
+    for ax, r in pairs:
         show_images(ax, view.arrays(r, "samples")["images_grid"], ncol=9, title=f"{r.get('variant')}: 3^4 = 81 points")
     return [_save(view, fig, "grids-4d", "4-D latent grids (document 003)",
                   "Three N(0, 1) quantiles per dimension (1/6, 1/2, 5/6): rows run over (z1, z2), columns over (z3, z4).")]
 
 
 def samples_high_dim(view: StudyView, **_) -> list[Figure]:
-    rows = view.first_seed_with_latent(lambda d: d >= 8)
-    panels = panel_row(view, rows, "samples-high-dim: no finished run with 8 or more latent dimensions", 3.6, 4)
+    panels = latent_panels(view, lambda d: d >= 8, "samples-high-dim: no finished run with 8 or more latent dimensions",
+                           3.6, 4)
     if panels is None:
         return []
-    fig, axes = panels
-    for ax, r in zip(axes, rows):
+    fig, pairs = panels
+    for ax, r in pairs:
         show_images(ax, view.arrays(r, "samples")["images_prior"][:100], ncol=10, title=str(r.get("variant")))
     return [_save(view, fig, "samples-high-dim", "100 prior samples of 8- and 16-dimensional models (document 003)",
                   "Decoded means of z ~ N(0, I), one panel per architecture (first seed).")]

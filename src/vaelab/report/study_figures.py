@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from vaelab.report.figures import pyplot, show_images
-from vaelab.report.study_view import Figure, StudyView, mean_sd_by, panel_row
+from vaelab.report.study_view import Figure, StudyView, latent_panels, mean_sd_by, panel_row
 from vaelab.report.study_view import save_view_figure as _save
 
 
@@ -22,18 +22,17 @@ def _variants(view: StudyView) -> list[str | None]:
 # --- figures ----------------------------------------------------------------------------------------
 def latent_2d(view: StudyView, **_) -> list[Figure]:
     """Test-set posterior means of every 2-D run, coloured by class (document 002 Fig. 2, document 003)."""
-    rows = view.first_seed_with_latent(lambda d: d == 2)
-    panels = panel_row(view, rows, "latent-2d: no finished run has a 2-D latent", 4.2, 4.0)
+    panels = latent_panels(view, lambda d: d == 2, "latent-2d: no finished run has a 2-D latent", 4.2, 4.0)
     if panels is None:
         return []
-    fig, axes = panels
-    for ax, r in zip(axes, rows):
+    fig, pairs = panels
+    for ax, r in pairs:
         a = view.arrays(r, "posterior")
         sc = ax.scatter(a["mu_test"][:, 0], a["mu_test"][:, 1], c=a["y_test"], cmap="tab10", s=4, alpha=0.7, vmin=-0.5, vmax=9.5)
         ax.set_xlabel("z1 (posterior mean)")
         ax.set_ylabel("z2 (posterior mean)")
         ax.set_title(view.label(r))
-    fig.colorbar(sc, ax=axes.tolist(), ticks=range(10), label="class")
+    fig.colorbar(sc, ax=[ax for ax, _ in pairs], ticks=range(10), label="class")
     return [_save(view, fig, "latent-2d", "The 2-D latent space by class",
                   "Posterior means of the test images; similar classes sit together, with gradients between them.")]
 

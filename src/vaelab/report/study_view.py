@@ -95,6 +95,14 @@ def panel_row(view: StudyView, items: list, note: str, width: float, height: flo
     return fig, axes[0]
 
 
+def latent_panels(view: StudyView, accept: Callable[[int], bool], note: str, width: float, height: float):
+    """One panel per finished run (first seed) whose latent dimension passes ``accept``: (fig, [(ax, row)]), or None
+    (and ``note`` for the report) when there is none."""
+    rows = view.first_seed_with_latent(accept)
+    panels = panel_row(view, rows, note, width, height)
+    return None if panels is None else (panels[0], list(zip(panels[1], rows)))
+
+
 def mean_sd_by(rows: list[dict], key: str, metric: str, variant: str | None = None) -> tuple[list, list, list]:
     """x values (sorted), mean and sd over seeds of ``metric`` for rows grouped by ``key``."""
     groups: dict[Any, list[float]] = {}

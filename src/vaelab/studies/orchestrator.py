@@ -44,6 +44,7 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     """Run every run of ``spec`` (already scaled) with ``executor`` (local by default); return the study folder.
 
     ``vectorize``: runs that differ only in seed are trained together as one vectorised model (vaelab.ensemble)."""
+    from vaelab.precision import resolve_auto
     from vaelab.studies.pools import LocalExecutor
 
     log = log or (lambda m: print(m, file=sys.stderr))
@@ -53,9 +54,11 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     make_dirs(folder / "runs")
     remove_stale_temporaries(folder)  # temporary files of a study that was killed (their writers are gone)
     atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    tasks = [{"name": r.name, "config": r.config.model_dump(mode="json"), "runs_dir": str(folder / "runs"),
+    # precision auto is decided here, once per model, so every worker and executor trains a model the same way
+    configs = resolve_auto([r.config for r in planned])
+    tasks = [{"name": r.name, "config": c.model_dump(mode="json"), "runs_dir": str(folder / "runs"),
               "analyses": spec.analyses, "coordinates": r.coordinates(), "retry_failed": retry_failed,
-              "tracking": tracking} for r in planned]
+              "tracking": tracking} for r, c in zip(planned, configs)]
     executor = executor or LocalExecutor()
     if vectorize:
         from vaelab.studies.one_run import group_tasks

@@ -12,6 +12,9 @@
     analyses: {posterior: {}, likelihood: {samples: 1000}}              # run on every run, with parameters
     figures: [latent-2d, typical-gap, ...]                             # study-level comparison figures
     scales: {small: {set: {...}, grid: {...}, seeds: [0], analyses: {...}}}   # --scale NAME shrinks it
+    claims:                        # the document's claims, each with the rule that decides it (vaelab.studies.claims)
+      - {id: samples-degrade, claim: "...", document: "Fig. 4 ...", rule: {kind: trend, metric: fd_prior, ...}}
+    # a scale may set a claim's rule parameters: scales: {small: {claim_options: {samples-jump: {a: ..., b: ...}}}}
 """
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from vaelab.config import safe_load_yaml
 from vaelab.errors import ConfigError
+from vaelab.studies.claims import RULES, Claim, check_claims
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -45,6 +49,8 @@ class Scale(BaseModel):
     seeds: Optional[list[int]] = None
     analyses: dict[str, dict[str, Any]] = Field(default_factory=dict, description="merged into the study's")
     figure_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="merged into the study's")
+    claim_options: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                     description="claim id -> rule parameters at this scale")
 
 
 MAX_RUNS = 10_000  # runs one study may plan
@@ -59,6 +65,7 @@ class StudySpec(BaseModel):
     base: dict[str, Any] = Field(default_factory=dict)
     variants: list[Variant] = Field(default_factory=list)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    claims: list[Claim] = Field(default_factory=list, description="the document's claims and the rules that decide them")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     analyses: dict[str, dict[str, Any]] = Field(default_factory=dict)
     figures: list[str] = Field(default_factory=list)
@@ -98,6 +105,20 @@ class StudySpec(BaseModel):
                 raise ValueError(f"grid key {key!r} has no values")
         return v
 
+    @field_validator("claims")
+    @classmethod
+    def _claims_on_the_grid(cls, v: list[Claim], info: ValidationInfo) -> list[Claim]:
+        check_claims(v, list(info.data.get("grid") or {}))
+        return v
+
+    @field_validator("scales")
+    @classmethod
+    def _claim_options(cls, v: dict[str, Scale], info: ValidationInfo) -> dict[str, Scale]:
+        """Each scale's claim options name a claim and give its rule valid parameters (checked before any run)."""
+        for name, scale in v.items():
+            _scaled_claims(info.data.get("claims") or [], scale, f"scale {name!r}: ")
+        return v
+
     def scaled(self, scale: str | None) -> "StudySpec":
         """The spec at a named scale (None or 'full': as written, the document's own setting)."""
         if scale in (None, "full"):
@@ -114,8 +135,9 @@ class StudySpec(BaseModel):
         options = {k: {**self.figure_options.get(k, {}), **s.figure_options.get(k, {})}
                    for k in {*self.figure_options, *s.figure_options}}
         # a scale is its own study folder, so runs of different scales never meet under one name
+        claims = _scaled_claims(self.claims, s, f"study {self.name!r}, scale {scale!r}: ", ConfigError)
         return self.model_copy(update={"name": f"{self.name}-{scale}", "scale": scale, "scale_description": s.description,
-                                       "figure_options": options,
+                                       "figure_options": options, "claims": claims,
             "base": base, "grid": s.grid if s.grid is not None else self.grid,
             "variants": s.variants if s.variants is not None else self.variants,
             "seeds": s.seeds or self.seeds, "analyses": analyses, "scales": {}})
@@ -167,6 +189,22 @@ class PlannedRun:
         return f"PlannedRun({self.name!r})"
 
 
+def _scaled_claims(claims: list[Claim], scale: Scale, where: str, error: type[Exception] = ValueError) -> list[Claim]:
+    """The claims with the scale's claim options merged into their rules; an unknown id or a bad parameter is one
+    line naming both."""
+    ids = {c.id for c in claims}
+    for key in scale.claim_options:
+        if key not in ids:
+            raise error(f"{where}claim_options names no claim {key!r} (claims: {', '.join(ids) or 'none'})")
+    out = []
+    for c in claims:
+        try:
+            out.append(c.with_options(scale.claim_options[c.id]) if c.id in scale.claim_options else c)
+        except ValidationError as exc:
+            raise error(f"{where}claim_options.{c.id}: {_one_line(exc.errors()[0])}") from None
+    return out
+
+
 def _short(key: str, value: Any) -> str:
     leaf = key.rsplit(".", 1)[-1]
     short = {"latent_dim": "z", "alpha": "a", "latent_channels": "c", "hidden": "h", "arch": ""}.get(leaf, leaf)
@@ -212,23 +250,44 @@ def load_study(name_or_path: str | Path) -> StudySpec:
     try:
         return StudySpec(**raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {study_error(exc)}") from None
+        raise ConfigError(f"{path}: {study_error(exc, raw)}") from None
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def study_error(exc: ValidationError) -> str:
-    """The first validation error of a study spec as one line, with the closest valid key for unknown ones."""
+def study_error(exc: ValidationError, raw: dict | None = None) -> str:
+    """The first validation error of a study spec as one line, with the closest valid key for unknown ones; a claim
+    is named by its id (``claims[samples-degrade].rule.metric``) where the spec gives one."""
     import difflib
 
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
+    loc = list(err["loc"])
+    if loc[:1] == ["claims"] and len(loc) > 1 and isinstance(loc[1], int):
+        claims = (raw or {}).get("claims")
+        claim = claims[loc[1]] if isinstance(claims, list) and loc[1] < len(claims) else None
+        name = claim.get("id") if isinstance(claim, dict) else None
+        loc[:2] = [f"claims[{name if name else loc[1]}]"]
+        if loc[1:2] == ["rule"] and len(loc) > 2 and loc[2] in RULES:
+            del loc[2]  # the rule's kind, which pydantic adds to the path
+    where = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
-        model = {"variants": Variant, "scales": Scale}.get(str(err["loc"][0]), StudySpec) if len(err["loc"]) > 1 else StudySpec
-        valid = list(model.model_fields)
+        valid = list(_model_at(err["loc"]).model_fields)
         close = difflib.get_close_matches(str(err["loc"][-1]), valid, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown key {where!r}{hint} (valid: {', '.join(valid)})"
+    return f"{where}: {_one_line(err)}"
+
+
+def _one_line(err: dict) -> str:
     given = err.get("input")
-    shown = repr(given) if not isinstance(given, (dict, list)) else type(given).__name__
-    return f"{where}: {err['msg']} (got {shown})"
+    shown = f" (got {given!r})" if not isinstance(given, (dict, list)) and repr(given) not in err["msg"] else ""
+    return err["msg"].removeprefix("Value error, ") + shown
+
+
+def _model_at(loc: tuple) -> type[BaseModel]:
+    """The model whose keys an unknown key at ``loc`` was checked against."""
+    if len(loc) < 2:
+        return StudySpec
+    if loc[0] == "claims":
+        return RULES[loc[3]] if len(loc) > 4 and loc[2] == "rule" and loc[3] in RULES else Claim
+    return {"variants": Variant, "scales": Scale}.get(str(loc[0]), StudySpec)

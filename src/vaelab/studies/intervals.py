@@ -1,0 +1,124 @@
+"""The confidence intervals a claim is decided by (95%), each over independent replicates: runs trained with
+different seeds, or the pairs of a Monte Carlo check. Every function returns None where its replicates give no
+spread to build an interval from (one run per group, one point on a line), never an interval of width zero
+made up from nothing.
+
+- :func:`mean`: Student t interval of a mean (a difference per run, a share per run).
+- :func:`difference`: Welch t interval of the difference of two groups' means.
+- :func:`slope`: ordinary least squares slope of y on x, with its t interval (n - 2 degrees of freedom).
+- :func:`sd_ratio`: the ratio of two groups' standard deviations, from the F distribution.
+- :func:`proportion`: Wilson interval of a share of n independent trials.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate, the ends of its interval and the number of replicates behind it."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, signed: bool = False, scale: float = 1.0, unit: str = "") -> str:
+        """'318 [270, 369]' (``signed``: '+72 [+31, +113]'; ``scale`` and ``unit``: '4.2% [1.0%, 7.5%]'), with as
+        many decimals as show the interval's width to two digits."""
+        v, lo, hi = (number(x * scale, (self.high - self.low) * scale, signed) + unit
+                     for x in (self.value, self.low, self.high))
+        return f"{v} [{lo}, {hi}]"
+
+
+def number(x: float, width: float = 0.0, signed: bool = False) -> str:
+    """``x`` to the decimals that show ``width`` (an interval's) to two digits, or without a width to three
+    significant digits; never a nonzero ``x`` shown as 0 (up to six decimals)."""
+    if not math.isfinite(x):
+        return str(x)
+    if width > 0 and math.isfinite(width):
+        decimals = 1 - math.floor(math.log10(width) + 1e-9)
+    elif x != 0:
+        decimals = 2 - math.floor(math.log10(abs(x)) + 1e-9)
+    else:
+        decimals = 0
+    decimals = min(max(decimals, 0), 6)
+    while x and round(x, decimals) == 0 and decimals < 6:  # a small value next to a wide interval: one digit of it
+        decimals += 1
+    return f"{x:{'+' if signed else ''}.{decimals}f}"
+
+
+def _t(df: float) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + LEVEL / 2, df))
+
+
+def _var(xs: Sequence[float]) -> float:
+    m = sum(xs) / len(xs)
+    return sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+
+
+def mean(values: Sequence[float]) -> Interval | None:
+    """The mean of ``values`` with its t interval (None for fewer than two)."""
+    n = len(values)
+    if n < 2:
+        return None
+    m = sum(values) / n
+    half = _t(n - 1) * math.sqrt(_var(values) / n)
+    return Interval(m, m - half, m + half, n)
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> Interval | None:
+    """mean(a) - mean(b) with Welch's t interval (None unless each group has two values or more)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = _var(a) / len(a), _var(b) / len(b)
+    d = sum(a) / len(a) - sum(b) / len(b)
+    se2 = va + vb
+    if se2 == 0:  # every replicate of each group equal: the difference is exact
+        return Interval(d, d, d, len(a) + len(b))
+    df = se2 ** 2 / ((va ** 2 / (len(a) - 1) if va else 0) + (vb ** 2 / (len(b) - 1) if vb else 0))
+    half = _t(df) * math.sqrt(se2)
+    return Interval(d, d - half, d + half, len(a) + len(b))
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> Interval | None:
+    """The least-squares slope of ys on xs with its t interval (None with fewer than three points or one x)."""
+    n = len(xs)
+    if n < 3 or len(set(xs)) < 2:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    resid = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys))
+    half = _t(n - 2) * math.sqrt(resid / (n - 2) / sxx)
+    return Interval(b, b - half, b + half, n)
+
+
+def sd_ratio(a: Sequence[float], b: Sequence[float]) -> Interval | None:
+    """sd(a) / sd(b) with its interval from the F distribution (None unless each group has two values or more, or
+    when b has no spread at all)."""
+    from scipy.stats import f
+
+    if len(a) < 2 or len(b) < 2 or _var(b) == 0:
+        return None
+    ratio = _var(a) / _var(b)
+    da, db = len(a) - 1, len(b) - 1
+    lo = ratio / f.ppf(0.5 + LEVEL / 2, da, db)
+    hi = ratio / f.ppf(0.5 - LEVEL / 2, da, db)
+    return Interval(math.sqrt(ratio), math.sqrt(lo), math.sqrt(hi), len(a) + len(b))
+
+
+def proportion(p: float, n: int) -> Interval:
+    """A share ``p`` of ``n`` independent trials with its Wilson interval."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + LEVEL / 2))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
