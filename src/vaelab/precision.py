@@ -154,7 +154,8 @@ def resolve_auto(configs: list) -> list:
     chosen: dict[str, str] = {}
     out = []
     for c in configs:
-        if c.train.precision != "auto" or c.train.device == "cuda":
+        on_gpu = c.train.device == "cuda" or (c.train.device == "auto" and torch.cuda.is_available())
+        if c.train.precision != "auto" or on_gpu:  # (the trainer decides auto on a GPU: fp32 there)
             out.append(c)
             continue
         key = json.dumps([c.data.model_dump(mode="json"), c.model.model_dump(mode="json"), c.train.batch_size,
