@@ -170,7 +170,12 @@ def test_a_missing_debian_package_is_installed_where_we_may_and_named_where_we_m
             shutil.copytree(src, target)
         return subprocess.CompletedProcess(args, 0, "", "")
 
-    monkeypatch.setattr(sources.os, "geteuid", lambda: 0)  # root with apt-get: install it, then copy
+    with pytest.raises(DataError, match="this fetch is offline"):  # root, but offline: no apt-get
+        monkeypatch.setattr(sources.os, "geteuid", lambda: 0)
+        fetch_dataset("fashion-mnist", root, log=lambda m: None)
+    monkeypatch.setenv("VAELAB_OFFLINE", "0")
+    assert not spec.mirrors  # (the fake dataset has no mirror to try first)
+    monkeypatch.setattr(sources.os, "geteuid", lambda: 0)  # root with apt-get, online: install it, then copy
     monkeypatch.setattr(sources.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(sources.subprocess, "run", fake_apt)
     folder = fetch_dataset("fashion-mnist", root, log=lambda m: None)

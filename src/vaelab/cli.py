@@ -110,7 +110,7 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Seed for initialisation, batches and noise (default 0)."),
     device: Optional[Device] = typer.Option(None, help="auto (default: cuda when present) | cpu | cuda."),
     snapshot_every: Optional[int] = typer.Option(None, help="Keep weights every N epochs for analyses over training (default 0 = off)."),
-    precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16: matrix products of training steps in bf16 autocast."),
+    precision: Optional[str] = typer.Option(None, help="auto (default: whichever of fp32 and bf16 a probe of this machine finds faster and accurate), fp32, or bf16 (matrix products of training steps in bf16 autocast)."),
     name: Optional[str] = typer.Option(None, help="Run name: the folder under --out (default 'run')."),
     out: Path = typer.Option(Path("runs"), help="Output directory holding run folders."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest valid checkpoint."),

@@ -26,15 +26,11 @@ from torch import nn
 
 from vaelab.config import RunConfig
 from vaelab.data import Dataset
-from vaelab.errors import RunError, TrainingDiverged
+from vaelab.errors import TrainingDiverged
 from vaelab.objectives import Objective
 from vaelab.runs import Run
 from vaelab.trainer import fit, training_session
-from vaelab.training_step import Member
-
-
-class NotVectorisable(RunError):
-    """These runs cannot (or can no longer) be trained together; train them one by one."""
+from vaelab.training_step import Member, NotVectorisable
 
 
 def vectorise_reason(configs: list[RunConfig]) -> str | None:

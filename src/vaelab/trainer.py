@@ -30,7 +30,7 @@ from vaelab.fileio import atomic_write_text, remove_stale_temporaries
 from vaelab.models import build_model
 from vaelab.objectives import Objective
 from vaelab.runs import CheckpointStore, Run, RunLock, write_metrics, write_snapshot, write_status
-from vaelab.training_step import Member, SingleStep, StepFunction
+from vaelab.training_step import Member, NotVectorisable, SingleStep, StepFunction
 
 KL_ACTIVE_THRESHOLD = 0.01  # nats; a latent dimension whose average KL exceeds this carries information
 KL_VALUES_MAX_DIMS = 256  # the per-dimension KL vector is stored in full up to this many dimensions
@@ -72,6 +72,7 @@ def kl_summary(kl_per_dim: torch.Tensor) -> dict:
     out = {
         "active": int((kl > KL_ACTIVE_THRESHOLD).sum()),
         "threshold": KL_ACTIVE_THRESHOLD,
+        "against": "N(0, 1) per unit",  # whatever the model's prior (a mixture prior has no per-unit KL)
         "dims": kl.numel(),
         "min": float(kl.min()),
         "median": float(kl.median()),
@@ -249,7 +250,9 @@ def resolve_precision(members: list[Member], objective: Objective, pixels: Pixel
     precision it started in, whatever the config says now (so a resumed run continues exactly); ``auto`` probes this machine once per model shape
     (vaelab.precision, cached) and checks that bf16 keeps the loss of one batch."""
     started = {m.precision for m in members if m.precision is not None}
-    if started:  # (vectorised members are at the same point of training, so in one precision)
+    if len(started) > 1:
+        raise NotVectorisable(f"the runs started in different precisions {sorted(started)}")
+    if started:
         return started.pop(), None
     asked = members[0].config.train.precision
     if asked != "auto":

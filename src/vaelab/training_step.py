@@ -14,8 +14,13 @@ import torch
 from torch import nn
 
 from vaelab.config import RunConfig
+from vaelab.errors import RunError
 from vaelab.objectives import Objective
 from vaelab.runs import CheckpointStore
+
+
+class NotVectorisable(RunError):
+    """These runs cannot (or can no longer) be trained together; train them one by one."""
 
 
 @dataclass

@@ -92,15 +92,19 @@ class Reference:
         self.standard = prior.is_standard_normal
         self.name = prior.describe()
         if self.standard:
-            self.u = torch.randn((samples, sub.k), generator=g, dtype=torch.float64)
+            self.u = torch.randn((samples, sub.k), generator=g, dtype=torch.float64, device=g.device).cpu()
             self.sq = None
             return
-        u, sq = [], []
+        u, sq, total = [], [], 0.0
         for i in range(0, samples, 256):  # in chunks: (S, D) need not be held
             z = prior.sample(min(256, samples - i), g, device)
             u.append(sub.coordinates(z).double().cpu())
             sq.append(sub.complement_sq_norm(z).cpu())
+            total = total + z.double().sum(0)
         self.u, self.sq = torch.cat(u), torch.cat(sq)
+        # the complement's variance (centred, as the codes' is): E||P z||^2 - ||P E z||^2
+        mean_z = (total / samples).to(z.dtype).unsqueeze(0)
+        self.centred_sq = float(self.sq.double().mean()) - float(sub.complement_sq_norm(mean_z).double().cpu()[0])
         self.mean = self.u.mean(0)
         self.chol = torch.linalg.cholesky(torch.cov(self.u.T).reshape(sub.k, sub.k)) if sub.k else None
 
@@ -118,8 +122,8 @@ class Reference:
         return torch.linalg.solve_triangular(self.chol, left.T, upper=False).T
 
     def complement_variance(self, dof: int) -> float:
-        """The prior's variance per complement direction: 1 for N(0, I), its samples' mean otherwise."""
-        return 1.0 if self.standard else float(self.sq.mean()) / dof
+        """The prior's variance per complement direction: 1 for N(0, I), its samples' (centred) otherwise."""
+        return 1.0 if self.standard else self.centred_sq / dof
 
     def shell(self, sq_q: torch.Tensor, dof: int, quantile: float) -> dict:
         """The shell test of the codes' complement norms (n,) against the prior's, and the share of the prior's

@@ -135,7 +135,7 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
     Analysis("posterior", "posterior", "posterior_statistics",
              "per-dimension mu/sigma^2/KL, active units, I(x; z), PCA spectrum of the means", (
                  H("active_units", "active_units", "active units (Var[mu] > {threshold:g})", in_report=True),
-                 H("kl_active_units", "kl_active_units", "units with KL > 0.01 nats"),
+                 H("kl_active_units", "kl_active_units", "units with KL > {threshold:g} nats"),
                  H("pca_above_{threshold:g}", "pca.above_threshold", "PCA eigenvalues > {threshold:g}", in_report=True),
                  H("mutual_information", "mutual_information.mi_nats", "I(x; z) (nats)")), ("count_note",)),
     Analysis("typical-set", "typical", "typical_set",

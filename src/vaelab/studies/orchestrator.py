@@ -55,7 +55,8 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     remove_stale_temporaries(folder)  # temporary files of a study that was killed (their writers are gone)
     atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     # precision auto is decided here, once per model, so every worker and executor trains a model the same way
-    configs = resolve_auto([r.config for r in planned])
+    # (not where the runs ask for GPUs: the workers' trainer decides there, on their device)
+    configs = resolve_auto([r.config for r in planned]) if not spec.gpus_per_run else [r.config for r in planned]
     tasks = [{"name": r.name, "config": c.model_dump(mode="json"), "runs_dir": str(folder / "runs"),
               "analyses": spec.analyses, "coordinates": r.coordinates(), "retry_failed": retry_failed,
               "tracking": tracking} for r, c in zip(planned, configs)]
