@@ -143,6 +143,14 @@ def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
     return PrecisionChoice("bf16", fp32, bf16, f"bf16 products run at {bf16 / fp32:.2f}x the fp32 rate here", cached, error)
 
 
+def choose_for_batch(model: torch.nn.Module, objective, x: torch.Tensor) -> PrecisionChoice:
+    """choose_precision for ``model`` trained with ``objective`` on batches like ``x`` (B, C, H, W), the loss check
+    on x itself with the same noise each call."""
+    device = x.device
+    return choose_precision(model, x.shape[0], device,
+                            lambda: objective(model, x, torch.Generator(device=device).manual_seed(0)).loss)
+
+
 def resolve_auto(configs: list) -> list:
     """``configs`` (RunConfig) with ``train.precision: auto`` replaced by the choice for their model, probed once per
     distinct model, batch size and dataset in this process. A study calls this before it hands its runs to workers,
@@ -161,13 +169,11 @@ def resolve_auto(configs: list) -> list:
         key = json.dumps([c.data.model_dump(mode="json"), c.model.model_dump(mode="json"), c.train.batch_size,
                           c.objective.model_dump(mode="json")], sort_keys=True)
         if key not in chosen:
-            torch.manual_seed(c.train.seed)
-            model = build_model(c)
+            with torch.random.fork_rng():  # (the caller's global random state is left as it was)
+                torch.manual_seed(c.train.seed)
+                model = build_model(c)
             data = load_dataset(c.data.name, train_size=c.data.train_size, test_size=c.data.test_size)
             x = PixelSampler(c.data.pixels, data.x_train[:1], data.x_test, c.data.binarize_seed).test[:c.train.batch_size]
-            objective = Objective(c.objective)
-            chosen[key] = choose_precision(
-                model, x.shape[0], torch.device("cpu"),
-                lambda: objective(model, x, torch.Generator().manual_seed(0)).loss).precision
+            chosen[key] = choose_for_batch(model, Objective(c.objective), x).precision
         out.append(c.model_copy(update={"train": c.train.model_copy(update={"precision": chosen[key]})}))
     return out

@@ -247,8 +247,8 @@ def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None,
 
 def resolve_precision(members: list[Member], objective: Objective, pixels: PixelSampler, log) -> tuple[str, dict | None]:
     """The precision the runs train in, and the probe's numbers when ``auto`` measured it now. A run keeps the
-    precision it started in, whatever the config says now (so a resumed run continues exactly); ``auto`` probes this machine once per model shape
-    (vaelab.precision, cached) and checks that bf16 keeps the loss of one batch."""
+    precision it started in, whatever the config says now (so a resumed run continues exactly); ``auto`` probes this
+    machine once per model shape (vaelab.precision, cached) and checks that bf16 keeps the loss of one batch."""
     started = {m.precision for m in members if m.precision is not None}
     if len(started) > 1:
         raise NotVectorisable(f"the runs started in different precisions {sorted(started)}")
@@ -257,15 +257,9 @@ def resolve_precision(members: list[Member], objective: Objective, pixels: Pixel
     asked = members[0].config.train.precision
     if asked != "auto":
         return asked, None
-    from vaelab.precision import choose_precision
+    from vaelab.precision import choose_for_batch
 
-    model, device = members[0].model, pixels.x_train.device
-    x = pixels.test[:members[0].config.train.batch_size]
-
-    def one_batch_loss() -> torch.Tensor:  # the same noise each call
-        return objective(model, x, torch.Generator(device=device).manual_seed(0)).loss
-
-    choice = choose_precision(model, x.shape[0], device, one_batch_loss)
+    choice = choose_for_batch(members[0].model, objective, pixels.test[:members[0].config.train.batch_size])
     if not choice.cached:  # (a cached choice is in the metrics only)
         log(f"precision auto: {choice.precision} ({choice.reason})")
     return choice.precision, choice.as_metrics()

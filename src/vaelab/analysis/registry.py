@@ -7,6 +7,7 @@ analysis actually ran with, so ``--set threshold=0.05`` gives ``pca_above_0.05``
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -84,8 +85,10 @@ class Analysis:
         mod = importlib.import_module(f"vaelab.analysis.{self.module}")
         return getattr(mod, self.function), mod.plot
 
+    @functools.cache
     def params_model(self) -> type[BaseModel]:
-        """The typed parameters, from the function's keyword-only arguments (their annotations and defaults)."""
+        """The typed parameters, from the function's keyword-only arguments (their annotations and defaults); built
+        once per declaration (every results row and every validation asks for it)."""
         fn, _ = self.load()
         hints = typing.get_type_hints(fn)
         fields = {p.name: (hints.get(p.name, Any), p.default) for p in inspect.signature(fn).parameters.values()
