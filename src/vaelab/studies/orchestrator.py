@@ -6,9 +6,11 @@ results row per run into results.csv, draw the comparison figures, and write rep
     OUT/<study>/results.csv     one row per run: its grid coordinates, status and headline numbers
     OUT/<study>/figures/        the study's comparison figures
     OUT/<study>/report.html     everything above, self-contained
+    OUT/<study>/provenance.json each invocation: command, wall time, peak memory, machine, version
 """
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 from pathlib import Path
@@ -45,12 +47,14 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
 
     ``vectorize``: runs that differ only in seed are trained together as one vectorised model (vaelab.ensemble)."""
     from vaelab.precision import resolve_auto
+    from vaelab.studies import provenance
     from vaelab.studies.pools import LocalExecutor
 
     log = log or (lambda m: print(m, file=sys.stderr))
     planned = spec.expand()
     require_datasets(spec.name, {r.config.data.name for r in planned})  # before any run or folder
     folder = study_dir(out, spec)
+    started, t0, code = dt.datetime.now(dt.timezone.utc), time.perf_counter(), provenance.version()
     make_dirs(folder / "runs")
     remove_stale_temporaries(folder)  # temporary files of a study that was killed (their writers are gone)
     atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
@@ -67,12 +71,17 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
         jobs = group_tasks(tasks)
     else:
         jobs = tasks
-    rows = _run_all(spec, tasks, jobs, executor, progress, log)
-    write_results(folder, rows)
-    if report:
-        from vaelab.report.html import write_report
+    rows: list[dict] = []
+    try:
+        rows = _run_all(spec, tasks, jobs, executor, progress, log)
+        write_results(folder, rows)
+        if report:
+            from vaelab.report.html import write_report
 
-        write_report(folder)  # (the caller says where: the CLI prints the path once)
+            write_report(folder)  # (the caller says where: the CLI prints the path once)
+    finally:  # an interrupted invocation counts towards the study's wall time too
+        provenance.record(folder, started, time.perf_counter() - t0, sum(bool(r.get("trained_now")) for r in rows),
+                          complete=bool(rows) and len(rows) == len(tasks), code=code)
     return folder
 
 

@@ -1,0 +1,100 @@
+"""Where a study's numbers came from: each invocation of a study (the command, when, how long, the peak memory) and
+the machine and vaelab version it ran on, kept in OUT/<study>/provenance.json so that a report or a reproduction
+(vaelab.report.reproduction) can say how it was made.
+
+    {"invocations": [{"command": "vaelab study latent-dim --scale full", "started": "2026-11-22T01:58:30+00:00",
+                      "seconds": 1830.2, "peak_rss_gb": 2.1, "runs_trained": 12, "machine": {...},
+                      "vaelab": "0.1.0"}, ...]}
+
+A study resumed after a crash has one invocation per command; its wall time is their sum.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PROVENANCE = "provenance.json"
+
+
+def machine() -> dict[str, Any]:
+    """The CPU (model, the flags that decide bf16 speed), cores, torch threads and version, and the GPU if any."""
+    import torch
+
+    from vaelab.precision import cpu_signature
+
+    out: dict[str, Any] = {"cpu": cpu_signature(), "cores": os.cpu_count(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def version() -> str:
+    """vaelab's version, with the git commit of the source tree when it is a checkout (``0.1.0+g37e56d9``, and
+    ``-dirty`` when the tree had uncommitted changes)."""
+    import vaelab
+
+    text = getattr(vaelab, "__version__", "unknown")
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=Path(vaelab.__file__).parent,
+                                capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0 and commit.stdout.strip():
+            text += f"+g{commit.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return text
+
+
+def peak_rss_gb() -> float:
+    """The largest resident set of this process or of any of its finished children (the study's workers), in GB."""
+    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return round(peak_kb / 2**20, 2)
+
+
+def command_line() -> str:
+    """The command as typed: ``vaelab study ...`` from the CLI, else the Python entry point."""
+    prog = Path(sys.argv[0]).name if sys.argv else ""
+    if prog in ("vaelab", "__main__.py"):
+        return " ".join(["vaelab", *sys.argv[1:]])
+    return "vaelab.studies.run_study(...) from " + (" ".join(sys.argv) or "python")
+
+
+def read(folder: str | Path) -> dict[str, Any]:
+    """The study's provenance ({"invocations": [...]}); empty when none was recorded."""
+    try:
+        data = json.loads((Path(folder) / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return {"invocations": []}
+    return data if isinstance(data.get("invocations"), list) else {"invocations": []}
+
+
+def record(folder: str | Path, started: dt.datetime, seconds: float, runs_trained: int, complete: bool = True,
+           code: str | None = None) -> dict[str, Any]:
+    """Append this invocation to OUT/<study>/provenance.json (atomically) and return it. ``complete``: every run
+    came back (False for an interrupted invocation); ``code``: :func:`version` taken when the invocation started
+    (the source may change while a long study runs)."""
+    from vaelab.fileio import atomic_write_text
+
+    entry = {"command": command_line(), "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+             "peak_rss_gb": peak_rss_gb(), "runs_trained": runs_trained, "complete": complete, "machine": machine(),
+             "vaelab": code or version()}
+    data = read(folder)
+    data["invocations"].append(entry)
+    atomic_write_text(Path(folder) / PROVENANCE, json.dumps(data, indent=2) + "\n")
+    return entry
+
+
+def summary(folder: str | Path) -> dict[str, Any]:
+    """What a reader needs: the commands, total wall time, the largest peak memory, the machine and version of the
+    last invocation (None values when nothing was recorded)."""
+    inv = read(folder)["invocations"]
+    if not inv:
+        return {"commands": [], "seconds": None, "peak_rss_gb": None, "machine": None, "vaelab": None, "started": None}
+    return {"commands": list(dict.fromkeys(i["command"] for i in inv)), "seconds": sum(i["seconds"] for i in inv),
+            "peak_rss_gb": max(i.get("peak_rss_gb") or 0 for i in inv), "machine": inv[-1].get("machine"),
+            "vaelab": inv[-1].get("vaelab"), "started": inv[0].get("started"), "invocations": len(inv)}
