@@ -349,6 +349,41 @@ def test_scorecard_command(tmp_path):
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_a_reproduction_page_and_index_from_a_study_folder(tmp_path):
+    """The page carries the scorecard as a table (pipes escaped), the findings, how it was made (or that it was not
+    recorded), and the index lists it; writing it again replaces it and leaves no temporary folder."""
+    from vaelab.report.reproduction import write_reproduction
+    from vaelab.studies import provenance
+
+    folder = _study_folder(tmp_path / "study")
+    to = tmp_path / "repro"
+    page = write_reproduction(folder, to)
+    assert page == to / "002-hand" / "README.md"
+    text = page.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| **")]
+    assert [r.split("|")[1].strip() for r in rows] == ["**held**", "**inconclusive**"]
+    assert "slope" in rows[0] and "*vaelab adds:* vaelab says more" in rows[0] and "no run has log_likelihood" in rows[1]
+    assert "1 held, 0 did not hold, 1 inconclusive." in text and "Wall time: not recorded" in text
+    assert "Runs: 9, finished 9" in text and "## Findings" in text
+    summary = json.loads((to / "002-hand" / "reproduction.json").read_text())
+    assert summary["claims"] == {HELD: 1, NOT_HELD: 0, INCONCLUSIVE: 1} and summary["seconds"] is None
+    index = (to / "README.md").read_text()
+    assert "| 002 | [hand](002-hand/README.md) | full | 1 | 0 | 1 | 9/9 | not recorded |" in index
+    # provenance recorded afterwards (an interrupted and a complete invocation) is summed on the next page
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    provenance.record(folder, now, 30.0, 3, complete=False)
+    entry = provenance.record(folder, now, 60.0, 6, code="9.9+gabc")
+    assert entry["vaelab"] == "9.9+gabc" and entry["machine"]["cores"] >= 1 and entry["peak_rss_gb"] > 0
+    text = write_reproduction(folder, to).read_text()
+    assert "Wall time: 90 s over 2 invocations; peak memory" in text and "vaelab 9.9+gabc" in text
+    assert sorted(p.name for p in to.iterdir()) == ["002-hand", "README.md"]
+    out = subprocess.run([sys.executable, "-m", "vaelab", "reproduction", str(tmp_path / "nowhere"), "--to", str(to)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "not a vaelab study folder" in out.stderr and len(out.stderr.splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_a_builtin_study_scorecard_end_to_end(tmp_path, monkeypatch):
     """latent-dim at its tiny scale (one seed): every claim is decided or inconclusive with why, in the report too."""
@@ -366,3 +401,11 @@ def test_a_builtin_study_scorecard_end_to_end(tmp_path, monkeypatch):
     assert all(f'<tr id="claim-{o.id}">' in html for o in outcomes)
     out = subprocess.run([sys.executable, "-m", "vaelab", "scorecard", str(folder)], capture_output=True, text=True)
     assert out.returncode == 0 and "samples worse at 200 dims" in out.stdout and "4 inconclusive" in out.stdout
+    made = json.loads((folder / "provenance.json").read_text())["invocations"]
+    assert len(made) == 1 and made[0]["complete"] and made[0]["runs_trained"] == 2 and made[0]["seconds"] > 0
+    out = subprocess.run([sys.executable, "-m", "vaelab", "reproduction", str(folder), "--to", str(tmp_path / "r")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    page = tmp_path / "r" / "002-latent-dim-tiny"
+    assert {"headline.png", "samples-grid.png", "README.md"} <= {p.name for p in page.iterdir()}
+    assert "](headline.png)" in (page / "README.md").read_text()

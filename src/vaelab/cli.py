@@ -379,6 +379,18 @@ def report(folder: Path = typer.Argument(..., help="A study folder (OUT/NAME).")
     typer.echo(f"report: {write_report(folder)}")
 
 
+@app.command("reproduction")
+def reproduction_cmd(folder: Path = typer.Argument(..., help="A finished study folder (OUT/NAME)."),
+                     to: Path = typer.Option(Path("docs/reproductions"), "--to",
+                                             help="The folder of reproductions (a page per study, and an index).")):
+    """Keep a finished study as a reproduction: TO/<document>-<study>/README.md with its scorecard, findings and
+    figures (PNG), and how it was made (commands, machine, wall time, peak memory, vaelab version); rewrites
+    TO/README.md, the index."""
+    from vaelab.report.reproduction import write_reproduction
+
+    typer.echo(f"reproduction: {write_reproduction(folder, to)}")
+
+
 @app.command("scorecard")
 def scorecard_cmd(folder: Path = typer.Argument(..., help="A study folder (OUT/NAME)."),
                   as_json: bool = typer.Option(False, "--json", help="Print the outcomes as JSON.")):

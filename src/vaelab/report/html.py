@@ -71,9 +71,12 @@ def findings(view) -> list[str]:
             xs, gmm, _ = mean_sd_by(sub, x_key, "fd_ex-post-gmm")
             if prior and gmm and len(prior) == len(gmm):
                 best = max(range(len(xs)), key=lambda i: prior[i] - gmm[i])
-                out.append(f"Largest gain from the ex-post mixture: at {short} = {xs[best]}, "
-                           f"FD {_fmt(gmm[best])} against {_fmt(prior[best])} from the prior "
-                           f"({100 * (1 - gmm[best] / prior[best]):.0f}% lower).")
+                if gmm[best] < prior[best]:
+                    out.append(f"Largest gain from the ex-post mixture: at {short} = {xs[best]}, "
+                               f"FD {_fmt(gmm[best])} against {_fmt(prior[best])} from the prior "
+                               f"({100 * (1 - gmm[best] / prior[best]):.0f}% lower).")
+                else:
+                    out.append(f"The ex-post mixture did not lower the FD of prior samples at any {short}.")
     elif rows and spec.variants:  # a study of variants only: one value per variant, mean over seeds
         for col, words, _ in metrics:
             xs, mean, sd = mean_sd_by(rows, "variant", col)

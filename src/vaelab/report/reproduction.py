@@ -1,0 +1,156 @@
+"""`vaelab reproduction DIR`: a finished study kept as a small markdown page with PNG figures, for a folder of
+reproductions (docs/reproductions/ in this repository): the document's claims scored, the headline figures, the
+findings, and how it was made (the commands, the machine, the wall time, the peak memory, the vaelab version, from
+the study's provenance.json). Everything on the page is read from the study folder; nothing is typed by hand.
+
+    TO/<document>-<study>/README.md          the page
+    TO/<document>-<study>/reproduction.json  its summary (what the index reads)
+    TO/<document>-<study>/*.png              the study's still figures
+    TO/README.md                             the index of every reproduction in TO
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from vaelab.fileio import atomic_write_text, make_dirs
+
+INDEX_TITLE = "# Reproductions"
+
+
+def _cell(text: Any) -> str:
+    """Text for one markdown table cell (pipes escaped, one line)."""
+    return " ".join(str(text or "").split()).replace("|", "\\|")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not recorded"
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def scorecard_markdown(outcomes: list) -> list[str]:
+    """The scorecard as a markdown table: outcome, claim, the document's figure, vaelab's measurement, why and what
+    vaelab adds."""
+    if not outcomes:
+        return ["This study declares no claims."]
+    lines = ["| outcome | claim | document | vaelab's measurement (95% interval) | why; what vaelab adds |",
+             "|---|---|---|---|---|"]
+    for o in outcomes:
+        notes = "; ".join(t for t in (o.why, f"*vaelab adds:* {o.explains}" if o.explains else "") if t)
+        lines.append(f"| **{o.outcome}** | {_cell(o.claim)} | {_cell(o.document)} | {_cell(o.measurement)} | "
+                     f"{_cell(notes)} |")
+    return lines
+
+
+def _counts(outcomes: list) -> dict[str, int]:
+    from vaelab.studies.claims import HELD, INCONCLUSIVE, NOT_HELD
+
+    return {k: sum(o.outcome == k for o in outcomes) for k in (HELD, NOT_HELD, INCONCLUSIVE)}
+
+
+def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions") -> Path:
+    """Write the reproduction page of the study in ``folder`` under ``to`` (atomically, replacing an older page of
+    the same study) and rewrite ``to``'s index; return the page's path."""
+    from vaelab.errors import RunError
+    from vaelab.report.catalogue import draw
+    from vaelab.report.html import findings
+    from vaelab.studies import provenance
+    from vaelab.studies.claims import open_study, scorecard
+
+    folder, to = Path(folder), Path(to)
+    view = open_study(folder)
+    spec = view.spec
+    if not view.rows and not spec.no_runs:
+        raise RunError(f"{folder} has no finished runs (no results.csv); run the study to the end first")
+    figures = [f for f in draw(view) if f.kind == "image"]
+    outcomes = scorecard(folder, view)
+    made = provenance.summary(folder)
+    slug = f"{spec.document}-{spec.name}" if spec.document else spec.name
+    page_dir = to / slug
+    tmp = to / f".{slug}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_dirs(tmp)
+    for f in figures:
+        shutil.copyfile(f.png, tmp / Path(f.png).name)
+
+    machine = made.get("machine") or {}
+    failed = [r["run"] for r in view.rows if r.get("status") != "finished"]
+    counts = _counts(outcomes)
+    summary = {"study": spec.name, "document": spec.document, "title": spec.title, "scale": spec.scale,
+               "runs": len(view.rows), "finished": len(view.finished()), "claims": counts,
+               "seconds": made.get("seconds"), "peak_rss_gb": made.get("peak_rss_gb"), "machine": machine,
+               "vaelab": made.get("vaelab"), "commands": made.get("commands"), "started": made.get("started"),
+               "page": f"{slug}/README.md"}
+    doc = f"Document {spec.document}: " if spec.document else ""
+    scale = spec.scale or "full"
+    lines = [f"# {doc}{spec.title or spec.name}", "",
+             f"Study `{spec.name}` at scale **{scale}**" + (f" ({spec.scale_description})" if spec.scale_description
+                                                             else " (the document's own setting)") + ".", "",
+             " ".join((spec.description or "").split()), "",
+             "## How it was made", ""]
+    commands = made.get("commands") or ["(not recorded: the study ran before vaelab kept provenance.json)"]
+    lines += [f"- Command: `{c}`" for c in commands]
+    lines += [f"- Page: `vaelab reproduction {folder} --to {to}`",
+              f"- Machine: {machine.get('cpu', 'not recorded')}" + (f", {machine['cores']} cores" if machine.get("cores")
+                                                                   else "") + (f", GPU {machine['gpu']}" if machine.get("gpu")
+                                                                               else ", no GPU"),
+              f"- Wall time: {_duration(made.get('seconds'))}" + (f" over {made['invocations']} invocations"
+                                                                  if (made.get("invocations") or 0) > 1 else "")
+              + (f"; peak memory {made['peak_rss_gb']:.1f} GB (largest process)" if made.get("peak_rss_gb") else ""),
+              f"- vaelab {made.get('vaelab') or 'version not recorded'}; started {made.get('started') or '?'}; page "
+              f"written {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+              f"- Runs: {len(view.rows)}, finished {len(view.finished())}" + (f"; failed: {', '.join(failed)}" if failed
+                                                                              else ""),
+              "", "## Scorecard", "",
+              ", ".join(f"{v} {k}" for k, v in counts.items()) + ".", ""]
+    lines += scorecard_markdown(outcomes)
+    lines += ["", "## Findings", ""] + [f"- {_cell(s)}" for s in findings(view)]
+    if figures:
+        lines += ["", "## Figures", ""]
+        for f in figures:
+            lines += [f"### {f.title}", "", f"![{_cell(f.title)}]({Path(f.png).name})", "", " ".join(f.caption.split()),
+                      ""]
+    if view.notes:
+        lines += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in view.notes]
+    atomic_write_text(tmp / "README.md", "\n".join(lines).rstrip() + "\n")
+    atomic_write_text(tmp / "reproduction.json", json.dumps(summary, indent=2) + "\n")
+    old = to / f".{slug}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if page_dir.exists():
+        page_dir.rename(old)
+    tmp.rename(page_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    write_index(to)
+    return page_dir / "README.md"
+
+
+def write_index(to: str | Path) -> Path:
+    """TO/README.md: one row per reproduction in TO (read from each reproduction.json), by document."""
+    to = Path(to)
+    rows = []
+    for path in sorted(to.glob("*/reproduction.json")):
+        try:
+            rows.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    rows.sort(key=lambda r: (str(r.get("document") or "~"), r.get("study", "")))
+    lines = [INDEX_TITLE, "",
+             "Each document's study run at its own setting (or the largest this machine allows), with its claims "
+             "scored. Every page is written by `vaelab reproduction STUDY_FOLDER --to docs/reproductions` from a "
+             "finished study; none is edited by hand.", "",
+             "| document | study | scale | held | did not hold | inconclusive | runs | wall time | machine | vaelab |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r.get("claims", {})
+        lines.append(f"| {_cell(r.get('document') or '-')} | [{_cell(r.get('title') or r['study'])}]({r['page']}) | "
+                     f"{_cell(r.get('scale') or 'full')} | {c.get('held', 0)} | {c.get('did not hold', 0)} | "
+                     f"{c.get('inconclusive', 0)} | {r.get('finished')}/{r.get('runs')} | {_duration(r.get('seconds'))} | "
+                     f"{_cell((r.get('machine') or {}).get('cpu', '?'))} | {_cell(r.get('vaelab') or '?')} |")
+    path = to / "README.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
