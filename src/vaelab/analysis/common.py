@@ -22,10 +22,11 @@ class AnalysisResult:
     source: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     requested: dict[str, Any] = field(default_factory=dict)  # the parameters the caller passed (for re-use checks)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time: {"compute": s, "figures": s}
 
     def to_json(self) -> dict[str, Any]:
         return {"analysis": self.name, "params": self.params, "requested": self.requested, "source": self.source,
-                "result": self.data, "figures": self.figures, "arrays": sorted(self.arrays)}
+                "result": self.data, "figures": self.figures, "arrays": sorted(self.arrays), "seconds": self.seconds}
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]

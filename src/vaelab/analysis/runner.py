@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -32,7 +33,9 @@ def run_analysis(subject, name: str, **params):
     decl = declaration(name)
     name, params = decl.name, decl.validate(params)
     fn, plot = decl.load()
+    t0 = time.perf_counter()
     result = fn(subject, **params)
+    result.seconds = {"compute": round(time.perf_counter() - t0, 2)}
     result.name = name
     result.source = dict(subject.source)
     result.requested = {k: v for k, v in params.items() if not callable(v)}  # (progress callbacks are not data)
@@ -50,7 +53,9 @@ def run_analysis(subject, name: str, **params):
         def save(fig, stem: str) -> None:
             result.figures.extend(save_figure(fig, out / "figures", f"{stem_prefix}-{stem}"))
 
+        t0 = time.perf_counter()
         plot(result, save)
+        result.seconds["figures"] = round(time.perf_counter() - t0, 2)
         if result.arrays:
             buf = io.BytesIO()
             np.savez_compressed(buf, **result.arrays)

@@ -1,0 +1,134 @@
+"""A training step against its own matrix products (speed issue, target 2: the step costs at most 1.5x them).
+
+For each model, at the precision `train.precision: auto` picks on this machine (or --precision):
+
+- pythae's default VAE: MLP 784-512-16, Bernoulli, batch 128, MNIST, dynamic binarization;
+- document 002's model: MLP 784-256-256-200, isotropic posterior, Bernoulli, batch 256, Fashion-MNIST.
+
+it measures, alternating in one process so that both see the same load:
+
+- the floor: the step's matrix products alone at the same shapes and dtype: forward x W^T of every Linear layer,
+  backward dY^T x of every layer and dY W of every layer but the first (the images need no gradient);
+- vaelab's step: the trainer's own loop (vaelab.trainer), seconds of training per step from each epoch's
+  train_examples_per_s (evaluation, checkpoint and metrics excluded), median over epochs after the first.
+
+It prints the ratio, the GEMM rates, and a per-op table of one profiled epoch (self CPU time, top ops).
+
+    python benchmarks/step_overhead.py [--epochs 4] [--threads 2] [--precision auto]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import vaelab
+from vaelab import trainer
+
+MODELS = {
+    "pythae-default": {"data": {"name": "mnist", "pixels": "dynamic", "train_size": 25600},
+                       "model": {"hidden": [512], "latent_dim": 16, "posterior": "diagonal"},
+                       "train": {"batch_size": 128, "lr": 1e-3}},
+    "doc002-200": {"data": {"name": "fashion-mnist", "pixels": "dynamic", "train_size": 25600},
+                   "model": {"hidden": [256, 256], "latent_dim": 200, "posterior": "isotropic"},
+                   "train": {"batch_size": 256, "lr": 1e-4}},
+}
+
+
+def gemm_seconds(model: torch.nn.Module, batch: int, dtype: torch.dtype, repeats: int = 30) -> tuple[float, float]:
+    """(median seconds, GFLOP) of one step's matrix products at the model's Linear shapes in ``dtype``."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    first = layers[0]
+    ops, flop = [], 0
+    for m in layers:
+        x = torch.randn(batch, m.in_features, dtype=dtype)
+        w = torch.randn(m.out_features, m.in_features, dtype=dtype)
+        dy = torch.randn(batch, m.out_features, dtype=dtype)
+        ops.append((x, w, dy, m is not first))
+        flop += 2 * batch * m.in_features * m.out_features * (3 if m is not first else 2)
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        for x, w, dy, input_grad in ops:
+            x @ w.T
+            dy.T @ x
+            if input_grad:
+                dy @ w
+        return time.perf_counter() - t0
+
+    for _ in range(3):
+        step()
+    return statistics.median(step() for _ in range(repeats)), flop / 1e9
+
+
+def train_step_seconds(cfg: dict, precision: str, epochs: int, profile: bool) -> tuple[list[float], str, str | None]:
+    """Seconds of training per step in each epoch after the first, the precision used, and (``profile``) the per-op
+    table of the last epoch, recorded by torch.profiler around the loop's own epoch."""
+    config = vaelab.build_config({**cfg, "name": "bench", "train": {**cfg["train"], "epochs": epochs,
+                                                                    "precision": precision}})
+    table: dict[str, str] = {}
+    original = trainer._Loop._train_epoch
+
+    def profiled(self, epoch):
+        if not (profile and epoch == epochs):
+            return original(self, epoch)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            out = original(self, epoch)
+        table["ops"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=40)
+        return out
+
+    trainer._Loop._train_epoch = profiled
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = vaelab.train(config, out=tmp, progress=False, log=lambda m: None)
+            rows = run.metrics
+    finally:
+        trainer._Loop._train_epoch = original
+    n, batch = config.data.train_size, config.train.batch_size
+    steps = -(-n // batch)
+    last = len(rows) - (1 if profile else 0)  # the profiled epoch is not timed
+    return [n / r["train_examples_per_s"] / steps for r in rows[1:last]], rows[0]["precision"], table.get("ops")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--out", default="benchmarks/out/step_overhead.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from vaelab.models.build import build_model
+    from vaelab.precision import cpu_signature
+
+    results = {"cpu": cpu_signature(), "threads": args.threads, "models": {}}
+    print(results["cpu"])
+    for name in args.models.split(","):
+        cfg = MODELS[name]
+        steps, precision, ops = train_step_seconds(cfg, args.precision, args.epochs, not args.no_profile)
+        model = build_model(vaelab.build_config({**cfg, "name": "x"}))
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        gemm, gflop = gemm_seconds(model, cfg["train"]["batch_size"], dtype)
+        step = statistics.median(steps)
+        results["models"][name] = {"precision": precision, "step_ms": 1e3 * step, "steps_ms": [1e3 * s for s in steps],
+                                   "gemm_ms": 1e3 * gemm, "gemm_gflops": gflop / gemm, "step_gflops": gflop / step,
+                                   "ratio": step / gemm}
+        r = results["models"][name]
+        print(f"{name}: {precision}, step {r['step_ms']:.2f} ms (per epoch {', '.join(f'{s:.2f}' for s in r['steps_ms'])}), "
+              f"its matrix products alone {r['gemm_ms']:.2f} ms ({r['gemm_gflops']:.0f} GFLOP/s); step / products "
+              f"{r['ratio']:.2f}x; the step runs at {r['step_gflops']:.0f} GFLOP/s")
+        if ops:
+            print(ops)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
