@@ -37,7 +37,7 @@ def test_bf16_is_refused_when_it_changes_the_loss(monkeypatch):
     assert ok.precision == "bf16" and ok.relative_error < precision.MAX_RELATIVE_ERROR
 
     def fragile():  # a loss that bf16 changes by 10%
-        return torch.tensor(1.1 if torch.is_autocast_cpu_enabled() else 1.0)
+        return torch.tensor(1.1 if torch.is_autocast_enabled('cpu') else 1.0)
 
     bad = choose_precision(net, 16, torch.device("cpu"), fragile)
     assert bad.precision == "fp32" and bad.relative_error == pytest.approx(0.1) and "changes the loss by 10.0%" in bad.reason
@@ -90,3 +90,22 @@ def test_a_study_decides_auto_once_per_model_before_its_runs_start(monkeypatch):
     assert [c.train.precision for c in out] == ["bf16", "bf16", "bf16", "bf16", "fp32"]
     assert len(calls) == 2  # one probe per distinct model (seeds share it); explicit precisions are left alone
     assert [c.train.seed for c in out] == [0, 1, 2, 0, 0]
+
+
+def test_a_model_with_convolutions_is_probed_on_its_own_training_step(monkeypatch, tmp_path):
+    """Convolutions have their own bf16 kernels, so a conv model's probe times its step (forward and backward), with
+    FLOPs from torch's counter; the model's gradients are left cleared and the result is cached like the GEMM probe."""
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path))
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 8 * 8, 2))
+    x = torch.randn(16, 1, 8, 8)
+    loss_of = lambda: net(x).square().mean()  # noqa: E731
+    fp32, bf16 = precision.step_rates(net, loss_of, seconds=0.01)
+    assert fp32 > 0 and bf16 > 0 and all(p.grad is None for p in net.parameters())
+    # the choice reads the step's rates, not the linear layers' products
+    monkeypatch.setattr(precision, "gemm_rates", lambda shapes, seconds=0: pytest.fail("GEMM probe used for a conv model"))
+    monkeypatch.setattr(precision, "step_rates", lambda model, loss, seconds=0: (100.0, 300.0))
+    choice = choose_precision(net, 16, torch.device("cpu"), loss_of)
+    assert choice.precision == "bf16" and "training steps run at 3.00x" in choice.reason and not choice.cached
+    assert choose_precision(net, 16, torch.device("cpu"), loss_of).cached  # keyed by the parameter shapes and batch
+    assert choose_precision(net, 16, torch.device("cpu")).precision == "fp32"  # no step to time: fp32

@@ -6,6 +6,10 @@ only) they run at about half the fp32 rate. So nothing is assumed: a short probe
 forward (B x in) @ (in x out) and the two backward ones, in both precisions, and the result is cached per machine
 (CPU model and flags, thread count, torch version, shapes) in ``<data root>/precision.json``.
 
+A model with convolutions is probed on its own training step instead (forward and backward of one batch's loss,
+timed in both precisions alternately; FLOPs counted by torch.utils.flop_counter), since its time goes to the
+convolutions, whose bf16 kernels differ from the matrix products' (cached by the parameter shapes and batch).
+
 bf16 is chosen only when it is faster by ``MIN_SPEEDUP`` and one forward pass of the model under bf16 autocast gives
 the fp32 loss to within ``MAX_RELATIVE_ERROR`` (the losses themselves are always computed in fp32).
 """
@@ -100,15 +104,49 @@ def _read_cache() -> dict:
         return {}
 
 
-def probe_rates(shapes: list[tuple[int, int, int]], use_cache: bool = True) -> tuple[float, float, bool]:
-    """(fp32 GFLOP/s, bf16 GFLOP/s, whether they came from the cache) at ``shapes`` on this machine."""
+def step_rates(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor],
+               seconds: float = PROBE_SECONDS) -> tuple[float, float]:
+    """GFLOP/s of the model's whole training step (forward and backward of ``loss_of()``) in fp32 and under bf16
+    autocast: medians of timings that alternate between the two. The model's gradients are cleared after."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_of().backward()
+    flop = max(counter.get_total_flops(), 1)
+
+    def step(bf16: bool) -> float:
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_of()
+        loss.backward()
+        return time.perf_counter() - t0
+
+    step(False), step(True)  # warm-up (allocations, kernel selection)
+    times: tuple[list[float], list[float]] = ([], [])
+    start = time.perf_counter()
+    while time.perf_counter() - start < 2 * seconds or len(times[0]) < 3:
+        for k in (0, 1):
+            times[k].append(step(bool(k)))
+    model.zero_grad(set_to_none=True)
+    return flop / statistics.median(times[0]) / 1e9, flop / statistics.median(times[1]) / 1e9
+
+
+def has_convolutions(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def probe_rates(shapes: list, use_cache: bool = True,
+                measure: Callable[[], tuple[float, float]] | None = None) -> tuple[float, float, bool]:
+    """(fp32 GFLOP/s, bf16 GFLOP/s, whether they came from the cache) at ``shapes`` on this machine: the matrix
+    products at those (batch, in, out) shapes, or ``measure()`` (a whole step) keyed by ``shapes``."""
     from vaelab.fileio import atomic_write_json
 
     key = hashlib.sha256(f"{cpu_signature()} | {shapes}".encode()).hexdigest()[:16]
     cache = _read_cache() if use_cache else {}
     if key in cache:
         return cache[key]["fp32"], cache[key]["bf16"], True
-    fp32, bf16 = gemm_rates(shapes)
+    fp32, bf16 = measure() if measure is not None else gemm_rates(shapes)
     if use_cache:
         cache[key] = {"fp32": fp32, "bf16": bf16, "cpu": cpu_signature(), "shapes": shapes}
         try:
@@ -124,12 +162,20 @@ def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
     seeded generator); it is called once in fp32 and once under bf16 autocast to check that bf16 keeps the loss."""
     if device.type != "cpu":
         return PrecisionChoice("fp32", None, None, f"{device.type}: the probe covers CPUs only; fp32")
-    shapes = linear_shapes(model, batch)
-    if not shapes:
-        return PrecisionChoice("fp32", None, None, "no linear layers to probe; fp32")
-    fp32, bf16, cached = probe_rates(shapes, use_cache)
+    if has_convolutions(model):  # time the step itself: convolutions have their own bf16 kernels
+        if loss_of is None:
+            return PrecisionChoice("fp32", None, None, "a model with convolutions and no step to probe; fp32")
+        shapes: list = ["step", batch, [[n, list(p.shape)] for n, p in model.named_parameters()]]
+        fp32, bf16, cached = probe_rates(shapes, use_cache, lambda: step_rates(model, loss_of))
+        what = "training steps"
+    else:
+        shapes = linear_shapes(model, batch)
+        if not shapes:
+            return PrecisionChoice("fp32", None, None, "no linear layers to probe; fp32")
+        fp32, bf16, cached = probe_rates(shapes, use_cache)
+        what = "products"
     if bf16 < MIN_SPEEDUP * fp32:
-        return PrecisionChoice("fp32", fp32, bf16, f"bf16 products run at {bf16 / fp32:.2f}x the fp32 rate here", cached)
+        return PrecisionChoice("fp32", fp32, bf16, f"bf16 {what} run at {bf16 / fp32:.2f}x the fp32 rate here", cached)
     error = None
     if loss_of is not None:
         with torch.no_grad():
@@ -140,7 +186,7 @@ def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
         if not error <= MAX_RELATIVE_ERROR:
             return PrecisionChoice("fp32", fp32, bf16, f"bf16 is {bf16 / fp32:.2f}x faster but changes the loss by "
                                    f"{100 * error:.1f}% (limit {100 * MAX_RELATIVE_ERROR:g}%)", cached, error)
-    return PrecisionChoice("bf16", fp32, bf16, f"bf16 products run at {bf16 / fp32:.2f}x the fp32 rate here", cached, error)
+    return PrecisionChoice("bf16", fp32, bf16, f"bf16 {what} run at {bf16 / fp32:.2f}x the fp32 rate here", cached, error)
 
 
 def choose_for_batch(model: torch.nn.Module, objective, x: torch.Tensor) -> PrecisionChoice:

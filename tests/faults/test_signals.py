@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from faultkit import (STEPS_PER_EPOCH, TRAIN_ARGS, final_weights, hidden_leftovers, kill_group, losses, one_line,
+from faultkit import (STEPS_PER_EPOCH, TRAIN_ARGS, final_weights, hidden_leftovers, losses, one_line,
                       start, train, vaelab, vaelab_env, wait_for)
 
 
