@@ -5,7 +5,7 @@ the study's provenance.json). Everything on the page is read from the study fold
 
     TO/<document>-<study>/README.md          the page
     TO/<document>-<study>/reproduction.json  its summary (what the index reads)
-    TO/<document>-<study>/*.png              the study's still figures
+    TO/<document>-<study>/*.png, *.gif       the study's figures (animations up to 1 MB)
     TO/README.md                             the index of every reproduction in TO
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from vaelab.fileio import atomic_write_text, make_dirs
 
 INDEX_TITLE = "# Reproductions"
+MAX_ANIMATION_BYTES = 1 << 20  # animations (GIF) larger than this stay in the study's report only
 
 
 def _cell(text: Any) -> str:
@@ -67,7 +68,7 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
     spec = view.spec
     if not view.rows and not spec.no_runs:
         raise RunError(f"{folder} has no finished runs (no results.csv); run the study to the end first")
-    figures = [f for f in draw(view) if f.kind == "image"]
+    figures = [f for f in draw(view) if f.kind == "image" or Path(f.png).stat().st_size <= MAX_ANIMATION_BYTES]
     outcomes = scorecard(folder, view)
     made = provenance.summary(folder)
     slug = f"{spec.document}-{spec.name}" if spec.document else spec.name
