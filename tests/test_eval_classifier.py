@@ -24,3 +24,32 @@ def test_evaluation_classifier_accuracy(name):
     assert info["test_accuracy"] >= REQUIRED[name], info
     _, probs = model.embed(data.x_test[:2000])  # the cached weights reproduce the recorded accuracy
     assert float((probs.argmax(1) == data.y_test[:2000]).double().mean()) >= REQUIRED[name] - 0.01
+
+
+def test_processes_asking_at_once_train_the_classifier_once(tmp_path, monkeypatch):
+    """A study's workers that need the classifier at the same time: one trains it, the others wait for its lock and
+    load what it wrote (flock locks are per open file, so two threads stand in for two processes)."""
+    import threading
+    import time
+
+    from vaelab.analysis import quality
+
+    trained = []
+    real_train = quality.train_classifier
+
+    def slow_train(data, **kwargs):
+        trained.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the other caller to arrive while it trains
+        return real_train(data, epochs=1)
+
+    monkeypatch.setattr(quality, "train_classifier", slow_train)
+    data = load_dataset("digits")
+    got = []
+    callers = [threading.Thread(target=lambda: got.append(evaluation_classifier(data, root=tmp_path)[1]))
+               for _ in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert len(trained) == 1 and len(got) == 2 and got[0] == got[1]
+    assert evaluation_classifier(data, root=tmp_path)[1] == got[0] and len(trained) == 1  # cached from now on

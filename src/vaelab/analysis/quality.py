@@ -96,28 +96,54 @@ def train_classifier(data, *, epochs: int | None = None, seed: int = 0, log=None
 
 
 def evaluation_classifier(data, *, root=None, log=None) -> tuple[EvalClassifier, dict]:
-    """The cached evaluation classifier for this dataset (trained and cached on first use)."""
-    from safetensors.torch import load as st_load
+    """The cached evaluation classifier for this dataset, trained and cached on first use. Processes that ask for
+    it at once (a study's workers) train it once: the first holds a lock while it trains, the others wait and load
+    what it wrote."""
+    import fcntl
 
     from vaelab.data.registry import data_root
-    from vaelab.fileio import atomic_write_bytes, atomic_write_json
+    from vaelab.fileio import atomic_write_bytes, atomic_write_json, make_dirs
     from vaelab.runs import weights_bytes
 
     folder = data_root(root) / "classifiers"
     key = f"{_cache_key(data)}-v{CLASSIFIER_VERSION}"
     wpath, ipath = folder / f"{key}.safetensors", folder / f"{key}.json"
-    if wpath.exists() and ipath.exists():
-        try:
-            info = json.loads(ipath.read_text())
-            model = EvalClassifier(tuple(info["image_shape"]), info["n_classes"])
-            model.load_state_dict(st_load(wpath.read_bytes()))
-            return model.eval(), info
-        except (OSError, ValueError, KeyError, RuntimeError):
-            pass  # a broken cache entry is retrained
-    model, info = train_classifier(data, log=log)
-    atomic_write_bytes(wpath, weights_bytes(model.state_dict()))
-    atomic_write_json(ipath, info)
-    return model, info
+    cached = _load_classifier(wpath, ipath)
+    if cached is not None:
+        return cached
+    lock = None
+    try:
+        make_dirs(folder)
+        lock = open(folder / f"{key}.lock", "a+")
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process training this classifier: wait for it
+    except OSError:  # a read-only data folder: train without the lock (and without the cache)
+        pass
+    try:
+        cached = _load_classifier(wpath, ipath)  # written by the process we waited for
+        if cached is not None:
+            return cached
+        model, info = train_classifier(data, log=log)
+        atomic_write_bytes(wpath, weights_bytes(model.state_dict()))
+        atomic_write_json(ipath, info)
+        return model, info
+    finally:
+        if lock is not None:
+            lock.close()  # (releases the lock)
+
+
+def _load_classifier(wpath, ipath) -> tuple[EvalClassifier, dict] | None:
+    """The classifier cached at wpath (weights) and ipath (its info), or None when absent or broken (retrained)."""
+    from safetensors.torch import load as st_load
+
+    if not (wpath.exists() and ipath.exists()):
+        return None
+    try:
+        info = json.loads(ipath.read_text())
+        model = EvalClassifier(tuple(info["image_shape"]), info["n_classes"])
+        model.load_state_dict(st_load(wpath.read_bytes()))
+        return model.eval(), info
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return None
 
 
 def load_feature_extractor(spec: str) -> Callable:
