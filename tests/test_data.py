@@ -135,6 +135,13 @@ def test_pixel_modes():
     a, b = dyn.train_epoch(g), dyn.train_epoch(g)
     assert not torch.equal(a, b) and set(a.unique().tolist()) == {0.0, 1.0}
     assert abs(float(a.mean()) - 0.3) < 4 * (0.3 * 0.7 / a.numel()) ** 0.5  # Bernoulli(x) draws have mean x
+    p = torch.tensor([0.0, 1.0, 0.05, 0.95]).view(1, 1, 2, 2).expand(20000, 1, 2, 2).contiguous()  # each pixel its own p
+    draws = PixelSampler("dynamic", p, p[:10]).train_epoch(g).flatten(1)
+    assert draws[:, 0].sum() == 0 and draws[:, 1].sum() == 20000  # p = 0 never, p = 1 always
+    for j, pj in ((2, 0.05), (3, 0.95)):
+        assert abs(float(draws[:, j].mean()) - pj) < 4 * (pj * (1 - pj) / 20000) ** 0.5
+    again = PixelSampler("dynamic", p, p[:10]).train_epoch(torch.Generator().manual_seed(1))
+    assert torch.equal(again, PixelSampler("dynamic", p, p[:10]).train_epoch(torch.Generator().manual_seed(1)))
 
 
 def test_from_arrays_validates_shapes_and_values():

@@ -8,7 +8,7 @@ from conftest import tiny_config
 from vaelab import ensemble
 from vaelab.ensemble import NotVectorisable, train_ensemble, vectorise_reason
 from vaelab.runs import CheckpointStore, Run
-from vaelab.trainer import _prepare_run_dir, train
+from vaelab.trainer import _prepare_run_dir, fit, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -128,7 +128,7 @@ def test_vectorised_members_stop_inside_an_epoch_and_resume_together_or_alone(tm
         for c, d in zip(cfgs, dirs):
             _prepare_run_dir(c, d, resume=False, overwrite=False)
         with pytest.raises(KeyboardInterrupt):
-            ensemble._train_locked(cfgs, dirs, None, False, quiet, StopAfter(5))
+            fit(cfgs, dirs, None, False, quiet, StopAfter(5), ensemble.StackedStep)
         for d in dirs:
             _, state, epoch = CheckpointStore(d / "checkpoints").load()
             assert (epoch, state["partial"]["step_in_epoch"], state["step"]) == (0, 6, 6)

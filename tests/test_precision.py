@@ -73,6 +73,21 @@ def test_auto_trains_in_the_probed_precision_records_it_and_keeps_it_on_resume(m
     assert fresh.metrics[0]["precision"] == "fp32"
 
 
+def test_a_study_run_records_the_probe_that_chose_its_precision(tmp_path):
+    """A study resolves auto before its runs start (so the run's config says bf16); the probe's numbers it passes
+    along go into the run's first metrics row, as when the trainer probes itself, and not again on resume."""
+    import vaelab
+    from conftest import tiny_config
+
+    probe = {"precision": "bf16", "fp32_gflops": 300.0, "bf16_gflops": 1200.0, "reason": "r", "cached": True,
+             "relative_error": 0.001}
+    run = vaelab.train(tiny_config(train={"epochs": 1, "precision": "bf16"}), out=tmp_path, progress=False,
+                       log=lambda m: None, precision_probe=probe)
+    assert run.metrics[0]["precision"] == "bf16" and run.metrics[0]["precision_probe"] == probe
+    resumed = vaelab.resume(run.path, epochs=2, progress=False, log=lambda m: None, precision_probe=probe)
+    assert "precision_probe" not in resumed.metrics[1]
+
+
 def test_a_study_decides_auto_once_per_model_before_its_runs_start(monkeypatch):
     from conftest import tiny_config
 
@@ -86,8 +101,9 @@ def test_a_study_decides_auto_once_per_model_before_its_runs_start(monkeypatch):
     configs = [tiny_config(train={"precision": "auto", "seed": s}) for s in range(3)]
     configs.append(tiny_config(model={"arch": "64-16-2"}, train={"precision": "auto"}))
     configs.append(tiny_config(train={"precision": "fp32"}))
-    out = precision.resolve_auto(configs)
+    out, probes = precision.resolve_auto(configs)
     assert [c.train.precision for c in out] == ["bf16", "bf16", "bf16", "bf16", "fp32"]
+    assert [p and p["bf16_gflops"] for p in probes] == [1200.0] * 4 + [None]  # what the runs record
     assert len(calls) == 2  # one probe per distinct model (seeds share it); explicit precisions are left alone
     assert [c.train.seed for c in out] == [0, 1, 2, 0, 0]
 

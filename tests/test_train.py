@@ -234,14 +234,14 @@ class _StopAfter:
 # 12 steps per epoch; the flag is read once per step and once at each epoch end
 @pytest.mark.parametrize("stop_after, where", [(5, (0, 6)), (14, (1, 2))])
 def test_stop_mid_epoch_checkpoints_and_resumes_bit_identical(tmp_path, stop_after, where):
-    from vaelab.trainer import _prepare_run_dir, _train_locked, train
+    from vaelab.trainer import SingleStep, _prepare_run_dir, fit, train
 
     cfg = tiny_config(model={"arch": "64-32-4"}, train={"epochs": 3, "batch_size": 128, "lr": 3e-3, "trace_every": 4})
     whole = train(cfg, tmp_path / "a", progress=False, log=lambda m: None)
     run_dir = tmp_path / "b" / cfg.name
     _prepare_run_dir(cfg, run_dir, resume=False, overwrite=False)
     with pytest.raises(KeyboardInterrupt):
-        _train_locked(cfg, run_dir, None, False, lambda m: None, _StopAfter(stop_after))
+        fit([cfg], [run_dir], None, False, lambda m: None, _StopAfter(stop_after), SingleStep)
     _, state, epoch = CheckpointStore(run_dir / "checkpoints").load()
     assert (epoch, state["partial"]["step_in_epoch"]) == where
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda m: None)

@@ -141,27 +141,23 @@ class StackedStep:
 
 
 def train_ensemble(configs: list[RunConfig], out: str | Path = "runs", *, dataset: Dataset | None = None,
-                   progress: bool | None = None, log: Callable[[str], None] | None = None) -> list[Run]:
+                   progress: bool | None = None, log: Callable[[str], None] | None = None,
+                   precision_probe: dict | None = None) -> list[Run]:
     """Train ``configs`` (equal but for their seeds) together; returns their Runs.
 
     Raises NotVectorisable when they cannot be (different configs, members at different points of training, or one
     diverged: that one is marked failed); the caller then trains them one by one with :func:`vaelab.trainer.train`,
-    which resumes each from its checkpoint."""
+    which resumes each from its checkpoint. ``precision_probe``: as for :func:`vaelab.trainer.train`."""
     reason = vectorise_reason(configs)
     if reason:
         raise NotVectorisable(reason)
     run_dirs = [Path(out) / c.name for c in configs]
     with training_session(configs, run_dirs, resume=True, overwrite=False) as stop:
         try:
-            _train_locked(configs, run_dirs, dataset, progress, log, stop)
+            fit(configs, run_dirs, dataset, progress, log, stop, StackedStep, precision_probe)
         except TrainingDiverged as exc:
             raise NotVectorisable(f"{exc.run_dir.name} diverged ({exc}); train the others one by one") from None
     return [Run(d) for d in run_dirs]
-
-
-def _train_locked(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None, progress: bool | None,
-                  log, stop) -> None:
-    fit(configs, run_dirs, dataset, progress, log, stop, StackedStep)
 
 
 def _layout(t: torch.Tensor, flip: bool) -> torch.Tensor:

@@ -197,20 +197,22 @@ def choose_for_batch(model: torch.nn.Module, objective, x: torch.Tensor) -> Prec
                             lambda: objective(model, x, torch.Generator(device=device).manual_seed(0)).loss)
 
 
-def resolve_auto(configs: list) -> list:
+def resolve_auto(configs: list) -> tuple[list, list[dict | None]]:
     """``configs`` (RunConfig) with ``train.precision: auto`` replaced by the choice for their model, probed once per
-    distinct model, batch size and dataset in this process. A study calls this before it hands its runs to workers,
-    so that every run of one model trains in the same precision whichever process or executor runs it."""
+    distinct model, batch size and dataset in this process, and for each config what the probe measured (None where
+    nothing was probed; the trainer records it in the run's metrics). A study calls this before it hands its runs to
+    workers, so that every run of one model trains in the same precision whichever process or executor runs it."""
     from vaelab.data import PixelSampler, load_dataset
     from vaelab.models import build_model
     from vaelab.objectives import Objective
 
-    chosen: dict[str, str] = {}
-    out = []
+    chosen: dict[str, PrecisionChoice] = {}
+    out, probes = [], []
     for c in configs:
         on_gpu = c.train.device == "cuda" or (c.train.device == "auto" and torch.cuda.is_available())
         if c.train.precision != "auto" or on_gpu:  # (the trainer decides auto on a GPU: fp32 there)
             out.append(c)
+            probes.append(None)
             continue
         key = json.dumps([c.data.model_dump(mode="json"), c.model.model_dump(mode="json"), c.train.batch_size,
                           c.objective.model_dump(mode="json")], sort_keys=True)
@@ -220,6 +222,7 @@ def resolve_auto(configs: list) -> list:
                 model = build_model(c)
             data = load_dataset(c.data.name, train_size=c.data.train_size, test_size=c.data.test_size)
             x = PixelSampler(c.data.pixels, data.x_train[:1], data.x_test, c.data.binarize_seed).test[:c.train.batch_size]
-            chosen[key] = choose_for_batch(model, Objective(c.objective), x).precision
-        out.append(c.model_copy(update={"train": c.train.model_copy(update={"precision": chosen[key]})}))
-    return out
+            chosen[key] = choose_for_batch(model, Objective(c.objective), x)
+        out.append(c.model_copy(update={"train": c.train.model_copy(update={"precision": chosen[key].precision})}))
+        probes.append(chosen[key].as_metrics())
+    return out, probes

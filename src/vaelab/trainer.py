@@ -179,21 +179,19 @@ def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: 
 
 
 def train(config: RunConfig, out: str | os.PathLike = "runs", *, resume: bool = False, overwrite: bool = False,
-          dataset: Dataset | None = None, progress: bool | None = None, log: Callable[[str], None] | None = None) -> Run:
+          dataset: Dataset | None = None, progress: bool | None = None, log: Callable[[str], None] | None = None,
+          precision_probe: dict | None = None) -> Run:
     """Train the model ``config`` describes into ``out/config.name`` and return the :class:`Run`.
 
     ``resume`` continues from the newest valid checkpoint (starting fresh if there is none). ``dataset``
     replaces the registry's data (same image shape). ``progress``: a bar (default: when stderr is a terminal).
+    ``precision_probe``: what a study's ``auto`` probe measured when it chose ``config``'s precision (recorded in the
+    run's first metrics row, as when the trainer probes itself).
     """
     run_dir = Path(out) / config.name
     with training_session([config], [run_dir], resume=resume, overwrite=overwrite) as stop:
-        _train_locked(config, run_dir, dataset, progress, log, stop)
+        fit([config], [run_dir], dataset, progress, log, stop, SingleStep, precision_probe)
     return Run(run_dir)
-
-
-def _train_locked(config: RunConfig, run_dir: Path, dataset: Dataset | None, progress: bool | None, log,
-                  stop: StopRequest | None = None) -> None:
-    fit([config], [run_dir], dataset, progress, log, stop, SingleStep)
 
 
 @contextlib.contextmanager
@@ -221,7 +219,8 @@ def training_session(configs: list[RunConfig], run_dirs: list[Path], *, resume: 
 
 
 def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None, progress: bool | None, log,
-        stop: StopRequest | None, step_function: Callable[[list[Member], Objective], StepFunction]) -> None:
+        stop: StopRequest | None, step_function: Callable[[list[Member], Objective], StepFunction],
+        precision_probe: dict | None = None) -> None:
     """Train the runs ``configs`` (equal but for their seeds; one for an ordinary run) into ``run_dirs``, each from
     its newest valid checkpoint, with the step function ``step_function(members, objective)`` builds. ``log``: where
     the lines go (default: stderr)."""
@@ -240,15 +239,17 @@ def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None,
     optimizer = make_optimizer(step_fn.trained, cfg0.train.lr)  # in the single-run parameter order
     if members[0].optimizer_state is not None:
         optimizer.load_state_dict(step_fn.stack_optimizer_states([m.optimizer_state for m in members]))
-    precision, probe = resolve_precision(members, objective, pixels, log)
+    precision, probe = resolve_precision(members, objective, pixels, log, precision_probe)
     _Loop(members, step_fn, optimizer, objective, pixels, data.y_test.to(device), progress, log, stop,
           precision, probe).run()
 
 
-def resolve_precision(members: list[Member], objective: Objective, pixels: PixelSampler, log) -> tuple[str, dict | None]:
-    """The precision the runs train in, and the probe's numbers when ``auto`` measured it now. A run keeps the
-    precision it started in, whatever the config says now (so a resumed run continues exactly); ``auto`` probes this
-    machine once per model shape (vaelab.precision, cached) and checks that bf16 keeps the loss of one batch."""
+def resolve_precision(members: list[Member], objective: Objective, pixels: PixelSampler, log,
+                      given_probe: dict | None = None) -> tuple[str, dict | None]:
+    """The precision the runs train in, and the probe's numbers when ``auto`` measured it (now, or in the study that
+    chose the config's precision: ``given_probe``). A run keeps the precision it started in, whatever the config
+    says now (so a resumed run continues exactly); ``auto`` probes this machine once per model shape
+    (vaelab.precision, cached) and checks that bf16 keeps the loss of one batch."""
     started = {m.precision for m in members if m.precision is not None}
     if len(started) > 1:
         raise NotVectorisable(f"the runs started in different precisions {sorted(started)}")
@@ -256,7 +257,7 @@ def resolve_precision(members: list[Member], objective: Objective, pixels: Pixel
         return started.pop(), None
     asked = members[0].config.train.precision
     if asked != "auto":
-        return asked, None
+        return asked, given_probe
     from vaelab.precision import choose_for_batch
 
     choice = choose_for_batch(members[0].model, objective, pixels.test[:members[0].config.train.batch_size])

@@ -50,7 +50,8 @@ def execute_task(task: dict[str, Any]) -> list[dict[str, Any]]:
                                               if (runs_dir / c.name / "config.yaml").exists() else False)]
         if len(pending) >= 2:
             try:
-                train_ensemble(pending, runs_dir, progress=False, log=lambda m: None)
+                train_ensemble(pending, runs_dir, progress=False, log=lambda m: None,
+                               precision_probe=members[0].get("precision_probe"))
                 vectorised = {c.name for c in pending}
             except NotVectorisable:
                 pass  # e.g. members at different epochs, or one diverged: the rest go one by one below
@@ -106,7 +107,8 @@ def _execute(task: dict[str, Any]) -> dict[str, Any]:
             if state == "failed" and not task.get("retry_failed"):
                 return _row(task, run_dir, "failed", Run(run_dir).status.get("reason", "failed earlier"), t0, trained)
             try:
-                train(cfg, runs_dir, resume=True, progress=False, log=lambda m: None)
+                train(cfg, runs_dir, resume=True, progress=False, log=lambda m: None,
+                      precision_probe=task.get("precision_probe"))
                 trained = True
                 break
             except RunError as exc:

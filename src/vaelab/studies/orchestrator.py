@@ -60,10 +60,11 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     # precision auto is decided here, once per model, so every worker and executor trains a model the same way
     # (not where the runs ask for GPUs: the workers' trainer decides there, on their device)
-    configs = resolve_auto([r.config for r in planned]) if not spec.gpus_per_run else [r.config for r in planned]
+    configs, probes = (resolve_auto([r.config for r in planned]) if not spec.gpus_per_run
+                       else ([r.config for r in planned], [None] * len(planned)))
     tasks = [{"name": r.name, "config": c.model_dump(mode="json"), "runs_dir": str(folder / "runs"),
               "analyses": spec.analyses, "coordinates": r.coordinates(), "retry_failed": retry_failed,
-              "tracking": tracking} for r, c in zip(planned, configs)]
+              "tracking": tracking, "precision_probe": probe} for r, c, probe in zip(planned, configs, probes)]
     executor = executor or LocalExecutor()
     if vectorize:
         from vaelab.studies.one_run import group_tasks
