@@ -295,7 +295,7 @@ def samplers_by_run(view: StudyView, **_) -> list[Figure]:
     for i, r in enumerate(rows):
         a = view.arrays(r, "samples")
         for j, (key, title) in enumerate(names):
-            show_images(axes[i, j], a[key][:36], ncol=6, title=f"{view.label(r)}: {title}")
+            show_images(axes[i, j], a[key][:36], ncol=6, title=f"{view.label(r)}:\n{title}")
     return [_save(view, fig, "samplers-by-run", "Prior samples against N(mu(x), I), the intervention and a fix",
                   "Document 000's observation: prior samples are strokes while N(mu(x), I) gives digits. The third "
                   "column keeps the prior's complement and takes only the informative coordinates from q(z): when it "
