@@ -68,7 +68,9 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
     spec = view.spec
     if not view.rows and not spec.no_runs:
         raise RunError(f"{folder} has no finished runs (no results.csv); run the study to the end first")
-    figures = [f for f in draw(view) if f.kind == "image" or Path(f.png).stat().st_size <= MAX_ANIMATION_BYTES]
+    drawn = draw(view)
+    figures = [f for f in drawn if f.kind == "image" or Path(f.png).stat().st_size <= MAX_ANIMATION_BYTES]
+    left_out = [f for f in drawn if f not in figures]
     outcomes = scorecard(folder, view)
     made = provenance.summary(folder)
     slug = f"{spec.document}-{spec.name}" if spec.document else spec.name
@@ -116,6 +118,9 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
         for f in figures:
             lines += [f"### {f.title}", "", f"![{_cell(f.title)}]({Path(f.png).name})", "", " ".join(f.caption.split()),
                       ""]
+    if left_out:
+        lines += ["Animations left out here for their size (over 1 MB; they are in the study's report.html): "
+                  + "; ".join(f"{f.title} ({Path(f.png).stat().st_size / 2**20:.1f} MB)" for f in left_out) + ".", ""]
     if view.notes:
         lines += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in view.notes]
     atomic_write_text(tmp / "README.md", "\n".join(lines).rstrip() + "\n")
