@@ -2,7 +2,8 @@
 train in the faster one whose accuracy holds.
 
 CPUs differ: with AMX (`amx_bf16` in /proc/cpuinfo) bf16 products run 3-6x faster than fp32; without it (AVX-512 BF16
-only) they run at about half the fp32 rate. So nothing is assumed: a short probe times the training step's products,
+only) it depends on the shapes: half the fp32 rate for a 2048^3 product on one such machine, 3x at the documents'
+MLP shapes on another (benchmarks/README.md). So nothing is assumed: a short probe times the training step's products,
 forward (B x in) @ (in x out) and the two backward ones, in both precisions, and the result is cached per machine
 (CPU model and flags, thread count, torch version, shapes) in ``<data root>/precision.json``.
 
