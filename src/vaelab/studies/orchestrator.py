@@ -73,6 +73,7 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     else:
         jobs = tasks
     rows: list[dict] = []
+    done = False
     try:
         rows = _run_all(spec, tasks, jobs, executor, progress, log)
         write_results(folder, rows)
@@ -80,9 +81,10 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
             from vaelab.report.html import write_report
 
             write_report(folder)  # (the caller says where: the CLI prints the path once)
+        done = True
     finally:  # an interrupted invocation counts towards the study's wall time too
         provenance.record(folder, started, time.perf_counter() - t0, sum(bool(r.get("trained_now")) for r in rows),
-                          complete=bool(rows) and len(rows) == len(tasks), code=code)
+                          complete=done, code=code)
     return folder
 
 

@@ -75,9 +75,9 @@ def read(folder: str | Path) -> dict[str, Any]:
 
 def record(folder: str | Path, started: dt.datetime, seconds: float, runs_trained: int, complete: bool = True,
            code: str | None = None) -> dict[str, Any]:
-    """Append this invocation to OUT/<study>/provenance.json (atomically) and return it. ``complete``: every run
-    came back (False for an interrupted invocation); ``code``: :func:`version` taken when the invocation started
-    (the source may change while a long study runs)."""
+    """Append this invocation to OUT/<study>/provenance.json (atomically) and return it. ``complete``: the invocation
+    ran to its end, results and report written (False for an interrupted one); ``code``: :func:`version` taken when
+    the invocation started (the source may change while a long study runs)."""
     from vaelab.fileio import atomic_write_text
 
     entry = {"command": command_line(), "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
