@@ -58,5 +58,7 @@ def test_ctrl_c_of_a_study_says_how_to_continue(tmp_path):
     assert "run the same command again to continue" in one_line(stderr)
     states = [json.loads(p.read_text())["state"] for p in (tmp_path / "out" / "s" / "runs").glob("*/status.json")]
     assert states == ["interrupted"] * 2
+    [made] = json.loads((tmp_path / "out" / "s" / "provenance.json").read_text())["invocations"]
+    assert made["complete"] is False and made["seconds"] > 0 and made["command"].startswith("vaelab study ")
     for run_dir in (tmp_path / "out" / "s" / "runs").iterdir():
         assert hidden_leftovers(run_dir) == []
