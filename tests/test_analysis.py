@@ -373,3 +373,14 @@ def test_cli_prints_the_declared_headline_numbers(trained_run):
     assert "samples: int = 1000" in listing.stdout and "pca_above_{threshold:g}" in listing.stdout
     info = runner.invoke(app, ["info", str(trained_run.path)])
     assert info.exit_code == 0 and "posterior: active units" in info.stdout
+
+
+def test_the_diagnose_function_keeps_its_name_after_its_module_is_loaded():
+    """A study (or the registry) loads vaelab.analysis.diagnose, the module, by name; `from vaelab.analysis import
+    diagnose` must still give the function (it gave the module after a study had run in the same process)."""
+    code = ("from vaelab.analysis.registry import declaration\n"
+            "declaration('diagnosis').load()\n"
+            "from vaelab.analysis import diagnose\n"
+            "assert callable(diagnose), type(diagnose)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

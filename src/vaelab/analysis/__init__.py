@@ -10,6 +10,10 @@ from vaelab.analysis.registry import ANALYSES
 from vaelab.analysis.runner import analyze, run_analysis
 from vaelab.analysis.subject import Subject, from_model, from_run
 
+# The submodule vaelab.analysis.diagnose is loaded before the function below takes its name: loaded later (by a study
+# or the registry), it would rebind vaelab.analysis.diagnose to the module, and `from vaelab.analysis import diagnose`
+# would then give a module, not this function.
+import vaelab.analysis.diagnose  # noqa: E402, F401
 
 def diagnose(subject, **params) -> AnalysisResult:
     """Document 000's question for this model; saved as analysis/diagnosis.json (see vaelab.analysis.diagnose)."""
