@@ -374,10 +374,12 @@ def test_a_reproduction_page_and_index_from_a_study_folder(tmp_path):
 
     now = dt.datetime.now(dt.timezone.utc)
     provenance.record(folder, now, 30.0, 3, complete=False)
+    assert "the recorded invocations trained 3 of the 9 runs" in write_reproduction(folder, to).read_text()
     entry = provenance.record(folder, now, 60.0, 6, code="9.9+gabc")
     assert entry["vaelab"] == "9.9+gabc" and entry["machine"]["cores"] >= 1 and entry["peak_rss_gb"] > 0
     text = write_reproduction(folder, to).read_text()
     assert "Wall time: 90 s over 2 invocations; peak memory" in text and "vaelab 9.9+gabc" in text
+    assert "recorded invocations trained" not in text  # 3 + 6 runs: every run's training was timed
     assert sorted(p.name for p in to.iterdir()) == ["002-hand", "README.md"]
     out = subprocess.run([sys.executable, "-m", "vaelab", "reproduction", str(tmp_path / "nowhere"), "--to", str(to)],
                          capture_output=True, text=True)

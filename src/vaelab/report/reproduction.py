@@ -34,6 +34,16 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
+def _coverage(made: dict, runs: int) -> str:
+    """A warning when the recorded invocations trained fewer runs than the study has (the others were trained by an
+    invocation that ended before it could record its time, e.g. killed), else ''."""
+    trained = made.get("runs_trained")
+    if trained is None or trained >= runs:
+        return ""
+    return (f" (the recorded invocations trained {trained} of the {runs} runs; the others were trained by an "
+            "invocation that recorded no time, so the study took longer than this)")
+
+
 def scorecard_markdown(outcomes: list) -> list[str]:
     """The scorecard as a markdown table: outcome, claim, the document's figure, vaelab's measurement, why and what
     vaelab adds."""
@@ -104,7 +114,8 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
                                                                                else ", no GPU"),
               f"- Wall time: {_duration(made.get('seconds'))}" + (f" over {made['invocations']} invocations"
                                                                   if (made.get("invocations") or 0) > 1 else "")
-              + (f"; peak memory {made['peak_rss_gb']:.1f} GB (largest process)" if made.get("peak_rss_gb") else ""),
+              + (f"; peak memory {made['peak_rss_gb']:.1f} GB (largest process)" if made.get("peak_rss_gb") else "")
+              + _coverage(made, len(view.rows)),
               f"- vaelab {made.get('vaelab') or 'version not recorded'}; started {made.get('started') or '?'}; page "
               f"written {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
               f"- Runs: {len(view.rows)}, finished {len(view.finished())}" + (f"; failed: {', '.join(failed)}" if failed

@@ -91,10 +91,11 @@ def record(folder: str | Path, started: dt.datetime, seconds: float, runs_traine
 
 def summary(folder: str | Path) -> dict[str, Any]:
     """What a reader needs: the commands, total wall time, the largest peak memory, the machine and version of the
-    last invocation (None values when nothing was recorded)."""
+    last invocation, and how many runs the recorded invocations trained (None values when nothing was recorded)."""
     inv = read(folder)["invocations"]
     if not inv:
         return {"commands": [], "seconds": None, "peak_rss_gb": None, "machine": None, "vaelab": None, "started": None}
     return {"commands": list(dict.fromkeys(i["command"] for i in inv)), "seconds": sum(i["seconds"] for i in inv),
             "peak_rss_gb": max(i.get("peak_rss_gb") or 0 for i in inv), "machine": inv[-1].get("machine"),
-            "vaelab": inv[-1].get("vaelab"), "started": inv[0].get("started"), "invocations": len(inv)}
+            "vaelab": inv[-1].get("vaelab"), "started": inv[0].get("started"), "invocations": len(inv),
+            "runs_trained": sum(i.get("runs_trained") or 0 for i in inv)}
