@@ -116,7 +116,7 @@ def evaluation_classifier(data, *, root=None, log=None) -> tuple[EvalClassifier,
         make_dirs(folder)
         lock = open(folder / f"{key}.lock", "a+")
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process training this classifier: wait for it
-    except OSError:  # a read-only data folder: train without the lock (and without the cache)
+    except OSError:  # no lock file can be made here (a read-only data folder): train without the lock
         pass
     try:
         cached = _load_classifier(wpath, ipath)  # written by the process we waited for
