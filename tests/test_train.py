@@ -144,7 +144,7 @@ def test_existing_run_needs_resume_or_overwrite_and_resume_rejects_changes(tmp_p
 
 def test_a_locked_run_is_refused(tmp_path):
     cfg = tiny_config()
-    with RunLock(tmp_path / "tiny"):
+    with RunLock(tmp_path / cfg.name):
         code = ("import vaelab, sys; from conftest import tiny_config\n"
                 "try:\n    vaelab.train(tiny_config(), out=sys.argv[1], progress=False)\n"
                 "except vaelab.VaelabError as e:\n    print(e); sys.exit(2)\n")
