@@ -58,12 +58,6 @@ def scorecard_markdown(outcomes: list) -> list[str]:
     return lines
 
 
-def _counts(outcomes: list) -> dict[str, int]:
-    from vaelab.studies.claims import HELD, INCONCLUSIVE, NOT_HELD
-
-    return {k: sum(o.outcome == k for o in outcomes) for k in (HELD, NOT_HELD, INCONCLUSIVE)}
-
-
 def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions") -> Path:
     """Write the reproduction page of the study in ``folder`` under ``to`` (atomically, replacing an older page of
     the same study) and rewrite ``to``'s index; return the page's path."""
@@ -71,7 +65,7 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
     from vaelab.report.catalogue import draw
     from vaelab.report.html import findings
     from vaelab.studies import provenance
-    from vaelab.studies.claims import open_study, scorecard
+    from vaelab.studies.claims import counts_text, open_study, outcome_counts, scorecard
 
     folder, to = Path(folder), Path(to)
     view = open_study(folder)
@@ -93,7 +87,7 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
 
     machine = made.get("machine") or {}
     failed = [r["run"] for r in view.rows if r.get("status") != "finished"]
-    counts = _counts(outcomes)
+    counts = outcome_counts(outcomes)
     summary = {"study": spec.name, "document": spec.document, "title": spec.title, "scale": spec.scale,
                "runs": len(view.rows), "finished": len(view.finished()), "claims": counts,
                "seconds": made.get("seconds"), "peak_rss_gb": made.get("peak_rss_gb"), "machine": machine,
@@ -121,7 +115,7 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
               f"- Runs: {len(view.rows)}, finished {len(view.finished())}" + (f"; failed: {', '.join(failed)}" if failed
                                                                               else ""),
               "", "## Scorecard", "",
-              ", ".join(f"{v} {k}" for k, v in counts.items()) + ".", ""]
+              counts_text(counts) + ".", ""]
     lines += scorecard_markdown(outcomes)
     lines += ["", "## Findings", ""] + [f"- {_cell(s)}" for s in findings(view)]
     if figures:

@@ -869,6 +869,15 @@ def render_text(outcomes: list[ClaimOutcome], view, width: int = 110) -> str:
                 lines += textwrap.wrap(f"{label}: {text}", width - len(indent), initial_indent=indent,
                                        subsequent_indent=indent + "  ")
         lines.append("")
-    counts = {k: sum(o.outcome == k for o in outcomes) for k in (HELD, NOT_HELD, INCONCLUSIVE)}
-    lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
+    lines.append(counts_text(outcome_counts(outcomes)))
     return "\n".join(lines)
+
+
+def outcome_counts(outcomes: list[ClaimOutcome]) -> dict[str, int]:
+    """How many claims held, did not hold and were inconclusive, in that order."""
+    return {k: sum(o.outcome == k for o in outcomes) for k in (HELD, NOT_HELD, INCONCLUSIVE)}
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """'4 held, 1 did not hold, 0 inconclusive'."""
+    return ", ".join(f"{v} {k}" for k, v in counts.items())
