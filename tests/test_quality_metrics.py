@@ -42,3 +42,16 @@ def test_density_and_coverage_of_two_samples_of_one_distribution():
     assert r["precision"] > 0.5 and r["recall"] > 0.5 and abs(r["precision"] - r["recall"]) < 0.05
     far = prdc(real, fake + 3.0)
     assert far["coverage"] < 0.1 and far["precision"] < 0.1
+
+
+def test_one_real_reference_compares_many_sets_as_fresh_ones_do():
+    """quality.py compares every sampler's features against one RealFeatures (its statistics computed once): the
+    numbers must be those of a fresh comparison, whatever was compared before and whatever its size."""
+    from vaelab.analysis.quality import RealFeatures
+
+    rng = np.random.default_rng(3)
+    real = rng.standard_normal((600, 8))
+    shared = RealFeatures(real, kid_subset_size=200)
+    for n, shift in ((500, 0.0), (300, 0.7), (500, 1.5)):
+        fake = rng.standard_normal((n, 8)) + shift
+        assert shared.compare(fake) == RealFeatures(real, kid_subset_size=200).compare(fake)

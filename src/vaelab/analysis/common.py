@@ -32,6 +32,17 @@ class AnalysisResult:
         return self.data[key]
 
 
+def blas_threads(limit: int | None = None):
+    """A context that holds NumPy's and SciPy's BLAS to ``limit`` threads (default: torch's thread count).
+
+    Their OpenBLAS otherwise starts one thread per core whatever torch was told: in a study's worker (one torch
+    thread beside other workers) its threads fight for the busy cores, and a mixture fit's small products ran
+    hundreds of times slower (3.2 s against 4 ms for one M-step of 10 components on 10,000 x 20 codes)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=limit or torch.get_num_threads(), user_api="blas")
+
+
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from vaelab.analysis.common import blas_threads
 from vaelab.analysis.registry import ANALYSES, DIAGNOSIS, Analysis, declaration, parse_names, split_params
 
 
@@ -34,7 +35,8 @@ def run_analysis(subject, name: str, **params):
     name, params = decl.name, decl.validate(params)
     fn, plot = decl.load()
     t0 = time.perf_counter()
-    result = fn(subject, **params)
+    with blas_threads():
+        result = fn(subject, **params)
     result.seconds = {"compute": round(time.perf_counter() - t0, 2)}
     result.name = name
     result.source = dict(subject.source)

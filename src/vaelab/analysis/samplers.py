@@ -24,7 +24,7 @@ import torch
 from scipy.stats import norm
 
 from vaelab.analysis.codes import Subspace, aggregate_samples, informative_subspace, pca, points_within_budget
-from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, generator, subsample
+from vaelab.analysis.common import AnalysisResult, blas_threads, decode_means, encode_all, generator, subsample
 from vaelab.errors import ConfigError
 from vaelab.models.priors import Prior, StandardNormal, prior_label, prior_of
 
@@ -59,7 +59,9 @@ class ExPostGMM:
         x = codes.double().cpu().numpy()
         cov = self.covariance or ("full" if x.shape[1] <= 64 else "diag")
         k = min(self.n_components, x.shape[0])
-        self.gmm = GaussianMixture(k, covariance_type=cov, reg_covar=1e-5, random_state=self.seed, max_iter=200).fit(x)
+        with blas_threads(1):  # products of k x k blocks: more threads only wait on each other
+            self.gmm = GaussianMixture(k, covariance_type=cov, reg_covar=1e-5, random_state=self.seed,
+                                       max_iter=200).fit(x)
         return self
 
     def sample(self, n: int) -> torch.Tensor:

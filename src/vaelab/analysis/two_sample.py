@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from vaelab.analysis.common import blas_threads
+
 MAX_POOLED = 4000  # largest pooled kernel/distance matrix: 4000 x 4000 float64 = 128 MB
 MAX_BANDWIDTH_POINTS = 2000
 
@@ -325,7 +327,6 @@ def classifier_test(a, b, *, seed: int = 0, hidden: tuple[int, ...] = (64,), lev
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
 
     a, b = _pair(a, b)
     x = np.concatenate([a, b])
@@ -337,7 +338,7 @@ def classifier_test(a, b, *, seed: int = 0, hidden: tuple[int, ...] = (64,), lev
     model = make_pipeline(StandardScaler(), mlp)
     # The MLP's matrices are small (batches of 200): BLAS threads only add overhead, many times the work itself
     # when the cores are busy.
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+    with warnings.catch_warnings(), blas_threads(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x_train, y_train)
         scores = model.predict_proba(x_test)[:, 1]
