@@ -46,13 +46,19 @@ def test_a_real_signal_from_outside_is_handled_the_same_way(tmp_path, reference_
     assert hidden_leftovers(run_dir) == []
 
 
-def test_ctrl_c_of_a_study_says_how_to_continue(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_of_a_study_says_how_to_continue(tmp_path, how):
+    """Ctrl-C reaches the whole process group; a SIGTERM (a scheduler's preemption) only the study's own process,
+    which takes the same path: its workers stop and checkpoint, the invocation is recorded, exit 130."""
     spec = tmp_path / "s.yaml"
     spec.write_text("name: s\nbase:\n  data: {name: digits}\n  model: {arch: 64-32-4}\n  train: {epochs: 300, batch_size: 64}\n"
                     "grid:\n  model.latent_dim: [2, 3]\n")
     proc = start("study", spec, "--out", tmp_path / "out", "--no-progress")
     wait_for(lambda: len(list((tmp_path / "out" / "s" / "runs").glob("*/metrics.jsonl"))) == 2, timeout=180)
-    os.killpg(proc.pid, signal.SIGINT)  # the terminal sends Ctrl-C to the whole process group
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal sends Ctrl-C to the whole process group
+    else:
+        proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "run the same command again to continue" in one_line(stderr)

@@ -10,8 +10,11 @@ results row per run into results.csv, draw the comparison figures, and write rep
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -75,7 +78,8 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     rows: list[dict] = []
     done = False
     try:
-        rows = _run_all(spec, tasks, jobs, executor, progress, log)
+        with _terminate_as_interrupt():
+            rows = _run_all(spec, tasks, jobs, executor, progress, log)
         write_results(folder, rows)
         if report:
             from vaelab.report.html import write_report
@@ -86,6 +90,28 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
         provenance.record(folder, started, time.perf_counter() - t0, sum(bool(r.get("trained_now")) for r in rows),
                           complete=done, code=code)
     return folder
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While the runs execute, the study's own process takes a SIGTERM (a scheduler's preemption, ``kill PID``) as
+    Ctrl-C: the workers stop at a step boundary and checkpoint, the invocation is recorded, the CLI exits 130. A
+    second SIGTERM is ignored so the stop can finish. Main thread only (elsewhere signals stay as they are)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def handler(signum, frame):
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_all(spec, tasks, jobs, executor, progress, log) -> list[dict]:
