@@ -411,3 +411,29 @@ def test_a_builtin_study_scorecard_end_to_end(tmp_path, monkeypatch):
     page = tmp_path / "r" / "002-latent-dim-tiny"
     assert {"headline.png", "samples-grid.png", "README.md"} <= {p.name for p in page.iterdir()}
     assert "](headline.png)" in (page / "README.md").read_text()
+
+
+def test_provenance_counts_the_runs_an_invocation_trained_from_their_status(tmp_path):
+    """An invocation that crashed after a run's training ended, before its results came back (in its analyses), still
+    counts that run; a record from before the count came from the status files leaves an interrupted invocation's
+    count unknown, so no page calls the wall time a lower bound on its account."""
+    import datetime as dt
+
+    from vaelab.studies import provenance
+
+    folder = tmp_path / "s"
+    states = {"a": "finished", "b": "running", "c": "failed"}
+    for name in states:
+        (folder / "runs" / name).mkdir(parents=True)
+    (folder / "runs" / "a" / "status.json").write_text('{"state": "finished"}')
+    before = provenance.trained_runs(folder)
+    for name, state in states.items():
+        (folder / "runs" / name / "status.json").write_text(json.dumps({"state": state}))
+    assert before == {"a"} and provenance.trained_runs(folder) - before == {"c"}
+    now = dt.datetime.now(dt.timezone.utc)
+    entry = provenance.record(folder, now, 10.0, 1, complete=False)
+    assert entry["counted_from"] == "run status" and provenance.summary(folder)["runs_trained"] == 1
+    old = dict(entry, runs_trained=0)
+    del old["counted_from"]
+    (folder / "provenance.json").write_text(json.dumps({"invocations": [old, entry]}))
+    assert provenance.summary(folder)["runs_trained"] is None

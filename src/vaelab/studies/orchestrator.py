@@ -59,6 +59,7 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     folder = study_dir(out, spec)
     started, t0, code = dt.datetime.now(dt.timezone.utc), time.perf_counter(), provenance.version()
     make_dirs(folder / "runs")
+    trained_before = provenance.trained_runs(folder)
     remove_stale_temporaries(folder)  # temporary files of a study that was killed (their writers are gone)
     atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     # precision auto is decided here, once per model, so every worker and executor trains a model the same way
@@ -87,7 +88,8 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
             write_report(folder)  # (the caller says where: the CLI prints the path once)
         done = True
     finally:  # an interrupted invocation counts towards the study's wall time too
-        provenance.record(folder, started, time.perf_counter() - t0, sum(bool(r.get("trained_now")) for r in rows),
+        provenance.record(folder, started, time.perf_counter() - t0,
+                          len(provenance.trained_runs(folder) - trained_before),
                           complete=done, code=code)
     return folder
 

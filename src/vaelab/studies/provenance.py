@@ -73,16 +73,31 @@ def read(folder: str | Path) -> dict[str, Any]:
     return data if isinstance(data.get("invocations"), list) else {"invocations": []}
 
 
+def trained_runs(folder: str | Path) -> set[str]:
+    """The study's runs whose training has ended (finished or failed), by their status files: taken when an
+    invocation starts and when it ends, the difference is what it trained, also when it was interrupted or crashed
+    before a run's results came back."""
+    out = set()
+    for status in (Path(folder) / "runs").glob("*/status.json"):
+        try:
+            if json.loads(status.read_text()).get("state") in ("finished", "failed"):
+                out.add(status.parent.name)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def record(folder: str | Path, started: dt.datetime, seconds: float, runs_trained: int, complete: bool = True,
            code: str | None = None) -> dict[str, Any]:
-    """Append this invocation to OUT/<study>/provenance.json (atomically) and return it. ``complete``: the invocation
-    ran to its end, results and report written (False for an interrupted one); ``code``: :func:`version` taken when
-    the invocation started (the source may change while a long study runs)."""
+    """Append this invocation to OUT/<study>/provenance.json (atomically) and return it. ``runs_trained``: how many
+    runs' training ended during it (:func:`trained_runs` after minus before); ``complete``: the invocation ran to its
+    end, results and report written (False for an interrupted one); ``code``: :func:`version` taken when the
+    invocation started (the source may change while a long study runs)."""
     from vaelab.fileio import atomic_write_text
 
     entry = {"command": command_line(), "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
-             "peak_rss_gb": peak_rss_gb(), "runs_trained": runs_trained, "complete": complete, "machine": machine(),
-             "vaelab": code or version()}
+             "peak_rss_gb": peak_rss_gb(), "runs_trained": runs_trained, "counted_from": "run status",
+             "complete": complete, "machine": machine(), "vaelab": code or version()}
     data = read(folder)
     data["invocations"].append(entry)
     atomic_write_text(Path(folder) / PROVENANCE, json.dumps(data, indent=2) + "\n")
@@ -91,11 +106,14 @@ def record(folder: str | Path, started: dt.datetime, seconds: float, runs_traine
 
 def summary(folder: str | Path) -> dict[str, Any]:
     """What a reader needs: the commands, total wall time, the largest peak memory, the machine and version of the
-    last invocation, and how many runs the recorded invocations trained (None values when nothing was recorded)."""
+    last invocation, and how many runs the recorded invocations trained (None values when nothing was recorded;
+    runs_trained None when it is unknown: an interrupted invocation recorded before counts came from the runs'
+    status files counted only the runs whose results had come back)."""
     inv = read(folder)["invocations"]
     if not inv:
         return {"commands": [], "seconds": None, "peak_rss_gb": None, "machine": None, "vaelab": None, "started": None}
+    known = all(i.get("complete", True) or i.get("counted_from") for i in inv)
     return {"commands": list(dict.fromkeys(i["command"] for i in inv)), "seconds": sum(i["seconds"] for i in inv),
             "peak_rss_gb": max(i.get("peak_rss_gb") or 0 for i in inv), "machine": inv[-1].get("machine"),
             "vaelab": inv[-1].get("vaelab"), "started": inv[0].get("started"), "invocations": len(inv),
-            "runs_trained": sum(i.get("runs_trained") or 0 for i in inv)}
+            "runs_trained": sum(i.get("runs_trained") or 0 for i in inv) if known else None}
