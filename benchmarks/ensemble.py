@@ -6,7 +6,10 @@ isotropic latent (batch 256), Bernoulli, MNIST with dynamic binarization, Adam 1
 each run's per-epoch test evaluation and checkpoints, i.e. everything a study pays for. The first epoch is a warm-up
 and is excluded by timing epochs 2..E from the runs' own per-epoch records.
 
-    python benchmarks/ensemble.py [--members 8] [--epochs 3]
+Both sides train at the precision ``auto`` picks for the model on this machine (the runs' metrics say which). A
+study's worker trains with one thread beside the other workers: ``--threads 1`` measures that setting.
+
+    python benchmarks/ensemble.py [--members 8] [--epochs 3] [--threads N]
 """
 from __future__ import annotations
 
@@ -41,8 +44,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--members", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--out", default="benchmarks/out/ensemble.json")
     args = ap.parse_args()
+    import torch
+
+    from vaelab.precision import cpu_signature
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(cpu_signature(), flush=True)
     results = {}
     for label, (model, batch) in SETTINGS.items():
         cfgs = configs(model, batch, args.members, args.epochs)
@@ -51,11 +62,14 @@ def main() -> None:
             together = train_ensemble(cfgs, Path(tmp) / "vectorised", progress=False, log=lambda m: None)
             t_sep, t_vec = timed_epochs(separate), timed_epochs(together)
             gap = max(abs(a.metrics[-1]["test_loss"] - b.metrics[-1]["test_loss"]) for a, b in zip(separate, together))
+            precision = together[0].metrics[-1].get("precision")
         results[label] = {"separate_seconds": round(t_sep, 2), "vectorised_seconds": round(t_vec, 2),
-                          "speedup": round(t_sep / t_vec, 2), "max_test_loss_difference": gap}
+                          "speedup": round(t_sep / t_vec, 2), "max_test_loss_difference": gap,
+                          "precision": precision}
         print(label, results[label], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"members": args.members, "epochs": args.epochs, "results": results}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"cpu": cpu_signature(), "members": args.members, "epochs": args.epochs,
+                                           "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
