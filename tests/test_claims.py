@@ -425,11 +425,15 @@ def test_provenance_counts_the_runs_an_invocation_trained_from_their_status(tmp_
     states = {"a": "finished", "b": "running", "c": "failed"}
     for name in states:
         (folder / "runs" / name).mkdir(parents=True)
-    (folder / "runs" / "a" / "status.json").write_text('{"state": "finished"}')
+    (folder / "runs" / "a" / "status.json").write_text('{"state": "finished", "updated": 1.0}')
+    (folder / "runs" / "d").mkdir()
+    (folder / "runs" / "d" / "status.json").write_text('{"state": "failed", "updated": 1.0}')
     before = provenance.trained_runs(folder)
     for name, state in states.items():
-        (folder / "runs" / name / "status.json").write_text(json.dumps({"state": state}))
-    assert before == {"a"} and provenance.trained_runs(folder) - before == {"c"}
+        (folder / "runs" / name / "status.json").write_text(json.dumps({"state": state, "updated": 1.0}))
+    assert set(before) == {"a", "d"} and provenance.newly_trained(before, provenance.trained_runs(folder)) == 1  # c
+    (folder / "runs" / "d" / "status.json").write_text('{"state": "finished", "updated": 2.0}')  # retried
+    assert provenance.newly_trained(before, provenance.trained_runs(folder)) == 2
     now = dt.datetime.now(dt.timezone.utc)
     entry = provenance.record(folder, now, 10.0, 1, complete=False)
     assert entry["counted_from"] == "run status" and provenance.summary(folder)["runs_trained"] == 1

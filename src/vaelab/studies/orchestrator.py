@@ -89,7 +89,7 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
         done = True
     finally:  # an interrupted invocation counts towards the study's wall time too
         provenance.record(folder, started, time.perf_counter() - t0,
-                          len(provenance.trained_runs(folder) - trained_before),
+                          provenance.newly_trained(trained_before, provenance.trained_runs(folder)),
                           complete=done, code=code)
     return folder
 

@@ -73,24 +73,30 @@ def read(folder: str | Path) -> dict[str, Any]:
     return data if isinstance(data.get("invocations"), list) else {"invocations": []}
 
 
-def trained_runs(folder: str | Path) -> set[str]:
-    """The study's runs whose training has ended (finished or failed), by their status files: taken when an
-    invocation starts and when it ends, the difference is what it trained, also when it was interrupted or crashed
-    before a run's results came back."""
-    out = set()
+def trained_runs(folder: str | Path) -> dict[str, Any]:
+    """The study's runs whose training has ended (finished or failed), by their status files: {name: when its status
+    was written}. Taken when an invocation starts and when it ends, the runs that are new or changed are what it
+    trained (also when it was interrupted or crashed before a run's results came back; also a failed run retried)."""
+    out = {}
     for status in (Path(folder) / "runs").glob("*/status.json"):
         try:
-            if json.loads(status.read_text()).get("state") in ("finished", "failed"):
-                out.add(status.parent.name)
+            data = json.loads(status.read_text())
         except (OSError, ValueError):
             continue
+        if data.get("state") in ("finished", "failed"):
+            out[status.parent.name] = (data.get("state"), data.get("updated"))
     return out
+
+
+def newly_trained(before: dict[str, Any], after: dict[str, Any]) -> int:
+    """How many runs' training ended between two :func:`trained_runs` snapshots."""
+    return sum(before.get(name) != when for name, when in after.items())
 
 
 def record(folder: str | Path, started: dt.datetime, seconds: float, runs_trained: int, complete: bool = True,
            code: str | None = None) -> dict[str, Any]:
     """Append this invocation to OUT/<study>/provenance.json (atomically) and return it. ``runs_trained``: how many
-    runs' training ended during it (:func:`trained_runs` after minus before); ``complete``: the invocation ran to its
+    runs' training ended during it (:func:`newly_trained`); ``complete``: the invocation ran to its
     end, results and report written (False for an interrupted one); ``code``: :func:`version` taken when the
     invocation started (the source may change while a long study runs)."""
     from vaelab.fileio import atomic_write_text
