@@ -67,6 +67,27 @@ def test_vectorised_resume_and_handover_to_the_ordinary_trainer(tmp_path):
     assert_same(alone, reference)
 
 
+def test_members_killed_between_their_checkpoint_writes_resume_together_exactly(tmp_path):
+    """A kill between the members' checkpoint writes leaves them at different epochs; they resume from their newest
+    common checkpoint, vectorised, and end bit-identical to an uninterrupted ensemble (trained one by one instead,
+    they would equal it only to float rounding, and a study's results would drift)."""
+    import shutil
+
+    cfgs = seeds(2, model={"arch": "64-64-8"}, train={"epochs": 4, "batch_size": 64, "lr": 3e-3})
+    whole = train_ensemble(cfgs, tmp_path / "a", progress=False, log=quiet)
+    half = [c.model_copy(update={"train": c.train.model_copy(update={"epochs": 3})}) for c in cfgs]
+    train_ensemble(half, tmp_path / "b", progress=False, log=quiet)
+    shutil.rmtree(tmp_path / "b" / "m1" / "checkpoints" / "epoch-000003")  # m1's epoch-3 write never happened
+    assert ensemble.common_checkpoint([tmp_path / "b" / "m0", tmp_path / "b" / "m1"]) == 2
+    lines = []
+    resumed = train_ensemble(cfgs, tmp_path / "b", progress=False, log=lines.append)
+    assert sum("resuming" in line and "from epoch 2" in line for line in lines) == 2, lines
+    for a, b in zip(whole, resumed):
+        assert_same(a, b, rtol=0, atol=0)
+        assert b.metrics[-1]["vectorised"] == 2 and [r["epoch"] for r in b.metrics] == [1, 2, 3, 4]
+    assert ensemble.common_checkpoint([tmp_path / "a" / "m0", tmp_path / "a" / "m1"]) is None  # they agree
+
+
 def test_what_cannot_be_vectorised_is_refused(tmp_path, monkeypatch):
     a, b = seeds(2, model={"arch": "64-32-4"})
     assert vectorise_reason([a]) == "fewer than two runs"

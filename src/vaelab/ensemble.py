@@ -28,7 +28,7 @@ from vaelab.config import RunConfig
 from vaelab.data import Dataset
 from vaelab.errors import TrainingDiverged
 from vaelab.objectives import Objective
-from vaelab.runs import Run
+from vaelab.runs import CheckpointStore, Run
 from vaelab.trainer import fit, training_session
 from vaelab.training_step import Member, NotVectorisable
 
@@ -154,10 +154,28 @@ def train_ensemble(configs: list[RunConfig], out: str | Path = "runs", *, datase
     run_dirs = [Path(out) / c.name for c in configs]
     with training_session(configs, run_dirs, resume=True, overwrite=False) as stop:
         try:
-            fit(configs, run_dirs, dataset, progress, log, stop, StackedStep, precision_probe)
+            fit(configs, run_dirs, dataset, progress, log, stop, StackedStep, precision_probe,
+                at_epoch=common_checkpoint(run_dirs))
         except TrainingDiverged as exc:
             raise NotVectorisable(f"{exc.run_dir.name} diverged ({exc}); train the others one by one") from None
     return [Run(d) for d in run_dirs]
+
+
+def common_checkpoint(run_dirs: list[Path]) -> int | None:
+    """When the members' newest valid checkpoints are of different epochs (the process was killed between the
+    members' checkpoint writes), the newest epoch at which every member has a valid whole-epoch checkpoint (the store
+    keeps two), so they resume together, vectorised, exactly as an uninterrupted ensemble; else None (they agree, or
+    there is no such epoch: then they train one by one)."""
+    stores = [CheckpointStore(d / "checkpoints") for d in run_dirs]
+    newest = [next((e for e in s.epochs() if s.verify(e) is None), None) for s in stores]
+    if None in newest or len(set(newest)) == 1:
+        return None
+    epoch = min(newest)
+    for store in stores:
+        loaded = store.load(epoch)
+        if loaded is None or loaded[1].get("partial"):
+            return None
+    return epoch
 
 
 def _layout(t: torch.Tensor, flip: bool) -> torch.Tensor:

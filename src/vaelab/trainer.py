@@ -220,16 +220,16 @@ def training_session(configs: list[RunConfig], run_dirs: list[Path], *, resume: 
 
 def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None, progress: bool | None, log,
         stop: StopRequest | None, step_function: Callable[[list[Member], Objective], StepFunction],
-        precision_probe: dict | None = None) -> None:
+        precision_probe: dict | None = None, at_epoch: int | None = None) -> None:
     """Train the runs ``configs`` (equal but for their seeds; one for an ordinary run) into ``run_dirs``, each from
-    its newest valid checkpoint, with the step function ``step_function(members, objective)`` builds. ``log``: where
-    the lines go (default: stderr)."""
+    its newest valid checkpoint (or from its checkpoint of ``at_epoch``), with the step function
+    ``step_function(members, objective)`` builds. ``log``: where the lines go (default: stderr)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg0 = configs[0]
     device = resolve_device(cfg0.train.device)
     data = dataset if dataset is not None else load_dataset(cfg0.data.name, train_size=cfg0.data.train_size,
                                                             test_size=cfg0.data.test_size)
-    members = [_load_member(c, d, device, tuple(data.image_shape), log) for c, d in zip(configs, run_dirs)]
+    members = [_load_member(c, d, device, tuple(data.image_shape), log, at_epoch) for c, d in zip(configs, run_dirs)]
     pixels = PixelSampler(cfg0.data.pixels, data.x_train.to(device), data.x_test.to(device), cfg0.data.binarize_seed)
     for member in members:
         if hasattr(member.model.likelihood, "assume_binary"):  # the pixel mode says it: no per-step check of the batch
@@ -266,8 +266,10 @@ def resolve_precision(members: list[Member], objective: Objective, pixels: Pixel
     return choice.precision, choice.as_metrics()
 
 
-def _load_member(config: RunConfig, run_dir: Path, device: torch.device, image_shape: tuple, log) -> Member:
-    """The run's model (initialised from its seed) and generator, continued from its newest valid checkpoint."""
+def _load_member(config: RunConfig, run_dir: Path, device: torch.device, image_shape: tuple, log,
+                 at_epoch: int | None = None) -> Member:
+    """The run's model (initialised from its seed) and generator, continued from its newest valid checkpoint (or
+    from that of ``at_epoch``, which the caller has verified)."""
     torch.manual_seed(config.train.seed)
     model = build_model(config).to(device)
     if image_shape != model.image_shape:
@@ -278,7 +280,7 @@ def _load_member(config: RunConfig, run_dir: Path, device: torch.device, image_s
         log(f"{run_dir}: {line}")
     remove_stale_temporaries(run_dir)
     had_checkpoints = bool(member.store.epochs())
-    loaded = member.store.load(map_location=device, warn=lambda m: log(f"warning: {m}"))
+    loaded = member.store.load(at_epoch, map_location=device, warn=lambda m: log(f"warning: {m}"))
     if loaded is None:
         if had_checkpoints:
             log(f"warning: no checkpoint of {run_dir} is intact; training starts again from epoch 0")

@@ -62,8 +62,9 @@ def _epochs_done(runs: Path) -> list[int]:
 
 def differences(got: list[dict], want: list[dict]) -> list[tuple]:
     """Cells that differ. Numbers may differ in float32 rounding only (relative 1e-5): a vectorised group whose
-    members were killed at different epochs resumes them one by one, and a separate run equals a vectorised member
-    to float precision, not bit for bit (vaelab.ensemble); everything else must be equal."""
+    members were killed at different points with no common checkpoint (vaelab.ensemble.common_checkpoint) resumes
+    them one by one, and a separate run equals a vectorised member to float precision, not bit for bit; everything
+    else must be equal."""
     out = [("rows", [g["run"] for g in got], [w["run"] for w in want])] if len(got) != len(want) else []
     for g, w in zip(got, want):
         for key in sorted(set(g) | set(w)):
