@@ -164,25 +164,30 @@ def load_feature_extractor(spec: str) -> Callable:
 class RealFeatures:
     """Features of real images (N, F) and what every comparison against them reuses: their mean, covariance and
     its square root (FD), each point's k-th neighbour distances (precision, recall, density, coverage) and the real
-    halves of KID's kernel subsets. Comparing many sample sets against one real set computes these once."""
+    halves of KID's kernel subsets, each computed on first use. Comparing many sample sets against one real set
+    computes these once."""
 
     def __init__(self, real: np.ndarray, k_pr: int = 3, k_dc: int = 5, kid_subsets: int = 10,
                  kid_subset_size: int = 1000, seed: int = 0):
         self.x = np.asarray(real, np.float64)
-        self.mean = self.x.mean(0)
-        self.cov = np.atleast_2d(np.cov(self.x, rowvar=False))
-        w, v = np.linalg.eigh(self.cov)
-        self.cov_sqrt = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # C^1/2
         self.k_pr, self.k_dc = k_pr, k_dc
         self.kid_subsets, self.kid_subset_size, self.seed = kid_subsets, kid_subset_size, seed
         self._kid_draws: dict[int, list] = {}  # number of fake points -> [(real indices, fake indices, k_xx)]
 
+    @functools.cached_property
+    def _gaussian(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The real features' mean (F,), covariance C (F, F) and C^1/2 (F, F)."""
+        cov = np.atleast_2d(np.cov(self.x, rowvar=False))
+        w, v = np.linalg.eigh(cov)
+        return self.x.mean(0), cov, (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
     def fd(self, fake: np.ndarray) -> float:
         """Frechet distance between Gaussians fitted to the real and the fake features (M, F)."""
+        mean, cov, cov_sqrt = self._gaussian
         b = np.asarray(fake, np.float64)
         c2 = np.atleast_2d(np.cov(b, rowvar=False))
-        cross = np.linalg.eigvalsh(self.cov_sqrt @ c2 @ self.cov_sqrt)
-        return float(((self.mean - b.mean(0)) ** 2).sum() + np.trace(self.cov) + np.trace(c2)
+        cross = np.linalg.eigvalsh(cov_sqrt @ c2 @ cov_sqrt)
+        return float(((mean - b.mean(0)) ** 2).sum() + np.trace(cov) + np.trace(c2)
                      - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
 
     def kid(self, fake: np.ndarray) -> tuple[float, float]:
@@ -236,7 +241,7 @@ def _knn_radii(x: torch.Tensor, ks: tuple[int, ...]) -> dict[int, torch.Tensor]:
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to feature sets a (N, F) and b (M, F)."""
-    return RealFeatures(a, kid_subsets=0).fd(b)
+    return RealFeatures(a).fd(b)
 
 
 def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 10, subset_size: int = 1000,
@@ -247,11 +252,7 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 10, s
 
 def prdc(real: np.ndarray, fake: np.ndarray, k_pr: int = 3, k_dc: int = 5) -> dict:
     """Precision, recall, density and coverage of fake features against real ones (see RealFeatures.prdc)."""
-    return RealFeatures(real, k_pr, k_dc, kid_subsets=0).prdc(fake)
-
-
-def compare_features(real: np.ndarray, fake: np.ndarray, seed: int = 0) -> dict:
-    return RealFeatures(real, seed=seed).compare(fake)
+    return RealFeatures(real, k_pr, k_dc).prdc(fake)
 
 
 # --- the analysis --------------------------------------------------------------------------------

@@ -76,7 +76,6 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
         jobs = group_tasks(tasks)
     else:
         jobs = tasks
-    rows: list[dict] = []
     done = False
     try:
         with _terminate_as_interrupt():
