@@ -11,6 +11,7 @@ import torch
 from conftest import fake_idx_dataset
 from vaelab.data import DATASETS, Dataset, PixelSampler, fetch_dataset, load_dataset
 from vaelab.data import idx, sources
+from vaelab.data.pixels import STREAM_ROWS
 from vaelab.errors import DataError
 
 
@@ -133,15 +134,27 @@ def test_pixel_modes():
     assert torch.equal(fixed.train_epoch(g), PixelSampler("fixed", x, x[:10], seed=4).train_epoch(g))
     dyn = PixelSampler("dynamic", x, x[:10])
     a, b = dyn.train_epoch(g), dyn.train_epoch(g)
-    assert not torch.equal(a, b) and set(a.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(a, b) and set(dyn.batch(a, torch.arange(len(a))).unique().tolist()) == {0.0, 1.0}
+    a = a.float()
     assert abs(float(a.mean()) - 0.3) < 4 * (0.3 * 0.7 / a.numel()) ** 0.5  # Bernoulli(x) draws have mean x
     p = torch.tensor([0.0, 1.0, 0.05, 0.95]).view(1, 1, 2, 2).expand(20000, 1, 2, 2).contiguous()  # each pixel its own p
-    draws = PixelSampler("dynamic", p, p[:10]).train_epoch(g).flatten(1)
+    draws = PixelSampler("dynamic", p, p[:10]).train_epoch(g).flatten(1).float()
     assert draws[:, 0].sum() == 0 and draws[:, 1].sum() == 20000  # p = 0 never, p = 1 always
     for j, pj in ((2, 0.05), (3, 0.95)):
         assert abs(float(draws[:, j].mean()) - pj) < 4 * (pj * (1 - pj) / 20000) ** 0.5
     again = PixelSampler("dynamic", p, p[:10]).train_epoch(torch.Generator().manual_seed(1))
     assert torch.equal(again, PixelSampler("dynamic", p, p[:10]).train_epoch(torch.Generator().manual_seed(1)))
+    threads = torch.get_num_threads()
+    try:  # 20,000 images span several random streams: the draw must not depend on how many threads fill them
+        torch.set_num_threads(1 if threads > 1 else 2)
+        assert torch.equal(again, PixelSampler("dynamic", p, p[:10]).train_epoch(torch.Generator().manual_seed(1)))
+    finally:
+        torch.set_num_threads(threads)
+    # the streams are independent: neighbouring blocks of images do not repeat each other
+    q = torch.full((3 * STREAM_ROWS, 1, 2, 2), 0.5)
+    bits = PixelSampler("dynamic", q, q[:10]).train_epoch(g).flatten(1).float()
+    blocks = bits.view(3, -1)
+    assert not torch.equal(blocks[0], blocks[1]) and abs(float((blocks[0] == blocks[1]).float().mean()) - 0.5) < 0.01
 
 
 def test_from_arrays_validates_shapes_and_values():

@@ -362,7 +362,7 @@ class _Loop:
         for member in members:
             member.partial = None
         for i in range(first_step, steps):
-            x = _batch(x_epochs, orders, i, self.batch)
+            x = _batch(self.pixels, x_epochs, orders, i, self.batch)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 losses, batch_sums = self.step_fn(x, generators, epoch - 1 + i / steps)
             self.step += 1
@@ -451,9 +451,10 @@ def _draw_epoch(members: list[Member], pixels: PixelSampler) -> tuple[list, list
     return states, x_epochs, orders
 
 
-def _batch(x_epochs: list[torch.Tensor], orders: list[torch.Tensor], i: int, batch: int) -> torch.Tensor:
+def _batch(pixels: PixelSampler, x_epochs: list[torch.Tensor], orders: list[torch.Tensor], i: int,
+           batch: int) -> torch.Tensor:
     """Batch i of every run: (M, B, C, H, W)."""
-    xs = [x[order[i * batch:(i + 1) * batch]] for x, order in zip(x_epochs, orders)]
+    xs = [pixels.batch(x, order[i * batch:(i + 1) * batch]) for x, order in zip(x_epochs, orders)]
     return xs[0].unsqueeze(0) if len(xs) == 1 else torch.stack(xs)
 
 
