@@ -10,11 +10,13 @@ it measures, alternating in one process so that both see the same load:
 - the floor: the step's matrix products alone at the same shapes and dtype: forward x W^T of every Linear layer,
   backward dY^T x of every layer and dY W of every layer but the first (the images need no gradient);
 - vaelab's step: the trainer's own loop (vaelab.trainer), seconds of training per step from each epoch's
-  train_examples_per_s (evaluation, checkpoint and metrics excluded), median over epochs after the first.
+  train_examples_per_s (evaluation, checkpoint and metrics excluded), median over epochs after the first; eager
+  (train.compile: off) and compiled (on), alternating, --repeats times each. The compiled run's first epoch, which
+  includes compiling, is reported apart (it is shorter when inductor's on-disk cache already holds the graphs).
 
-It prints the ratio, the GEMM rates, and a per-op table of one profiled epoch (self CPU time, top ops).
+It prints the ratios, the GEMM rates, and a per-op table of one profiled epoch of each (self CPU time, top ops).
 
-    python benchmarks/step_overhead.py [--epochs 4] [--threads 2] [--precision auto]
+    python benchmarks/step_overhead.py [--epochs 4] [--repeats 2] [--threads 2] [--precision auto]
 """
 from __future__ import annotations
 
@@ -66,11 +68,12 @@ def gemm_seconds(model: torch.nn.Module, batch: int, dtype: torch.dtype, repeats
     return statistics.median(step() for _ in range(repeats)), flop / 1e9
 
 
-def train_step_seconds(cfg: dict, precision: str, epochs: int, profile: bool) -> tuple[list[float], str, str | None]:
-    """Seconds of training per step in each epoch after the first, the precision used, and (``profile``) the per-op
-    table of the last epoch, recorded by torch.profiler around the loop's own epoch."""
+def train_step_seconds(cfg: dict, precision: str, compile: str, epochs: int,
+                       profile: bool) -> tuple[list[float], float, str, str | None]:
+    """Seconds of training per step in each epoch after the first, those of the first epoch, the precision used, and
+    (``profile``) the per-op table of the last epoch, recorded by torch.profiler around the loop's own epoch."""
     config = vaelab.build_config({**cfg, "name": "bench", "train": {**cfg["train"], "epochs": epochs,
-                                                                    "precision": precision}})
+                                                                    "precision": precision, "compile": compile}})
     table: dict[str, str] = {}
     original = trainer._Loop._train_epoch
 
@@ -92,12 +95,14 @@ def train_step_seconds(cfg: dict, precision: str, epochs: int, profile: bool) ->
     n, batch = config.data.train_size, config.train.batch_size
     steps = -(-n // batch)
     last = len(rows) - (1 if profile else 0)  # the profiled epoch is not timed
-    return [n / r["train_examples_per_s"] / steps for r in rows[1:last]], rows[0]["precision"], table.get("ops")
+    per_step = [n / r["train_examples_per_s"] / steps for r in rows]
+    return per_step[1:last], per_step[0], rows[0]["precision"], table.get("ops")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -112,20 +117,32 @@ def main() -> None:
     print(results["cpu"])
     for name in args.models.split(","):
         cfg = MODELS[name]
-        steps, precision, ops = train_step_seconds(cfg, args.precision, args.epochs, not args.no_profile)
+        timed = {"off": [], "on": []}
+        first, ops, precision = {}, {}, args.precision
+        for rep in range(args.repeats):
+            for mode in ("off", "on"):
+                steps, first_step, precision, table = train_step_seconds(cfg, args.precision, mode, args.epochs,
+                                                                         rep == 0 and not args.no_profile)
+                timed[mode] += steps
+                first.setdefault(mode, first_step)
+                ops.setdefault(mode, table)
         model = build_model(vaelab.build_config({**cfg, "name": "x"}))
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         gemm, gflop = gemm_seconds(model, cfg["train"]["batch_size"], dtype)
-        step = statistics.median(steps)
-        results["models"][name] = {"precision": precision, "step_ms": 1e3 * step, "steps_ms": [1e3 * s for s in steps],
-                                   "gemm_ms": 1e3 * gemm, "gemm_gflops": gflop / gemm, "step_gflops": gflop / step,
-                                   "ratio": step / gemm}
-        r = results["models"][name]
-        print(f"{name}: {precision}, step {r['step_ms']:.2f} ms (per epoch {', '.join(f'{s:.2f}' for s in r['steps_ms'])}), "
-              f"its matrix products alone {r['gemm_ms']:.2f} ms ({r['gemm_gflops']:.0f} GFLOP/s); step / products "
-              f"{r['ratio']:.2f}x; the step runs at {r['step_gflops']:.0f} GFLOP/s")
-        if ops:
-            print(ops)
+        r = results["models"][name] = {"precision": precision, "gemm_ms": 1e3 * gemm, "gemm_gflops": gflop / gemm}
+        for mode, label in (("off", "eager"), ("on", "compiled")):
+            step = statistics.median(timed[mode])
+            r[label] = {"step_ms": 1e3 * step, "steps_ms": [1e3 * s for s in timed[mode]],
+                        "first_epoch_step_ms": 1e3 * first[mode], "step_gflops": gflop / step, "ratio": step / gemm}
+            e = r[label]
+            print(f"{name} {label}: {precision}, step {e['step_ms']:.2f} ms (per epoch "
+                  f"{', '.join(f'{s:.2f}' for s in e['steps_ms'])}; first epoch {e['first_epoch_step_ms']:.2f}), its "
+                  f"matrix products alone {r['gemm_ms']:.2f} ms ({r['gemm_gflops']:.0f} GFLOP/s); step / products "
+                  f"{e['ratio']:.2f}x; the step runs at {e['step_gflops']:.0f} GFLOP/s")
+            if ops.get(mode):
+                print(ops[mode])
+        r["compiled_speedup"] = r["eager"]["step_ms"] / r["compiled"]["step_ms"]
+        print(f"{name}: compiled step {r['compiled_speedup']:.2f}x the eager one")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -111,6 +111,7 @@ def train(
     device: Optional[Device] = typer.Option(None, help="auto (default: cuda when present) | cpu | cuda."),
     snapshot_every: Optional[int] = typer.Option(None, help="Keep weights every N epochs for analyses over training (default 0 = off)."),
     precision: Optional[str] = typer.Option(None, help="auto (default: whichever of fp32 and bf16 a probe of this machine finds faster and accurate), fp32, or bf16 (matrix products of training steps in bf16 autocast)."),
+    compile: Optional[str] = typer.Option(None, "--compile", help="auto (default: compile the step when enough training is left and it measures faster), on, or off (torch.compile of the step's objective and backward)."),
     name: Optional[str] = typer.Option(None, help="Run name: the folder under --out (default 'run')."),
     out: Path = typer.Option(Path("runs"), help="Output directory holding run folders."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest valid checkpoint."),
@@ -141,7 +142,7 @@ def train(
         "objective.alpha": alpha, "objective.beta": beta, "objective.warmup_epochs": warmup,
         "objective.penalty": penalty, "train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
         "train.seed": seed, "train.device": device.value if device else None, "train.snapshot_every": snapshot_every,
-        "train.precision": precision,
+        "train.precision": precision, "train.compile": compile,
     }
     cfg = override(base, {k: v for k, v in updates.items() if v is not None})
     if print_config:

@@ -149,6 +149,10 @@ class TrainConfig(_Section):
         "auto", description="bf16: matrix products of training steps in bf16 autocast (losses, sampling and evaluation "
         "stay fp32); auto: whichever of fp32 and bf16 a probe of this machine finds faster at the model's shapes "
         "while keeping the loss (vaelab.precision)")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="on: each training step's objective and backward run as torch.compile'd graphs (inductor "
+        "fuses the element-wise work; vectorised seeds are not compiled); auto: with at least 100 s of training left "
+        "after 60 steps, compile and keep the compiled step if it measures faster (vaelab.training_step)")
     trace_every: int = Field(0, ge=0, description="record the posterior of traced test images every N steps (0 = never)")
     trace_per_class: int = Field(6, ge=1, le=1000, description="traced test images per class (the first ones of each class)")
     trace_epochs: int = Field(0, ge=0, description="trace only during the first N epochs (0 = all)")

@@ -30,7 +30,7 @@ from vaelab.errors import TrainingDiverged
 from vaelab.objectives import Objective
 from vaelab.runs import CheckpointStore, Run
 from vaelab.trainer import fit, training_session
-from vaelab.training_step import Member, NotVectorisable
+from vaelab.training_step import Member, NotVectorisable, noise_shape
 
 
 def vectorise_reason(configs: list[RunConfig]) -> str | None:
@@ -67,19 +67,13 @@ class _ObjectiveOf(nn.Module):
         return terms.bound, terms.recon, terms.kl
 
 
-def _noise_shape(config: RunConfig, batch: int, latent_dim: int) -> tuple[int, ...] | None:
-    """The standard normal noise one training step draws (None: the deterministic objective draws nothing)."""
-    if config.objective.name == "deterministic" or config.model.posterior == "deterministic":
-        return None
-    return (config.objective.samples, batch, latent_dim)
-
-
 class StackedStep:
     """The step function of M seeds (see vaelab.training_step.StepFunction): their parameters stacked along a new
     leading dimension, one step through vmap over functional_call, each member's noise from its own generator.
     The members must be at the same point of training (epoch and step), else NotVectorisable."""
 
-    def __init__(self, members: list[Member], objective: Objective):
+    def __init__(self, members: list[Member], objective: Objective, steps_left: int = 0):
+        """(The vmap'd step is not compiled: ``train.compile`` does not apply; recorded as ``compiled: false``.)"""
         points = sorted({(m.start_epoch, m.step_in_epoch) for m in members})
         if len(points) > 1:
             where = ", ".join(f"epoch {e}" + (f" step {s}" if s else "") for e, s in points)
@@ -104,11 +98,12 @@ class StackedStep:
             return torch.func.functional_call(wrapper, (params, buffers), (x, eps, progress))
 
         self.batched = torch.func.vmap(member_terms, in_dims=(0, 0, 0, 0, None), randomness="error")
+        self.compiled, self.compile_probe = False, None
 
     def __call__(self, x, generators, progress):
         """x (M, B, C, H, W) -> losses (M,), batch sums of bound, recon and KL (M, 3)."""
         m, device = x.shape[0], x.device
-        shape = _noise_shape(self.config, x.shape[1], self.latent_dim)  # drawn outside vmap, as a separate run draws it
+        shape = noise_shape(self.config, x.shape[1], self.latent_dim)  # drawn outside vmap, as a separate run draws it
         eps = (torch.stack([torch.randn(shape, generator=g, device=device) for g in generators]) if shape
                else torch.zeros(m, 1, device=device))
         params = {n: (p.transpose(1, 2) if f else p) for n, p, f in zip(self.names, self.trained, self.flip)}  # views

@@ -37,7 +37,7 @@ KL_VALUES_MAX_DIMS = 256  # the per-dimension KL vector is stored in full up to 
 
 # Config fields that may change when a run is resumed (more epochs, another device); anything else may not.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "eval_batch_size"), ("train", "snapshot_every"),
-                     ("train", "trace_epochs"), ("train", "precision")}
+                     ("train", "trace_epochs"), ("train", "precision"), ("train", "compile")}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -219,11 +219,11 @@ def training_session(configs: list[RunConfig], run_dirs: list[Path], *, resume: 
 
 
 def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None, progress: bool | None, log,
-        stop: StopRequest | None, step_function: Callable[[list[Member], Objective], StepFunction],
+        stop: StopRequest | None, step_function: Callable[[list[Member], Objective, int], StepFunction],
         precision_probe: dict | None = None, at_epoch: int | None = None) -> None:
     """Train the runs ``configs`` (equal but for their seeds; one for an ordinary run) into ``run_dirs``, each from
     its newest valid checkpoint (or from its checkpoint of ``at_epoch``), with the step function
-    ``step_function(members, objective)`` builds. ``log``: where the lines go (default: stderr)."""
+    ``step_function(members, objective, steps_left)`` builds (steps_left: the optimizer steps still to train). ``log``: where the lines go (default: stderr)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg0 = configs[0]
     device = resolve_device(cfg0.train.device)
@@ -235,7 +235,8 @@ def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None,
         if hasattr(member.model.likelihood, "assume_binary"):  # the pixel mode says it: no per-step check of the batch
             member.model.likelihood.assume_binary = pixels.binary
     objective = Objective(cfg0.objective)
-    step_fn = step_function(members, objective)
+    steps_left = (cfg0.train.epochs - members[0].start_epoch) * math.ceil(len(pixels.x_train) / cfg0.train.batch_size)
+    step_fn = step_function(members, objective, steps_left)
     optimizer = make_optimizer(step_fn.trained, cfg0.train.lr)  # in the single-run parameter order
     if members[0].optimizer_state is not None:
         optimizer.load_state_dict(step_fn.stack_optimizer_states([m.optimizer_state for m in members]))
@@ -309,6 +310,7 @@ class _Loop:
                  objective: Objective, pixels: PixelSampler, y_test: torch.Tensor, progress: bool | None, log, stop,
                  precision: str = "fp32", probe: dict | None = None):
         self.members, self.step_fn, self.optimizer, self.objective = members, step_fn, optimizer, objective
+        self.compile_recorded = False  # whether the metrics hold the compile probe (train.compile: auto)
         self.precision, self.probe = precision, probe  # probe: what auto measured, for the first metrics row
         self.pixels, self.log, self.stop = pixels, log, stop
         self.t_cfg, self.device = members[0].config.train, pixels.x_train.device
@@ -405,9 +407,13 @@ class _Loop:
                 "seconds": round((time.perf_counter() - t0) / self.m, 4),  # a vectorised run's share of the epoch
                 "train_examples_per_s": round(self.m * self.n_train / train_seconds, 1),
                 "precision": self.precision, **({"precision_probe": self.probe} if self.probe else {}),
+                "compiled": self.step_fn.compiled,
+                **({"compile_probe": self.step_fn.compile_probe} if self.step_fn.compile_probe and not self.compile_recorded
+                   else {}),
                 **self.tag,
             })
         self.probe = None  # recorded once, in the first row trained after it
+        self.compile_recorded = self.compile_recorded or self.step_fn.compile_probe is not None
         self._save_checkpoints(epoch)
         for member in self.members:
             if self.t_cfg.snapshot_every and epoch % self.t_cfg.snapshot_every == 0:

@@ -6,6 +6,9 @@ one step's losses; everything else (epochs, batches, precision, optimizer, check
 """
 from __future__ import annotations
 
+import statistics
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,10 +50,12 @@ class Member:
 
 class StepFunction(Protocol):
     """How the loop trains M members: the parameters its optimizer updates, and one step's losses. Built by the
-    loop as ``step_function(members, objective)`` once the members are loaded."""
+    loop as ``step_function(members, objective, steps_left)`` once the members are loaded."""
 
     models: list[nn.Module]  # each member's own module, in the single-run layout
     trained: nn.Module  # the parameters the optimizer updates (the model itself, or the stacked members)
+    compiled: bool  # whether the steps run as a torch.compile'd graph (recorded in the metrics)
+    compile_probe: dict | None  # what train.compile: auto measured, once it has decided
 
     def __call__(self, x: torch.Tensor, generators: list[torch.Generator],
                  progress: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,17 +72,92 @@ class StepFunction(Protocol):
         """The members' single-run optimizer states -> the optimizer's state_dict (the inverse of the above)."""
 
 
-class SingleStep:
-    """The step function of one run (M = 1): the objective on the model itself, noise drawn by the objective."""
+def noise_shape(config: RunConfig, batch: int, latent_dim: int) -> tuple[int, ...] | None:
+    """The standard normal noise one training step draws (None: the deterministic objective draws nothing)."""
+    if config.objective.name == "deterministic" or config.model.posterior == "deterministic":
+        return None
+    return (config.objective.samples, batch, latent_dim)
 
-    def __init__(self, members: list[Member], objective: Objective):
+
+# train.compile: auto. It times PROBE_STEPS eager steps (after PROBE_STEPS of warm-up); with at least AUTO_WORTH_S
+# seconds of such steps left (a 10% faster step then pays back about 10 s of compiling) it compiles, times
+# PROBE_STEPS compiled steps and keeps the faster step for the rest of the run.
+PROBE_STEPS = 30
+AUTO_WORTH_S = 100.0
+
+
+class SingleStep:
+    """The step function of one run (M = 1): the objective on the model itself, its noise drawn before it from the
+    run's generator (what the objective would draw itself, so runs continue exactly across versions).
+
+    Compiled (``train.compile``: on, or auto where it measures faster), the objective and, through AOTAutograd, its
+    backward run as torch.compile'd graphs in which inductor fuses the element-wise work around the matrix products
+    (casts, activations, the reparameterisation, the log densities and their gradients). A step's time is the interval
+    between successive calls (backward and optimizer included). If compiling fails (no C++ compiler, an operation
+    inductor cannot lower) the run warns once and goes on eagerly."""
+
+    def __init__(self, members: list[Member], objective: Objective, steps_left: int = 0):
         (member,) = members
         self.models, self.trained, self.objective = [member.model], member.model, objective
+        self.config, self.latent_dim = member.config, member.model.latent_dim
+        self.mode, self.steps_left = member.config.train.compile, steps_left
+        self.graph = self._compile() if self.mode == "on" else None
+        self.compile_probe: dict | None = None  # what auto measured (recorded in the next metrics row)
+        self.calls, self.last_call, self.intervals = 0, None, {"eager": [], "compiled": []}
+
+    @property
+    def compiled(self) -> bool:
+        return self.graph is not None
+
+    def _compile(self):
+        return torch.compile(self._terms, dynamic=False)
+
+    def _terms(self, x: torch.Tensor, eps: torch.Tensor | None, beta):
+        """x (B, C, H, W), noise (K, B, D), beta -> the loss and the batch sums of bound, recon and KL (3,)."""
+        terms = self.objective.bound(self.trained, x, self.objective.config, beta, eps)
+        return terms.loss, torch.stack([terms.bound.sum(), terms.recon.sum(), terms.kl.sum()])
 
     def __call__(self, x, generators, progress):
-        terms = self.objective(self.trained, x[0], generators[0], progress)
-        sums = torch.stack([terms.bound.sum(), terms.recon.sum(), terms.kl.sum()]).detach().double()
-        return terms.loss.reshape(1), sums.reshape(1, 3)
+        if self.mode == "auto" and self.compile_probe is None:
+            self._probe()
+        shape = noise_shape(self.config, x.shape[1], self.latent_dim)
+        eps = torch.randn(shape, generator=generators[0], device=x.device) if shape else None
+        beta = self.objective.beta_at(progress)
+        if self.graph is None:
+            loss, sums = self._terms(x[0], eps, beta)
+        else:
+            try:  # beta as a tensor: a changing Python float would recompile the graph every step of a warm-up
+                loss, sums = self.graph(x[0], eps, torch.tensor(beta, device=x.device))
+            except Exception as exc:  # torch.compile's own failures fall back to eager; any other error is re-raised
+                if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                    raise
+                warnings.warn(f"{self.config.name}: torch.compile failed ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0][:200]}); training on without it", stacklevel=2)
+                self.graph, self.mode = None, "off"
+                loss, sums = self._terms(x[0], eps, beta)
+        return loss.reshape(1), sums.detach().double().reshape(1, 3)
+
+    def _probe(self) -> None:
+        """train.compile: auto, called at the start of every step until it has decided (see PROBE_STEPS)."""
+        now = time.perf_counter()
+        if self.last_call is not None and self.calls > PROBE_STEPS:
+            self.intervals["compiled" if self.graph is not None else "eager"].append(now - self.last_call)
+        self.calls, self.last_call = self.calls + 1, now
+        eager, compiled = self.intervals["eager"], self.intervals["compiled"]
+        if len(eager) == PROBE_STEPS and self.graph is None:
+            step = statistics.median(eager)
+            left = step * (self.steps_left - self.calls)
+            if left < AUTO_WORTH_S:
+                self.compile_probe = {"eager_step_ms": round(1e3 * step, 3), "choice": "eager",
+                                      "reason": f"{left:.0f} s of steps left, under {AUTO_WORTH_S:.0f} s"}
+            else:
+                self.graph = self._compile()
+        elif len(compiled) == PROBE_STEPS + 1:  # the first compiled interval includes compiling
+            e, c = statistics.median(eager), statistics.median(compiled[1:])
+            self.compile_probe = {"eager_step_ms": round(1e3 * e, 3), "compiled_step_ms": round(1e3 * c, 3),
+                                  "compile_s": round(compiled[0] - c, 2), "choice": "compiled" if c < e else "eager"}
+            if c >= e:
+                self.graph = None
 
     def sync(self) -> None:
         pass

@@ -1,0 +1,101 @@
+"""train.compile: the compiled training step against the eager one, its resume, auto's probe and the fallback."""
+import pytest
+import torch
+from conftest import tiny_config
+
+import vaelab
+from vaelab import training_step
+from vaelab.runs import Run
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _weights(run: Run) -> dict:
+    return run.load_model().state_dict()
+
+
+@pytest.mark.parametrize("objective, model", [
+    ({"name": "elbo", "warmup_epochs": 2}, {"posterior": "diagonal"}),  # beta changes every step: one graph still
+    ({"name": "iwae", "samples": 3}, {"posterior": "isotropic"}),
+    ({"name": "deterministic"}, {"posterior": "deterministic"}),
+])
+def test_the_compiled_step_trains_as_the_eager_one(tmp_path, objective, model):
+    """Same batches, same noise (drawn before the graph from the run's generator), the same training up to the
+    rounding of inductor's fused kernels."""
+    runs = {}
+    for mode in ("off", "on"):
+        cfg = tiny_config(name=mode, objective=objective, model=model, train={"compile": mode})
+        runs[mode] = vaelab.train(cfg, out=tmp_path, progress=False, log=lambda m: None)
+    eager, compiled = runs["off"], runs["on"]
+    assert [m["compiled"] for m in eager.metrics] == [False, False]
+    assert [m["compiled"] for m in compiled.metrics] == [True, True]
+    for a, b in zip(eager.metrics, compiled.metrics):
+        assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+    for name, w in _weights(eager).items():
+        assert torch.allclose(_weights(compiled)[name], w, atol=1e-4, rtol=1e-3), name
+
+
+def test_a_compiled_run_resumes_bit_identical(tmp_path):
+    cfg = tiny_config(name="whole", train={"epochs": 3, "compile": "on"})
+    whole = vaelab.train(cfg, out=tmp_path, progress=False, log=lambda m: None)
+    part = vaelab.train(tiny_config(name="part", train={"epochs": 1, "compile": "on"}), out=tmp_path,
+                        progress=False, log=lambda m: None)
+    part = vaelab.resume(part.path, epochs=3, progress=False, log=lambda m: None)
+    for name, w in _weights(whole).items():
+        assert torch.equal(_weights(part)[name], w), name
+
+
+def test_auto_compiles_only_with_enough_training_left_and_keeps_the_faster_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(training_step, "PROBE_STEPS", 3)
+    monkeypatch.setattr(training_step, "AUTO_WORTH_S", 1e9)  # never enough left
+    short = vaelab.train(tiny_config(name="short", train={"compile": "auto"}), out=tmp_path, progress=False,
+                         log=lambda m: None)
+    probe = short.metrics[0]["compile_probe"]
+    assert probe["choice"] == "eager" and "s of steps left" in probe["reason"] and probe["eager_step_ms"] > 0
+    assert not any(m["compiled"] for m in short.metrics)
+
+    monkeypatch.setattr(training_step, "AUTO_WORTH_S", 0.0)
+    long = vaelab.train(tiny_config(name="long", train={"compile": "auto"}), out=tmp_path, progress=False,
+                        log=lambda m: None)
+    probe = long.metrics[0]["compile_probe"]  # 15 steps an epoch: decided inside the first
+    assert set(probe) == {"eager_step_ms", "compiled_step_ms", "compile_s", "choice"}
+    faster = probe["compiled_step_ms"] < probe["eager_step_ms"]
+    assert probe["choice"] == ("compiled" if faster else "eager")
+    assert long.metrics[-1]["compiled"] is faster
+    assert "compile_probe" not in long.metrics[1]  # recorded once
+
+
+def test_a_failing_compile_warns_and_trains_on_eagerly(tmp_path, monkeypatch):
+    def broken(self):
+        def graph(*args):
+            raise torch._dynamo.exc.InternalTorchDynamoError("inductor could not build a kernel")
+        return graph
+
+    monkeypatch.setattr(training_step.SingleStep, "_compile", broken)
+    with pytest.warns(UserWarning, match="torch.compile failed .*inductor could not build a kernel.*training on"):
+        failed = vaelab.train(tiny_config(name="failed", train={"compile": "on"}), out=tmp_path, progress=False,
+                              log=lambda m: None)
+    eager = vaelab.train(tiny_config(name="eager", train={"compile": "off"}), out=tmp_path, progress=False,
+                         log=lambda m: None)
+    assert not any(m["compiled"] for m in failed.metrics)
+    for name, w in _weights(eager).items():  # the failed step was redone eagerly on the same noise
+        assert torch.equal(_weights(failed)[name], w), name
+
+    def wrong(self):
+        def graph(*args):
+            raise ValueError("a bug in the model, not in the compiler")
+        return graph
+
+    monkeypatch.setattr(training_step.SingleStep, "_compile", wrong)
+    with pytest.raises(ValueError, match="a bug in the model"):
+        vaelab.train(tiny_config(name="wrong", train={"compile": "on"}), out=tmp_path, progress=False,
+                     log=lambda m: None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_compiled_step_on_cuda(tmp_path):
+    runs = {mode: vaelab.train(tiny_config(name=mode, train={"compile": mode, "device": "cuda"}), out=tmp_path,
+                               progress=False, log=lambda m: None) for mode in ("off", "on")}
+    assert runs["on"].metrics[-1]["compiled"]
+    assert runs["on"].metrics[-1]["test_loss"] == pytest.approx(runs["off"].metrics[-1]["test_loss"], rel=1e-3)
