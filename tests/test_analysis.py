@@ -233,6 +233,57 @@ def trained_run(tmp_path_factory):
     return train(cfg, tmp_path_factory.mktemp("runs"), progress=False, log=lambda m: None)
 
 
+def test_likelihood_decodes_in_bf16_only_where_it_is_faster_and_keeps_the_estimate(trained_run, monkeypatch):
+    """precision=auto checks bf16 against float32 on its own noise: the estimate itself is the same draw either way,
+    bf16 is used only when it is faster and keeps the mean, and the check is recorded."""
+    from vaelab.analysis import likelihood as lik
+
+    subject = from_run(trained_run.path)
+    params = {"samples": 200, "n_images": 300, "recon_images": 100}
+    monkeypatch.setattr(lik, "CHECK_MIN_WORK", 0)
+    fp32 = lik.likelihood(subject, precision="fp32", **params).data
+    bf16 = lik.likelihood(subject, precision="bf16", **params).data
+    assert fp32["precision"] == "fp32" and bf16["precision"] == "bf16"
+    # bf16 decoding moves the mean estimate by well under its sampling error here
+    assert abs(bf16["log_likelihood"] - fp32["log_likelihood"]) < 0.05 + 2 * fp32["log_likelihood_se_sampling"]
+
+    monkeypatch.setattr(lik, "BF16_MIN_SPEEDUP", 0.0)  # any speed will do: accuracy decides
+    chose = lik.likelihood(subject, precision="auto", **params).data
+    check = chose["precision_check"]
+    assert chose["precision"] == "bf16" and check["bias_bound_nats"] <= lik.BF16_MAX_BIAS
+    assert chose["log_likelihood"] == bf16["log_likelihood"]  # the check did not touch the estimate's noise
+    assert check["images"] == lik.CHECK_IMAGES and check["fp32_seconds"] > 0 and check["bf16_seconds"] > 0
+
+    monkeypatch.setattr(lik, "BF16_MIN_SPEEDUP", 1e9)  # never fast enough
+    slow = lik.likelihood(subject, precision="auto", **params).data
+    assert slow["precision"] == "fp32" and "faster here" in slow["precision_check"]["reason"]
+    assert slow["log_likelihood"] == fp32["log_likelihood"]
+
+    monkeypatch.setattr(lik, "BF16_MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(lik, "CHECK_MIN_WORK", 10**12)  # too small an estimate to repay the check
+    small = lik.likelihood(subject, precision="auto", **params).data
+    assert small["precision"] == "fp32" and "precision_check" not in small
+    with pytest.raises(ConfigError, match="precision 'fp16' is not one of auto, fp32, bf16"):
+        lik.likelihood(subject, precision="fp16", **params)
+
+
+def test_the_bf16_check_refuses_a_decoder_that_bf16_rounding_breaks(trained_run, monkeypatch):
+    """Power: logits that are large sums of large terms (the last layer scaled up 300x) lose whole nats to bf16's
+    8-bit mantissa; the check sees the shift and keeps float32."""
+    from vaelab.analysis import likelihood as lik
+
+    subject = from_run(trained_run.path)
+    model = subject.model
+    with torch.no_grad():
+        last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.mul_(300.0)
+    monkeypatch.setattr(lik, "BF16_MIN_SPEEDUP", 0.0)
+    x = subject.data.x_test[:lik.CHECK_IMAGES].round()
+    precision, check = lik.choose_precision(model, x, 200, seed=1)
+    assert precision == "fp32" and check["bias_bound_nats"] > 10 * lik.BF16_MAX_BIAS, check
+    assert "moves the mean" in check["reason"]
+
+
 def test_every_analysis_on_a_trained_run(trained_run):
     subject = from_run(trained_run.path)
     assert subject.source["checkpoint_epoch"] == 6 and subject.source["run_state"] == "finished"
