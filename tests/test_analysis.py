@@ -202,6 +202,19 @@ def test_adapter_checks_the_decoder():
         model.decode(torch.zeros(4, 3))
 
 
+def test_adapter_decodes_to_float32_under_autocast():
+    """The likelihood may decode in bf16 autocast: an adapted decoder's output (here probabilities, turned into logits
+    by the adapter) comes back in float32, as vaelab's own decoders' does."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.Sigmoid())
+    model = TorchModelAdapter(lambda x: (x.flatten(1)[:, :3], x.flatten(1)[:, 3:6]), net, 3, (1, 8, 8),
+                              decoder_output="probs")
+    z = torch.randn(5, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.decode(z)
+    assert out.dtype == torch.float32 and out.shape == (5, 1, 8, 8)
+    assert torch.allclose(out, model.decode(z), atol=0.1)  # bf16 probabilities, float32 logits
+
+
 def test_pythae_model_through_the_adapter(digits):
     pythae = pytest.importorskip("pythae")
     from pythae.models import VAE, VAEConfig

@@ -17,7 +17,7 @@ from torch import nn
 
 from vaelab.errors import RunError
 from vaelab.models.likelihoods import build_likelihood
-from vaelab.models.posteriors import GaussianPosterior
+from vaelab.models.posteriors import GaussianPosterior, full_precision
 from vaelab.models.priors import Prior, StandardNormal
 
 DECODER_OUTPUTS = ("logits", "probs", "mean")
@@ -82,8 +82,8 @@ class TorchModelAdapter(nn.Module):
         n = flat.shape[0]
         if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == math.prod(self.image_shape):
             out = out.view(n, *self.image_shape)
-        out = _check("decode", out, (n, *self.image_shape), "likelihood parameters per pixel")
-        if self.decoder_output == "probs":
+        out = full_precision(_check("decode", out, (n, *self.image_shape), "likelihood parameters per pixel"))
+        if self.decoder_output == "probs":  # (in float32 also under autocast, as vaelab's own decoders)
             p = out.clamp(1e-6, 1 - 1e-6)
             out = torch.log(p) - torch.log1p(-p)  # probabilities -> logits
         return out.view(*lead, *self.image_shape)
