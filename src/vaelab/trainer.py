@@ -223,7 +223,8 @@ def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None,
         precision_probe: dict | None = None, at_epoch: int | None = None) -> None:
     """Train the runs ``configs`` (equal but for their seeds; one for an ordinary run) into ``run_dirs``, each from
     its newest valid checkpoint (or from its checkpoint of ``at_epoch``), with the step function
-    ``step_function(members, objective, steps_left)`` builds (steps_left: the optimizer steps still to train). ``log``: where the lines go (default: stderr)."""
+    ``step_function(members, objective, steps_left)`` builds (steps_left: the optimizer steps still to train).
+    ``log``: where the lines go (default: stderr)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg0 = configs[0]
     device = resolve_device(cfg0.train.device)
@@ -408,8 +409,8 @@ class _Loop:
                 "train_examples_per_s": round(self.m * self.n_train / train_seconds, 1),
                 "precision": self.precision, **({"precision_probe": self.probe} if self.probe else {}),
                 "compiled": self.step_fn.compiled,
-                **({"compile_probe": self.step_fn.compile_probe} if self.step_fn.compile_probe and not self.compile_recorded
-                   else {}),
+                **({"compile_probe": self.step_fn.compile_probe}
+                   if self.step_fn.compile_probe and not self.compile_recorded else {}),
                 **self.tag,
             })
         self.probe = None  # recorded once, in the first row trained after it

@@ -75,7 +75,10 @@ def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 100
             with _decoding(precision, device):
                 params = model.decode(z)  # float32 out under autocast too
             log_q = log_q_const - 0.5 * torch.linalg.vector_norm(eps, dim=-1).square()
-            log_pz = -0.5 * (torch.linalg.vector_norm(z, dim=-1).square() + d * LOG_2PI) if standard else model.log_prior(z)
+            if standard:  # log N(z; 0, I) as one norm
+                log_pz = -0.5 * (torch.linalg.vector_norm(z, dim=-1).square() + d * LOG_2PI)
+            else:
+                log_pz = model.log_prior(z)
             log_w = (model.log_likelihood(xb, params) + log_pz - log_q).double()  # (k, B)
             lse1 = torch.logaddexp(lse1, torch.logsumexp(log_w, 0))
             lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
