@@ -62,5 +62,7 @@ def test_posterior_density_and_kl_match_torch():
     z = q.rsample(3)
     ref_q = D.Independent(D.Normal(mu, (0.5 * logvar).exp()), 1)
     assert torch.allclose(q.log_prob(z), ref_q.log_prob(z), atol=1e-5)
+    eps = torch.randn(3, 4, 5)  # the same density read off the noise
+    assert torch.allclose(q.log_prob_of_noise(eps), ref_q.log_prob(q.rsample(3, eps)), atol=1e-4)
     ref_kl = D.kl_divergence(D.Normal(mu, (0.5 * logvar).exp()), D.Normal(0.0, 1.0))
     assert torch.allclose(kl_std_normal_per_dim(mu, logvar), ref_kl, atol=1e-5)

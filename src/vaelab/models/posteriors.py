@@ -65,6 +65,15 @@ class GaussianPosterior:
             raise ValueError("a deterministic posterior has no density")
         return gaussian_log_prob(z, self.mu, self.logvar)
 
+    def log_prob_of_noise(self, eps: torch.Tensor) -> torch.Tensor:
+        """log q(z|x) at z = mu + sigma * eps, read off the noise: (K, B, D) -> (K, B).
+        -(sum log sigma^2 + D log 2 pi + |eps|^2) / 2: one pass over eps, where :meth:`log_prob` makes several over z
+        (and loses bits to z - mu where sigma << |mu|)."""
+        if self.logvar is None:
+            raise ValueError("a deterministic posterior has no density")
+        const = -0.5 * (self.logvar.sum(-1) + self.mu.shape[-1] * LOG_2PI)  # (B,)
+        return const - 0.5 * torch.linalg.vector_norm(eps, dim=-1).square()
+
     def kl_per_dim(self) -> torch.Tensor:
         """KL(q(z|x) || N(0, I)) per latent dimension: (B, D)."""
         if self.logvar is None:
