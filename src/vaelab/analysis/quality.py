@@ -31,6 +31,7 @@ from vaelab.errors import ConfigError
 
 CLASSIFIER_VERSION = 1
 CLASSIFIER_EPOCHS = {"digits": 40, "mnist": 6, "fashion-mnist": 10}
+EMBED_BATCH = 100  # images per batch of the classifier's features on the CPU
 
 
 # --- the evaluation classifier ----------------------------------------------------------------------
@@ -52,8 +53,11 @@ class EvalClassifier(nn.Module):
         return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
     @torch.no_grad()
-    def embed(self, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (N, 128) and class probabilities (N, K) of images in [0, 1]."""
+    def embed(self, x: torch.Tensor, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, 128) and class probabilities (N, K) of images in [0, 1]. ``batch_size`` defaults to
+        EMBED_BATCH on the CPU, where a batch's feature maps then stay in cache (2,000 MNIST images, one thread:
+        132 ms against 215 ms in batches of 1,000, the same features), and to 1,000 on other devices."""
+        batch_size = batch_size or (EMBED_BATCH if x.device.type == "cpu" else 1000)
         self.eval()
         feats, probs = [], []
         for i in range(0, x.shape[0], batch_size):
@@ -193,21 +197,20 @@ class RealFeatures:
     def kid(self, fake: np.ndarray) -> tuple[float, float]:
         """KID: unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and sd over random subsets."""
         b = np.asarray(fake, np.float64)
-        d = self.x.shape[1]
         vals = []
         for ix, iy, k_xx in self._kid_subsets(len(b)):
             y = b[iy]
-            vals.append(mmd2_unbiased(k_xx, (y @ y.T / d + 1) ** 3, (self.x[ix] @ y.T / d + 1) ** 3))
+            vals.append(mmd2_unbiased(k_xx, _cubic_kernel(y, y), _cubic_kernel(self.x[ix], y)))
         return float(np.mean(vals)), float(np.std(vals))
 
     def _kid_subsets(self, n_fake: int) -> list:
         if n_fake not in self._kid_draws:
             rng = np.random.default_rng(self.seed)
-            m, d = min(self.kid_subset_size, len(self.x), n_fake), self.x.shape[1]
+            m = min(self.kid_subset_size, len(self.x), n_fake)
             draws = []
             for _ in range(self.kid_subsets):
                 ix, iy = rng.choice(len(self.x), m, replace=False), rng.choice(n_fake, m, replace=False)
-                draws.append((ix, iy, (self.x[ix] @ self.x[ix].T / d + 1) ** 3))
+                draws.append((ix, iy, _cubic_kernel(self.x[ix], self.x[ix])))
             self._kid_draws[n_fake] = draws
         return self._kid_draws[n_fake]
 
@@ -231,6 +234,17 @@ class RealFeatures:
     def compare(self, fake: np.ndarray) -> dict:
         kid, kid_sd = self.kid(fake)
         return {"fd": self.fd(fake), "kid": kid, "kid_sd": kid_sd, **self.prdc(fake)}
+
+
+def _cubic_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """KID's kernel k(a_i, b_j) = (a_i . b_j / F + 1)^3 for a (m, F), b (n, F): (m, n), in place after the product
+    (``** 3`` calls pow per element and took half of KID's time)."""
+    k = a @ b.T
+    k /= a.shape[1]
+    k += 1
+    cube = np.square(k)
+    cube *= k
+    return cube
 
 
 def _knn_radii(x: torch.Tensor, ks: tuple[int, ...]) -> dict[int, torch.Tensor]:

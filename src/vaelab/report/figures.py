@@ -34,7 +34,7 @@ def save_figure(fig, folder: str | Path, stem: str) -> list[str]:
     paths = []
     for fmt in FORMATS:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, bbox_inches="tight")
+        fig.savefig(buf, format=fmt)  # constrained layout fits the figure; "tight" would draw it once more
         path = Path(folder) / f"{stem}.{fmt}"
         atomic_write_bytes(path, buf.getvalue())
         paths.append(str(path))
