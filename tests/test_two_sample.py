@@ -122,7 +122,9 @@ def test_mmd2_weights_are_relabellings_and_resamples():
     kernel = np.exp(-cdist(z, z, "sqeuclidean") / 2)
     # 0/1 columns over the pooled matrix: the samples z[mask] and z[~mask]
     masks = np.array([rng.permutation(9) < 4 for _ in range(3)]).T.astype(float)  # (9, 3), 4 ones each
-    got = mmd2_unbiased(kernel, kernel, kernel, masks, 1 - masks)
+    pooled = torch.from_numpy(kernel)  # one tensor passed three times: K (1 - u) is read off K u
+    got = mmd2_unbiased(pooled, pooled, pooled, masks, 1 - masks)
+    assert got == pytest.approx(mmd2_unbiased(kernel, kernel.copy(), kernel.copy(), masks, 1 - masks), rel=1e-12)
     for j in range(3):
         ia, ib = np.flatnonzero(masks[:, j]), np.flatnonzero(1 - masks[:, j])
         assert got[j] == pytest.approx(mmd2_unbiased(kernel[np.ix_(ia, ia)], kernel[np.ix_(ib, ib)],

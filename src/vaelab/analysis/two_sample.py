@@ -174,9 +174,13 @@ def mmd2_unbiased(k_aa, k_bb, k_ab, w_a=None, w_b=None):
     w_b = torch.ones(n, 1, dtype=torch.float64) if w_b is None else torch.as_tensor(w_b, dtype=torch.float64)
     w_a, w_b = w_a.reshape(m, -1), w_b.reshape(n, -1)
 
-    k_ab_w_b = k_ab @ w_b
+    k_aa_w_a = k_aa @ w_a
+    if k_aa is k_ab and k_bb is k_ab and bool(((w_a + w_b) == 1).all()):
+        k_ab_w_b = k_ab.sum(1, keepdim=True) - k_aa_w_a  # relabellings of a pooled matrix: K (1 - u) = K 1 - K u
+    else:
+        k_ab_w_b = k_ab @ w_b
     k_bb_w_b = k_ab_w_b if k_bb is k_ab else k_bb @ w_b  # a pooled matrix passed three times: one product
-    s_aa = (w_a * (k_aa @ w_a)).sum(0) - (w_a.square() * k_aa.diagonal()[:, None]).sum(0)
+    s_aa = (w_a * k_aa_w_a).sum(0) - (w_a.square() * k_aa.diagonal()[:, None]).sum(0)
     s_bb = (w_b * k_bb_w_b).sum(0) - (w_b.square() * k_bb.diagonal()[:, None]).sum(0)
     s_ab = (w_a * k_ab_w_b).sum(0)
     pairs_aa = w_a.sum(0).square() - w_a.square().sum(0)
