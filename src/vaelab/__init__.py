@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 # Tensors of 2 MB and more on transparent huge pages, where the kernel grants them on request (THP "madvise" or
 # "always"): fresh memory then costs a page fault per 2 MB instead of per 4 KB. PyTorch reads this once, at its
 # first tensor allocation, so it takes effect when vaelab is imported before any tensor is made (the CLI and study
-# workers are); set THP_MEM_ALLOC_ENABLE=0 to opt out. Document 000's 8x8x1024 model: 32 million page faults in two epochs of 1,280
-# images became 0.65 million, and its eager step 237-255 ms -> 157-177 ms (benchmarks/README.md).
+# workers are); set THP_MEM_ALLOC_ENABLE=0 to opt out. Document 000's 8x8x1024 model, 3 epochs of 1,280 images:
+# 48.6 million page faults -> 0.9 million, eager step 214.9 -> 148.3 ms (benchmarks/huge_pages.py).
 _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 _LAZY = {
