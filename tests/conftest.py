@@ -11,6 +11,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _own_compile_cache(monkeypatch, tmp_path):
+    """train.compile: auto caches its choice per machine; each test starts with none (and leaves none behind)."""
+    from vaelab import precision
+
+    original = precision._cache_file
+    monkeypatch.setattr(precision, "_cache_file",
+                        lambda name="precision": tmp_path / "compile.json" if name == "compile" else original(name))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small matrices on a shared 2-core machine: torch's intra-op thread pool costs many times the work itself

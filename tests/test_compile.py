@@ -66,6 +66,40 @@ def test_auto_compiles_only_with_enough_training_left_and_keeps_the_faster_step(
     assert "compile_probe" not in long.metrics[1]  # recorded once
 
 
+def test_auto_reuses_its_choice_here_so_the_same_run_gives_the_same_numbers(tmp_path, monkeypatch):
+    monkeypatch.setattr(training_step, "PROBE_STEPS", 3)
+    monkeypatch.setattr(training_step, "AUTO_WORTH_S", 0.0)
+    first = vaelab.train(tiny_config(name="first", train={"compile": "auto"}), out=tmp_path, progress=False,
+                         log=lambda m: None)
+    measured = first.metrics[0]["compile_probe"]
+    assert "cached" not in measured and "compiled_step_ms" in measured
+
+    # the next probe would choose the other way, but the cached choice stands
+    flipped = "eager" if measured["choice"] == "compiled" else "compiled"
+    monkeypatch.setattr(training_step.statistics, "median",
+                        lambda v: 1.0 if (len(v) == 3) == (flipped == "compiled") else 0.001)
+    again, third = (vaelab.train(tiny_config(name=name, train={"compile": "auto"}), out=tmp_path, progress=False,
+                                 log=lambda m: None) for name in ("again", "third"))
+    for run in (again, third):
+        assert run.metrics[0]["compile_probe"] == {**measured, "cached": True}
+        assert all(m["compiled"] == (measured["choice"] == "compiled") for m in run.metrics)  # from the first step
+    for name, w in _weights(again).items():  # (the probing run mixed eager and compiled steps: not these numbers)
+        assert torch.equal(_weights(third)[name], w), name
+
+    # another model is another step: probed afresh, and the flipped timings decide
+    other = vaelab.train(tiny_config(name="other", model={"arch": "64-48-4"}, train={"compile": "auto"}),
+                         out=tmp_path, progress=False, log=lambda m: None)
+    assert "cached" not in other.metrics[0]["compile_probe"]
+    assert other.metrics[0]["compile_probe"]["choice"] == flipped
+
+    # a cached choice still leaves short runs eager
+    monkeypatch.setattr(training_step, "AUTO_WORTH_S", 1e9)
+    short = vaelab.train(tiny_config(name="short", train={"compile": "auto"}), out=tmp_path, progress=False,
+                         log=lambda m: None)
+    assert short.metrics[0]["compile_probe"]["choice"] == "eager" and short.metrics[0]["compile_probe"]["cached"]
+    assert not any(m["compiled"] for m in short.metrics)
+
+
 def test_a_failing_compile_warns_and_trains_on_eagerly(tmp_path, monkeypatch):
     def broken(self):
         def graph(*args):

@@ -92,17 +92,28 @@ def gemm_rates(shapes: list[tuple[int, int, int]], seconds: float = PROBE_SECOND
     return flop / statistics.median(times[0]) / 1e9, flop / statistics.median(times[1]) / 1e9
 
 
-def _cache_file() -> Path:
+def _cache_file(name: str = "precision") -> Path:
     from vaelab.data.registry import data_root
 
-    return data_root() / "precision.json"
+    return data_root() / f"{name}.json"
 
 
-def _read_cache() -> dict:
+def read_machine_cache(name: str = "precision") -> dict:
+    """What the probes of this machine measured before: data_root()/NAME.json (precision rates, compile choices)."""
     try:
-        return json.loads(_cache_file().read_text())
+        return json.loads(_cache_file(name).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def write_machine_cache(name: str, cache: dict) -> None:
+    """Write the cache NAME atomically; a read-only home only means probing again next time."""
+    from vaelab.fileio import atomic_write_json
+
+    try:
+        atomic_write_json(_cache_file(name), cache)
+    except OSError:
+        pass
 
 
 def step_rates(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor],
@@ -141,19 +152,14 @@ def probe_rates(shapes: list, use_cache: bool = True,
                 measure: Callable[[], tuple[float, float]] | None = None) -> tuple[float, float, bool]:
     """(fp32 GFLOP/s, bf16 GFLOP/s, whether they came from the cache) at ``shapes`` on this machine: the matrix
     products at those (batch, in, out) shapes, or ``measure()`` (a whole step) keyed by ``shapes``."""
-    from vaelab.fileio import atomic_write_json
-
     key = hashlib.sha256(f"{cpu_signature()} | {shapes}".encode()).hexdigest()[:16]
-    cache = _read_cache() if use_cache else {}
+    cache = read_machine_cache() if use_cache else {}
     if key in cache:
         return cache[key]["fp32"], cache[key]["bf16"], True
     fp32, bf16 = measure() if measure is not None else gemm_rates(shapes)
     if use_cache:
         cache[key] = {"fp32": fp32, "bf16": bf16, "cpu": cpu_signature(), "shapes": shapes}
-        try:
-            atomic_write_json(_cache_file(), cache)
-        except OSError:  # a read-only home: probe again next time
-            pass
+        write_machine_cache("precision", cache)
     return fp32, bf16, False
 
 

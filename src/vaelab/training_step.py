@@ -81,9 +81,13 @@ def noise_shape(config: RunConfig, batch: int, latent_dim: int) -> tuple[int, ..
 
 # train.compile: auto. It times PROBE_STEPS eager steps (after PROBE_STEPS of warm-up); with at least AUTO_WORTH_S
 # seconds of such steps left (a 10% faster step then pays back about 10 s of compiling) it compiles, times
-# PROBE_STEPS compiled steps and keeps the faster step for the rest of the run.
+# PROBE_STEPS compiled steps and keeps the faster step for the rest of the run. The choice is cached per machine
+# and step (data_root()/compile.json, COMPILE_CACHE), so the same run trained again here makes the same choice, and
+# with it the same numbers: compiled and eager steps round differently, and a fresh probe can tip either way
+# under another load.
 PROBE_STEPS = 30
 AUTO_WORTH_S = 100.0
+COMPILE_CACHE = "compile"
 
 
 class SingleStep:
@@ -104,6 +108,7 @@ class SingleStep:
         self.graph = self._compile() if self.mode == "on" else None
         self.compile_probe: dict | None = None  # what auto measured (recorded in the next metrics row)
         self.calls, self.last_call, self.intervals = 0, None, {"eager": [], "compiled": []}
+        self.probe_key: str | None = None  # where auto's choice is cached (see COMPILE_CACHE)
 
     @property
     def compiled(self) -> bool:
@@ -119,7 +124,7 @@ class SingleStep:
 
     def __call__(self, x, generators, progress):
         if self.mode == "auto" and self.compile_probe is None:
-            self._probe()
+            self._probe(x)
         shape = noise_shape(self.config, x.shape[1], self.latent_dim)
         eps = torch.randn(shape, generator=generators[0], device=x.device) if shape else None
         beta = self.objective.beta_at(progress)
@@ -137,27 +142,62 @@ class SingleStep:
                 loss, sums = self._terms(x[0], eps, beta)
         return loss.reshape(1), sums.detach().double().reshape(1, 3)
 
-    def _probe(self) -> None:
+    def _cache_key(self, x: torch.Tensor) -> str:
+        """What a step's speed depends on: the machine, device, precision, batch shape, model, objective, pixels."""
+        import hashlib
+        import json
+
+        from vaelab.precision import cpu_signature
+
+        device = x.device.type
+        precision = str(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else "fp32"
+        machine = torch.cuda.get_device_name(x.device) if device == "cuda" else cpu_signature()
+        parts = [machine, device, precision, list(x.shape[1:]), self.config.model.model_dump(mode="json"),
+                 self.config.objective.model_dump(mode="json"), self.config.data.pixels]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _probe(self, x: torch.Tensor) -> None:
         """train.compile: auto, called at the start of every step until it has decided (see PROBE_STEPS)."""
+        from vaelab.precision import read_machine_cache, write_machine_cache
+
+        if self.calls == 0:
+            self.probe_key = self._cache_key(x)
+            cached = read_machine_cache(COMPILE_CACHE).get(self.probe_key)
+            if cached is not None:  # decided on this machine before: the same choice, by the same numbers
+                self._decide(cached["eager_step_ms"] / 1e3, cached, cached=True)
+                return
         now = time.perf_counter()
         if self.last_call is not None and self.calls > PROBE_STEPS:
             self.intervals["compiled" if self.graph is not None else "eager"].append(now - self.last_call)
         self.calls, self.last_call = self.calls + 1, now
         eager, compiled = self.intervals["eager"], self.intervals["compiled"]
         if len(eager) == PROBE_STEPS and self.graph is None:
-            step = statistics.median(eager)
-            left = step * (self.steps_left - self.calls)
-            if left < AUTO_WORTH_S:
-                self.compile_probe = {"eager_step_ms": round(1e3 * step, 3), "choice": "eager",
-                                      "reason": f"{left:.0f} s of steps left, under {AUTO_WORTH_S:.0f} s"}
-            else:
-                self.graph = self._compile()
+            self._decide(statistics.median(eager), None)
         elif len(compiled) == PROBE_STEPS + 1:  # the first compiled interval includes compiling
             e, c = statistics.median(eager), statistics.median(compiled[1:])
-            self.compile_probe = {"eager_step_ms": round(1e3 * e, 3), "compiled_step_ms": round(1e3 * c, 3),
-                                  "compile_s": round(compiled[0] - c, 2), "choice": "compiled" if c < e else "eager"}
-            if c >= e:
-                self.graph = None
+            measured = {"eager_step_ms": round(1e3 * e, 3), "compiled_step_ms": round(1e3 * c, 3),
+                        "compile_s": round(compiled[0] - c, 2), "choice": "compiled" if c < e else "eager"}
+            write_machine_cache(COMPILE_CACHE, {**read_machine_cache(COMPILE_CACHE), self.probe_key: measured})
+            self._decide(e, measured)
+
+    def _decide(self, eager_step: float, measured: dict | None, cached: bool = False) -> None:
+        """Settle auto's choice from the eager step's seconds and the timed compiled steps (``measured``: now, or
+        on an earlier run here when ``cached``). Before compiling, too little training left to repay it means eager."""
+        tag = {"cached": True} if cached else {}
+        if measured is None or cached:
+            left = eager_step * (self.steps_left - self.calls)
+            if left < AUTO_WORTH_S:
+                self.compile_probe = {"eager_step_ms": round(1e3 * eager_step, 3), "choice": "eager",
+                                      "reason": f"{left:.0f} s of steps left, under {AUTO_WORTH_S:.0f} s", **tag}
+                return
+        if measured is None:  # worth trying: compile, then time the compiled steps
+            self.graph = self._compile()
+            return
+        self.compile_probe = {**measured, **tag}
+        if measured["choice"] == "compiled":
+            self.graph = self.graph or self._compile()
+        else:
+            self.graph = None
 
     def sync(self) -> None:
         pass
