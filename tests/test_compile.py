@@ -66,23 +66,31 @@ def test_auto_compiles_only_with_enough_training_left_and_keeps_the_faster_step(
     assert "compile_probe" not in long.metrics[1]  # recorded once
 
 
-def test_auto_reuses_its_choice_here_so_the_same_run_gives_the_same_numbers(tmp_path, monkeypatch):
+def _probe_medians(monkeypatch, choice: str) -> None:
+    """Make auto's next probe choose ``choice``: its medians, in the order it takes them (the eager step before
+    compiling, then the eager and the compiled step)."""
+    medians = iter([1.0, 1.0, 0.001] if choice == "compiled" else [1.0, 0.001, 1.0])
+    monkeypatch.setattr(training_step.statistics, "median", lambda v: next(medians))
+
+
+@pytest.mark.parametrize("first_choice", ["compiled", "eager"])
+def test_auto_reuses_its_choice_here_so_the_same_run_gives_the_same_numbers(tmp_path, monkeypatch, first_choice):
     monkeypatch.setattr(training_step, "PROBE_STEPS", 3)
     monkeypatch.setattr(training_step, "AUTO_WORTH_S", 0.0)
+    _probe_medians(monkeypatch, first_choice)
     first = vaelab.train(tiny_config(name="first", train={"compile": "auto"}), out=tmp_path, progress=False,
                          log=lambda m: None)
     measured = first.metrics[0]["compile_probe"]
-    assert "cached" not in measured and "compiled_step_ms" in measured
+    assert "cached" not in measured and measured["choice"] == first_choice
 
-    # the next probe would choose the other way, but the cached choice stands
-    flipped = "eager" if measured["choice"] == "compiled" else "compiled"
-    monkeypatch.setattr(training_step.statistics, "median",
-                        lambda v: 1.0 if (len(v) == 3) == (flipped == "compiled") else 0.001)
+    # a probe now would choose the other way, but the cached choice stands, from the first step
+    flipped = "eager" if first_choice == "compiled" else "compiled"
+    _probe_medians(monkeypatch, flipped)
     again, third = (vaelab.train(tiny_config(name=name, train={"compile": "auto"}), out=tmp_path, progress=False,
                                  log=lambda m: None) for name in ("again", "third"))
     for run in (again, third):
         assert run.metrics[0]["compile_probe"] == {**measured, "cached": True}
-        assert all(m["compiled"] == (measured["choice"] == "compiled") for m in run.metrics)  # from the first step
+        assert all(m["compiled"] == (first_choice == "compiled") for m in run.metrics)
     for name, w in _weights(again).items():  # (the probing run mixed eager and compiled steps: not these numbers)
         assert torch.equal(_weights(third)[name], w), name
 
