@@ -108,6 +108,20 @@ def test_auto_reuses_its_choice_here_so_the_same_run_gives_the_same_numbers(tmp_
     assert not any(m["compiled"] for m in short.metrics)
 
 
+@pytest.mark.parametrize("damaged", ["{not json", "[1, 2]"])
+def test_a_damaged_choice_cache_means_probing_afresh(tmp_path, monkeypatch, damaged):
+    from vaelab import precision
+
+    monkeypatch.setattr(training_step, "PROBE_STEPS", 3)
+    monkeypatch.setattr(training_step, "AUTO_WORTH_S", 0.0)
+    precision._cache_file(training_step.COMPILE_CACHE).write_text(damaged)
+    run = vaelab.train(tiny_config(name="fresh", train={"compile": "auto"}), out=tmp_path, progress=False,
+                       log=lambda m: None)
+    probe = run.metrics[0]["compile_probe"]
+    assert "cached" not in probe and "compiled_step_ms" in probe
+    assert list(precision.read_machine_cache(training_step.COMPILE_CACHE).values()) == [probe]  # rewritten whole
+
+
 def test_a_failing_compile_warns_and_trains_on_eagerly(tmp_path, monkeypatch):
     def broken(self):
         def graph(*args):

@@ -101,9 +101,10 @@ def _cache_file(name: str = "precision") -> Path:
 def read_machine_cache(name: str = "precision") -> dict:
     """What the probes of this machine measured before: data_root()/NAME.json (precision rates, compile choices)."""
     try:
-        return json.loads(_cache_file(name).read_text())
+        cache = json.loads(_cache_file(name).read_text())
     except (OSError, ValueError):
         return {}
+    return cache if isinstance(cache, dict) else {}
 
 
 def write_machine_cache(name: str, cache: dict) -> None:

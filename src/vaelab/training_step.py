@@ -82,9 +82,9 @@ def noise_shape(config: RunConfig, batch: int, latent_dim: int) -> tuple[int, ..
 # train.compile: auto. It times PROBE_STEPS eager steps (after PROBE_STEPS of warm-up); with at least AUTO_WORTH_S
 # seconds of such steps left (a 10% faster step then pays back about 10 s of compiling) it compiles, times
 # PROBE_STEPS compiled steps and keeps the faster step for the rest of the run. The choice is cached per machine
-# and step (data_root()/compile.json, COMPILE_CACHE), so the same run trained again here makes the same choice, and
-# with it the same numbers: compiled and eager steps round differently, and a fresh probe can tip either way
-# under another load.
+# and step (data_root()/compile.json, COMPILE_CACHE): every later run of the same step here makes it from its first
+# step, so reruns give the same numbers (compiled and eager steps round differently, and a fresh probe can tip
+# either way under another load; the probing run itself mixed both).
 PROBE_STEPS = 30
 AUTO_WORTH_S = 100.0
 COMPILE_CACHE = "compile"
@@ -163,7 +163,8 @@ class SingleStep:
         if self.calls == 0:
             self.probe_key = self._cache_key(x)
             cached = read_machine_cache(COMPILE_CACHE).get(self.probe_key)
-            if cached is not None:  # decided on this machine before: the same choice, by the same numbers
+            if isinstance(cached, dict) and isinstance(cached.get("eager_step_ms"), (int, float)) \
+                    and cached.get("choice") in ("compiled", "eager"):  # decided here before: the same choice
                 self._decide(cached["eager_step_ms"] / 1e3, cached, cached=True)
                 return
         now = time.perf_counter()
