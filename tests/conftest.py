@@ -15,10 +15,11 @@ def _seed():
 def _own_compile_cache(monkeypatch, tmp_path):
     """train.compile: auto caches its choice per machine; each test starts with none (and leaves none behind)."""
     from vaelab import precision
+    from vaelab.training_step import COMPILE_CACHE
 
     original = precision._cache_file
-    monkeypatch.setattr(precision, "_cache_file",
-                        lambda name="precision": tmp_path / "compile.json" if name == "compile" else original(name))
+    monkeypatch.setattr(precision, "_cache_file", lambda name="precision": tmp_path / f"{name}.json"
+                        if name == COMPILE_CACHE else original(name))
 
 
 @pytest.fixture(scope="module")

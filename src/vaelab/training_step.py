@@ -6,6 +6,8 @@ one step's losses; everything else (epochs, batches, precision, optimizer, check
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import time
 import warnings
@@ -19,6 +21,7 @@ from torch import nn
 from vaelab.config import RunConfig
 from vaelab.errors import RunError
 from vaelab.objectives import Objective
+from vaelab.precision import cpu_signature, read_machine_cache, write_machine_cache
 from vaelab.runs import CheckpointStore
 
 
@@ -144,11 +147,6 @@ class SingleStep:
 
     def _cache_key(self, x: torch.Tensor) -> str:
         """What a step's speed depends on: the machine, device, precision, batch shape, model, objective, pixels."""
-        import hashlib
-        import json
-
-        from vaelab.precision import cpu_signature
-
         device = x.device.type
         precision = str(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else "fp32"
         machine = torch.cuda.get_device_name(x.device) if device == "cuda" else cpu_signature()
@@ -158,8 +156,6 @@ class SingleStep:
 
     def _probe(self, x: torch.Tensor) -> None:
         """train.compile: auto, called at the start of every step until it has decided (see PROBE_STEPS)."""
-        from vaelab.precision import read_machine_cache, write_machine_cache
-
         if self.calls == 0:
             self.probe_key = self._cache_key(x)
             cached = read_machine_cache(COMPILE_CACHE).get(self.probe_key)

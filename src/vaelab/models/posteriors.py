@@ -7,6 +7,7 @@ Latents are flat: mu and logvar are (B, D) whatever the latent shape; the decode
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -69,10 +70,14 @@ class GaussianPosterior:
         """log q(z|x) at z = mu + sigma * eps, read off the noise: (K, B, D) -> (K, B).
         -(sum log sigma^2 + D log 2 pi + |eps|^2) / 2: one pass over eps, where :meth:`log_prob` makes several over z
         (and loses bits to z - mu where sigma << |mu|)."""
+        return self._noise_log_normaliser - 0.5 * torch.linalg.vector_norm(eps, dim=-1).square()
+
+    @functools.cached_property
+    def _noise_log_normaliser(self) -> torch.Tensor:
+        """-(sum log sigma^2 + D log 2 pi) / 2: (B,), computed once for all the chunks of noise one batch meets."""
         if self.logvar is None:
             raise ValueError("a deterministic posterior has no density")
-        const = -0.5 * (self.logvar.sum(-1) + self.mu.shape[-1] * LOG_2PI)  # (B,)
-        return const - 0.5 * torch.linalg.vector_norm(eps, dim=-1).square()
+        return -0.5 * (self.logvar.sum(-1) + self.mu.shape[-1] * LOG_2PI)
 
     def kl_per_dim(self) -> torch.Tensor:
         """KL(q(z|x) || N(0, I)) per latent dimension: (B, D)."""
