@@ -7,8 +7,11 @@ For each model, at the precision `train.precision: auto` picks on this machine (
 
 it measures, alternating in one process so that both see the same load:
 
-- the floor: the step's matrix products alone at the same shapes and dtype: forward x W^T of every Linear layer,
-  backward dY^T x of every layer and dY W of every layer but the first (the images need no gradient);
+- the step's matrix products alone at the same shapes and dtype (step_floor.py): forward x W^T of every Linear
+  layer, backward dY^T x of every layer and dY W of every layer but the first (the images need no gradient); and
+  what else every step must do, timed alone: the fused Adam update and (bf16) autocast's casts of the parameters.
+  Products + Adam + casts is the step's floor: its ratio to the products says how much of the 1.5x budget is left
+  for everything else;
 - vaelab's step: the trainer's own loop (vaelab.trainer), seconds of training per step from each epoch's
   train_examples_per_s (evaluation, checkpoint and metrics excluded), median over epochs after the first; eager
   (train.compile: off) and compiled (on), alternating, --repeats times each. The compiled run's first epoch, which
@@ -24,10 +27,10 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from step_floor import floor_parts
 
 import vaelab
 from vaelab import trainer
@@ -46,32 +49,6 @@ MODELS = {
                         "train": {"batch_size": 128, "lr": 1e-3}},
 }
 DEFAULT_MODELS = "pythae-default,doc002-200"
-
-
-def gemm_seconds(model: torch.nn.Module, batch: int, dtype: torch.dtype, repeats: int = 30) -> tuple[float, float]:
-    """(median seconds, GFLOP) of one step's matrix products at the model's Linear shapes in ``dtype``."""
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    first = layers[0]
-    ops, flop = [], 0
-    for m in layers:
-        x = torch.randn(batch, m.in_features, dtype=dtype)
-        w = torch.randn(m.out_features, m.in_features, dtype=dtype)
-        dy = torch.randn(batch, m.out_features, dtype=dtype)
-        ops.append((x, w, dy, m is not first))
-        flop += 2 * batch * m.in_features * m.out_features * (3 if m is not first else 2)
-
-    def step() -> float:
-        t0 = time.perf_counter()
-        for x, w, dy, input_grad in ops:
-            x @ w.T
-            dy.T @ x
-            if input_grad:
-                dy @ w
-        return time.perf_counter() - t0
-
-    for _ in range(3):
-        step()
-    return statistics.median(step() for _ in range(repeats)), flop / 1e9
 
 
 def train_step_seconds(cfg: dict, precision: str, compile: str, epochs: int,
@@ -133,11 +110,16 @@ def main() -> None:
                 first.setdefault(mode, first_step)
                 ops.setdefault(mode, table)
         model = build_model(vaelab.build_config({**cfg, "name": "x"}))
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         convolutional = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
-        gemm, gflop = (None, None) if convolutional else gemm_seconds(model, cfg["train"]["batch_size"], dtype)
+        floor = None if convolutional else floor_parts(model, cfg["train"]["batch_size"], precision)
+        gemm, gflop = (floor["products_ms"] / 1e3, floor["gflop"]) if floor else (None, None)
         r = results["models"][name] = {"precision": precision, "gemm_ms": gemm and 1e3 * gemm,
-                                       "gemm_gflops": gemm and gflop / gemm}
+                                       "gemm_gflops": gemm and gflop / gemm, "floor": floor}
+        if floor:
+            print(f"{name}: the step's unavoidable parts alone: products {floor['products_ms']:.2f} ms, fused Adam "
+                  f"{floor['adam_ms']:.2f} ms, autocast casts {floor['casts_ms']:.2f} ms; floor "
+                  f"{floor['floor_ms']:.2f} ms = {floor['floor_ms'] / floor['products_ms']:.2f}x the products "
+                  f"(target 1.5x)")
         for mode, label in (("off", "eager"), ("on", "compiled")):
             step = statistics.median(timed[mode])
             r[label] = {"step_ms": 1e3 * step, "steps_ms": [1e3 * s for s in timed[mode]],

@@ -1,16 +1,26 @@
 """Vectorised training: M runs that differ only in their seed, trained as one model.
 
-The members' parameters are stacked along a new leading dimension and one step runs every member at once through
-``torch.func.vmap`` over ``torch.func.functional_call`` (so linear layers become batched matrix products): that is
-:class:`StackedStep`, the step function the training loop of vaelab.trainer drives here instead of a single run's.
-Each member keeps its own random generator and draws exactly what a separate run draws, in the same order: the
-epoch's binarization and batch order, then the reparameterisation noise of every step (drawn outside vmap and passed
-in). One fused Adam over the stacked tensors is M independent Adams, since Adam is element-wise. So a member follows
-the same trajectory as a separate run, up to floating-point rounding of batched against single matrix products.
+The members' parameters are stacked along a new leading dimension (:class:`StackedStep`, the step function the
+training loop of vaelab.trainer drives here instead of a single run's), and one step runs every member at once:
 
-bf16 runs step under the same autocast as a separate run, but there the rounding is bf16's: under vmap autocast casts
-the batched product and adds the bias in float32 (a single run's addmm adds it in bf16), so a bf16 member differs from
-its separate run about as much as a bf16 run differs from an fp32 one (tests/test_ensemble.py).
+- folded (every parameter is a linear layer's, as in documents 002 and 003): the members' batches are folded into one
+  batch of M x B examples that a copy of the model runs through, its linear layers replaced by :class:`StackedLinear`
+  (each member's rows times that member's weights, one batched product); everything between the layers (activations,
+  posterior, likelihood, prior, objective) works per example and runs once over the M x B examples;
+- otherwise (a prior or likelihood with parameters of its own), ``torch.func.vmap`` over
+  ``torch.func.functional_call``, which maps every operation over the members.
+
+Folding needs fewer, larger operations than vmap, which maps every operation and copies around each batched product:
+8 members of documents 002's and 003's MLPs trained 2-24% faster folded (median 8%; benchmarks/README.md). Each member keeps
+its own random generator and draws exactly what a separate run draws, in the same order: the epoch's binarization and
+batch order, then the reparameterisation noise of every step (drawn outside the stacked step and passed in). One
+fused Adam over the stacked tensors is M independent Adams, since Adam is element-wise. So a member follows the same
+trajectory as a separate run, up to floating-point rounding of batched against single matrix products.
+
+bf16 runs step under the same autocast as a separate run, but there the rounding is bf16's: a batched product rounds
+differently from a single one (and under vmap, autocast adds the bias in float32 where a single run's addmm adds it
+in bf16), so a bf16 member differs from its separate run about as much as a bf16 run differs from an fp32 one
+(tests/test_ensemble.py).
 
 Every member writes an ordinary run directory (config, metrics, checkpoints with its own unstacked weights and Adam
 state, snapshots, status); any of them can later be resumed, analysed or reported like a run trained alone, also
@@ -18,6 +28,7 @@ from a checkpoint written inside an epoch.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Callable
 
@@ -67,13 +78,56 @@ class _ObjectiveOf(nn.Module):
         return terms.bound, terms.recon, terms.kl
 
 
+class _Rows:
+    """The examples per member in the current step (B), shared by a folded model's stacked layers."""
+
+    per_member = 0
+
+
+class StackedLinear(nn.Module):
+    """M linear layers as one: weight (M, in, out) and bias (M, out), the stacked parameters of the members' layers.
+
+    Input (R, in) holds G blocks of M x B rows, member-major within a block (G = 1 for the encoder's M x B images, G =
+    K for the decoder's K samples of each): member m's rows of every block go through member m's weights, in one
+    batched product. Output (R, out) in the input's row order."""
+
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter, rows: _Rows):
+        super().__init__()
+        self.weight, self.bias, self.rows = weight, bias, rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, b = self.weight.shape[0], self.rows.per_member
+        g = x.shape[0] // (m * b)
+        if x.dim() != 2 or g * m * b != x.shape[0]:
+            raise RuntimeError(f"a folded linear layer got input {tuple(x.shape)}, not (G x {m} x {b}, in)")
+        if g == 1:
+            return torch.baddbmm(self.bias.unsqueeze(1), x.view(m, b, -1), self.weight).view(m * b, -1)
+        xs = x.view(g, m, b, -1).transpose(0, 1).reshape(m, g * b, -1)
+        y = torch.baddbmm(self.bias.unsqueeze(1), xs, self.weight)  # (M, G x B, out)
+        return y.view(m, g, b, -1).transpose(0, 1).reshape(g * m * b, -1)
+
+
+def fold_reason(models: list[nn.Module]) -> str | None:
+    """None when the members can be folded into one batch (every parameter a linear layer's, equal buffers)."""
+    linear = {id(p) for mod in models[0].modules() if isinstance(mod, nn.Linear) for p in mod.parameters()}
+    if any(id(p) not in linear for p in models[0].parameters()):
+        return "a parameter outside the linear layers"
+    if any(mod.bias is None for mod in models[0].modules() if isinstance(mod, nn.Linear)):
+        return "a linear layer without bias"
+    buffers = [dict(model.named_buffers()) for model in models]
+    if any(not torch.equal(b[n], buffers[0][n]) for b in buffers[1:] for n in buffers[0]):
+        return "the members' buffers differ"
+    return None
+
+
 class StackedStep:
     """The step function of M seeds (see vaelab.training_step.StepFunction): their parameters stacked along a new
-    leading dimension, one step through vmap over functional_call, each member's noise from its own generator.
-    The members must be at the same point of training (epoch and step), else NotVectorisable."""
+    leading dimension, one step folded (the members' batches as one batch through stacked linear layers) or through
+    vmap over functional_call, each member's noise from its own generator. The members must be at the same point of
+    training (epoch and step), else NotVectorisable."""
 
     def __init__(self, members: list[Member], objective: Objective, steps_left: int = 0):
-        """(The vmap'd step is not compiled: ``train.compile`` does not apply; recorded as ``compiled: false``.)"""
+        """(The stacked step is not compiled: ``train.compile`` does not apply; recorded as ``compiled: false``.)"""
         points = sorted({(m.start_epoch, m.step_in_epoch) for m in members})
         if len(points) > 1:
             where = ", ".join(f"epoch {e}" + (f" step {s}" if s else "") for e, s in points)
@@ -92,22 +146,45 @@ class StackedStep:
         self.trained = nn.ParameterList([
             nn.Parameter(torch.stack([_layout(mp[n].detach(), f) for mp in self.member_params]).contiguous())
             for n, f in zip(self.names, self.flip)])
-        self.buffers = {n: torch.stack([mb[n] for mb in member_buffers]) for n in member_buffers[0]}
+        self.objective, self.rows = objective, _Rows()
+        self.folded = self._fold(models) if fold_reason(models) is None else None
+        if self.folded is None:
+            self.buffers = {n: torch.stack([mb[n] for mb in member_buffers]) for n in member_buffers[0]}
 
-        def member_terms(params, buffers, x, eps, progress):
-            return torch.func.functional_call(wrapper, (params, buffers), (x, eps, progress))
+            def member_terms(params, buffers, x, eps, progress):
+                return torch.func.functional_call(wrapper, (params, buffers), (x, eps, progress))
 
-        self.batched = torch.func.vmap(member_terms, in_dims=(0, 0, 0, 0, None), randomness="error")
+            self.batched = torch.func.vmap(member_terms, in_dims=(0, 0, 0, 0, None), randomness="error")
         self.compiled, self.compile_probe = False, None
+
+    def _fold(self, models: list[nn.Module]) -> nn.Module:
+        """A copy of the first member's model whose linear layers are StackedLinear over the stacked parameters."""
+        folded = copy.deepcopy(models[0])
+        index = {n: i for i, n in enumerate(self.names)}
+        for name, mod in list(folded.named_modules()):
+            if isinstance(mod, nn.Linear):
+                parent, _, leaf = name.rpartition(".")
+                layer = StackedLinear(self.trained[index[f"model.{name}.weight"]],
+                                      self.trained[index[f"model.{name}.bias"]], self.rows)
+                setattr(folded.get_submodule(parent) if parent else folded, leaf, layer)
+        return folded
 
     def __call__(self, x, generators, progress):
         """x (M, B, C, H, W) -> losses (M,), batch sums of bound, recon and KL (M, 3)."""
-        m, device = x.shape[0], x.device
-        shape = noise_shape(self.config, x.shape[1], self.latent_dim)  # drawn outside vmap, as a separate run draws it
-        eps = (torch.stack([torch.randn(shape, generator=g, device=device) for g in generators]) if shape
-               else torch.zeros(m, 1, device=device))
-        params = {n: (p.transpose(1, 2) if f else p) for n, p, f in zip(self.names, self.trained, self.flip)}  # views
-        bound, recon, kl = self.batched(params, self.buffers, x, eps, progress)  # each (M, B)
+        m, b, device = x.shape[0], x.shape[1], x.device
+        shape = noise_shape(self.config, b, self.latent_dim)  # drawn outside the step, as a separate run draws it
+        if self.folded is not None:
+            eps = (torch.stack([torch.randn(shape, generator=g, device=device) for g in generators], 1)  # (K, M, B, D)
+                   .flatten(1, 2) if shape else None)
+            self.rows.per_member = b
+            terms = self.objective.bound(self.folded, x.flatten(0, 1), self.objective.config,
+                                         self.objective.beta_at(progress), eps)
+            bound, recon, kl = (t.view(m, b) for t in (terms.bound, terms.recon, terms.kl))
+        else:
+            eps = (torch.stack([torch.randn(shape, generator=g, device=device) for g in generators]) if shape
+                   else torch.zeros(m, 1, device=device))
+            params = {n: (p.transpose(1, 2) if f else p) for n, p, f in zip(self.names, self.trained, self.flip)}
+            bound, recon, kl = self.batched(params, self.buffers, x, eps, progress)  # each (M, B)
         sums = torch.stack([bound.sum(-1), recon.sum(-1), kl.sum(-1)], 1).detach().double()
         return -bound.mean(-1), sums
 

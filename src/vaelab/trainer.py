@@ -461,8 +461,7 @@ def _draw_epoch(members: list[Member], pixels: PixelSampler) -> tuple[list, list
 def _batch(pixels: PixelSampler, x_epochs: list[torch.Tensor], orders: list[torch.Tensor], i: int,
            batch: int) -> torch.Tensor:
     """Batch i of every run: (M, B, C, H, W)."""
-    xs = [pixels.batch(x, order[i * batch:(i + 1) * batch]) for x, order in zip(x_epochs, orders)]
-    return xs[0].unsqueeze(0) if len(xs) == 1 else torch.stack(xs)
+    return pixels.batches(x_epochs, [order[i * batch:(i + 1) * batch] for order in orders])
 
 
 def _diverged(members: list[Member], losses: torch.Tensor, epoch: int, step: int):

@@ -28,6 +28,7 @@ from vaelab.errors import ConfigError, NotApplicable
 from vaelab.models.posteriors import LOG_2PI
 from vaelab.models.priors import prior_of
 from vaelab.objectives import log_weights, renyi_from_log_weights
+from vaelab.streams import standard_normal
 
 # pixels (or latent units) per chunk: 4 MB of float32. At 1 << 23 each chunk's tensors were 32 MB, which glibc
 # serves with fresh mmap'd pages, so every chunk paid page faults: document 002's IS estimate (1,000 images,
@@ -72,7 +73,8 @@ def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 100
         done = 0
         while done < samples:
             k = min(chunk, samples - done)
-            eps = torch.randn((k, *q.mu.shape), generator=generator, device=device, dtype=q.mu.dtype)  # as rsample
+            # as rsample draws it; at 65,536 latent units a chunk is 6.5 million numbers, drawn in parallel streams
+            eps = standard_normal((k, *q.mu.shape), generator, device, q.mu.dtype)
             z = torch.addcmul(q.mu, sigma, eps)  # (k, B, D)
             with _decoding(precision, device):
                 params = model.decode(z)  # float32 out under autocast too

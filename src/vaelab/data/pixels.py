@@ -1,10 +1,10 @@
 """Pixel modes: continuous values in [0, 1], dynamic binarization, fixed binarization."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
+
+from vaelab.streams import fill_streams, stream_seeds
 
 PIXEL_MODES = ("continuous", "dynamic", "fixed")
 STREAM_ROWS = 4096  # images per random stream of bernoulli_bits (fixed, so the draw is the same on any thread count)
@@ -19,24 +19,17 @@ def bernoulli_bits(p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     of a 25,600-image MNIST epoch's draw (benchmarks/README.md). Elsewhere (CUDA) torch.rand."""
     if p.device.type != "cpu":
         return torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p
-    seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
     x = p.detach().contiguous().numpy()
     bits = np.empty(x.shape, dtype=bool)
     starts = range(0, len(x), STREAM_ROWS)
-    streams = np.random.SeedSequence(seed).spawn(len(starts))
+    streams = stream_seeds(generator, len(starts))
 
     def fill(k: int) -> None:
         rows = slice(starts[k], starts[k] + STREAM_ROWS)
         u = np.random.Generator(np.random.SFC64(streams[k])).random(x[rows].shape, dtype=x.dtype)
         np.less(u, x[rows], out=bits[rows])
 
-    threads = min(torch.get_num_threads(), len(starts))
-    if threads > 1:  # numpy fills and compares without the GIL
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(fill, range(len(starts))))
-    else:
-        for k in range(len(starts)):
-            fill(k)
+    fill_streams(len(starts), fill)  # numpy fills and compares without the GIL
     return torch.from_numpy(bits)
 
 
@@ -76,4 +69,13 @@ class PixelSampler:
 
     def batch(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Rows ``index`` of an epoch's images (from :meth:`train_epoch`) in x_train's dtype."""
-        return images[index].to(self.x_train.dtype)
+        return self.batches([images], [index])[0]
+
+    def batches(self, epochs: list[torch.Tensor], indices: list[torch.Tensor]) -> torch.Tensor:
+        """Rows indices[k] of run k's epoch images, stacked: (M, B, C, H, W) in x_train's dtype. The rows are
+        gathered in the epoch's dtype (bool for binarized pixels) straight into one tensor, then converted once."""
+        first = epochs[0]
+        out = torch.empty((len(epochs), len(indices[0]), *first.shape[1:]), dtype=first.dtype, device=first.device)
+        for k, (images, index) in enumerate(zip(epochs, indices)):
+            torch.index_select(images, 0, index, out=out[k])
+        return out.to(self.x_train.dtype)

@@ -1,0 +1,89 @@
+"""The importance-sampled log-likelihood of a 65,536-unit latent (document 000's 8x8x1024 model): its noise drawn
+by torch.randn (one serial generator) against vaelab.streams.standard_normal (fixed streams filled on torch's
+threads), alternating in one process at the same images and S.
+
+At 65,536 latent units every sample of 100 images is 6.5 million normals, and at two threads torch.randn was 45% of
+the estimate's time (the decoder's convolutions run on both cores, the generator on one). Without ``--run`` the
+script trains the model briefly (1,280 MNIST images, one epoch: enough for the timing, which does not depend on how
+well the model is trained).
+
+    python benchmarks/likelihood_streams.py [--run RUN_DIR] [--threads 2] [--images 100] [--samples 50] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import vaelab
+from vaelab.analysis import from_run
+from vaelab.analysis import likelihood as lik
+from vaelab.precision import cpu_signature
+
+MODEL = {"data": {"name": "mnist", "pixels": "dynamic", "train_size": 1280},
+         "model": {"network": "conv-spatial", "conv_channels": [32, 64], "posterior": "diagonal",
+                   "latent_channels": 1024},
+         "train": {"epochs": 1, "batch_size": 128, "lr": 1e-3}}
+
+
+def serial_normal(shape, generator, device="cpu", dtype=torch.float32):
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def estimate(model, x, samples: int, noise) -> tuple[float, float, float]:
+    """(seconds, mean log p(x), its standard error) of one bf16 IS estimate with ``noise`` as the draw."""
+    lik.standard_normal = noise
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    lp, se = lik.importance_sampled_log_likelihood(model, x, samples, generator=g, precision="bf16")
+    seconds = time.perf_counter() - t0
+    return seconds, float(lp.mean()), float(se.square().sum().sqrt() / len(se))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", help="a trained run of a spatial-latent model (default: train one briefly)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="benchmarks/out/likelihood_streams.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    streams = lik.standard_normal
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = args.run or vaelab.train(vaelab.build_config({**MODEL, "name": "doc000"}), out=tmp,
+                                           progress=False, log=lambda m: None).path
+        subject = from_run(run_dir)
+    model, x = subject.model.eval(), subject.reference.x_test[:args.images]
+    decodes = args.images * args.samples
+    print(f"{cpu_signature()}; latent {tuple(model.latent_shape)}; {args.images} images x S = {args.samples}")
+    estimate(model, x[:8], 2, streams)  # warm-up
+    times = {"torch.randn": [], "streams": []}
+    estimates = {}
+    for _ in range(args.repeats):
+        for label, noise in (("torch.randn", serial_normal), ("streams", streams)):
+            seconds, mean, se = estimate(model, x, args.samples, noise)
+            times[label].append(seconds)
+            estimates[label] = (mean, se)
+    lik.standard_normal = streams
+    result = {"cpu": cpu_signature(), "threads": args.threads, "images": args.images, "samples": args.samples}
+    for label, ts in times.items():
+        ms = 1e3 * statistics.median(ts) / decodes * 100
+        mean, se = estimates[label]
+        result[label] = {"seconds": ts, "ms_per_100_decodes": ms, "mean_log_p": mean, "se": se}
+        print(f"{label}: {ms:.1f} ms per 100 decodes (repeats {', '.join(f'{t:.2f}' for t in ts)} s); "
+              f"mean log p(x) {mean:.3f} +- {se:.3f}")
+    result["speedup"] = statistics.median(times["torch.randn"]) / statistics.median(times["streams"])
+    print(f"streams {result['speedup']:.2f}x")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
