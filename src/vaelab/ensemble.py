@@ -11,16 +11,16 @@ training loop of vaelab.trainer drives here instead of a single run's), and one 
   ``torch.func.functional_call``, which maps every operation over the members.
 
 Folding needs fewer, larger operations than vmap, which maps every operation and copies around each batched product:
-8 members of documents 002's and 003's MLPs trained 2-24% faster folded (median 8%; benchmarks/README.md). Each member keeps
-its own random generator and draws exactly what a separate run draws, in the same order: the epoch's binarization and
-batch order, then the reparameterisation noise of every step (drawn outside the stacked step and passed in). One
-fused Adam over the stacked tensors is M independent Adams, since Adam is element-wise. So a member follows the same
-trajectory as a separate run, up to floating-point rounding of batched against single matrix products.
+8 members of documents 002's and 003's MLPs trained 2-24% faster folded (median 8%; benchmarks/README.md). Each
+member keeps its own random generator and draws exactly what a separate run draws, in the same order: the epoch's
+binarization and batch order, then the reparameterisation noise of every step (drawn outside the stacked step and
+passed in). One fused Adam over the stacked tensors is M independent Adams, since Adam is element-wise. So a member
+follows the same trajectory as a separate run, up to floating-point rounding of batched against single matrix
+products (which Adam amplifies where a gradient is near zero; tests/test_ensemble.py).
 
-bf16 runs step under the same autocast as a separate run, but there the rounding is bf16's: a batched product rounds
-differently from a single one (and under vmap, autocast adds the bias in float32 where a single run's addmm adds it
-in bf16), so a bf16 member differs from its separate run about as much as a bf16 run differs from an fp32 one
-(tests/test_ensemble.py).
+bf16 runs step under the same autocast as a separate run. A folded layer adds its bias in bf16, as a single run's
+addmm does: on digits, bf16 members were bit-identical to their separate runs. Under vmap, autocast adds the bias in
+float32, so a bf16 member differs from its separate run about as much as a bf16 run differs from an fp32 one.
 
 Every member writes an ordinary run directory (config, metrics, checkpoints with its own unstacked weights and Adam
 state, snapshots, status); any of them can later be resumed, analysed or reported like a run trained alone, also
