@@ -50,8 +50,8 @@ class GaussianPosterior:
 
     def rsample(self, n_samples: int = 1, generator: "torch.Generator | torch.Tensor | None" = None) -> torch.Tensor:
         """Reparameterised samples z = mu + sigma * eps: (K, B, D). ``generator`` may instead be the standard normal
-        noise itself, a (K, B, D) tensor drawn beforehand (the vectorised trainer draws each member's noise outside
-        torch.func.vmap, from that member's own generator)."""
+        noise itself, a (K, B, D) tensor drawn beforehand (every training step draws it so; the vectorised trainer
+        draws each member's from that member's own generator, outside the stacked step)."""
         if self.logvar is None:
             return self.mu.unsqueeze(0).expand(n_samples, *self.mu.shape)
         if isinstance(generator, torch.Tensor):
