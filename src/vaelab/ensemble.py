@@ -173,16 +173,15 @@ class StackedStep:
         """x (M, B, C, H, W) -> losses (M,), batch sums of bound, recon and KL (M, 3)."""
         m, b, device = x.shape[0], x.shape[1], x.device
         shape = noise_shape(self.config, b, self.latent_dim)  # drawn outside the step, as a separate run draws it
+        noise = [torch.randn(shape, generator=g, device=device) for g in generators] if shape else None  # M x (K, B, D)
         if self.folded is not None:
-            eps = (torch.stack([torch.randn(shape, generator=g, device=device) for g in generators], 1)  # (K, M, B, D)
-                   .flatten(1, 2) if shape else None)
+            eps = torch.stack(noise, 1).flatten(1, 2) if noise else None  # (K, M x B, D), member-major rows
             self.rows.per_member = b
             terms = self.objective.bound(self.folded, x.flatten(0, 1), self.objective.config,
                                          self.objective.beta_at(progress), eps)
             bound, recon, kl = (t.view(m, b) for t in (terms.bound, terms.recon, terms.kl))
         else:
-            eps = (torch.stack([torch.randn(shape, generator=g, device=device) for g in generators]) if shape
-                   else torch.zeros(m, 1, device=device))
+            eps = torch.stack(noise) if noise else torch.zeros(m, 1, device=device)  # (M, K, B, D)
             params = {n: (p.transpose(1, 2) if f else p) for n, p, f in zip(self.names, self.trained, self.flip)}
             bound, recon, kl = self.batched(params, self.buffers, x, eps, progress)  # each (M, B)
         sums = torch.stack([bound.sum(-1), recon.sum(-1), kl.sum(-1)], 1).detach().double()

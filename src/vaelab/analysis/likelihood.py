@@ -73,7 +73,8 @@ def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 100
         done = 0
         while done < samples:
             k = min(chunk, samples - done)
-            # as rsample draws it; at 65,536 latent units a chunk is 6.5 million numbers, drawn in parallel streams
+            # z = mu + sigma * eps as rsample forms it; at 65,536 latent units a chunk is 6.5 million normals, which
+            # standard_normal draws in parallel streams (smaller chunks are torch.randn's, as before)
             eps = standard_normal((k, *q.mu.shape), generator, device, q.mu.dtype)
             z = torch.addcmul(q.mu, sigma, eps)  # (k, B, D)
             with _decoding(precision, device):
