@@ -261,6 +261,7 @@ def test_likelihood_decodes_in_bf16_only_where_it_is_faster_and_keeps_the_estima
     assert abs(bf16["log_likelihood"] - fp32["log_likelihood"]) < 0.05 + 2 * fp32["log_likelihood_se_sampling"]
 
     monkeypatch.setattr(lik, "BF16_MIN_SPEEDUP", 0.0)  # any speed will do: accuracy decides
+    monkeypatch.setattr(lik, "GIVE_UP_SLOWER", math.inf)  # (on a CPU without bf16 arithmetic too)
     chose = lik.likelihood(subject, precision="auto", **params).data
     check = chose["precision_check"]
     assert chose["precision"] == "bf16" and check["bias_bound_nats"] <= lik.BF16_MAX_BIAS
@@ -291,10 +292,34 @@ def test_the_bf16_check_refuses_a_decoder_that_bf16_rounding_breaks(trained_run,
         last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
         last.weight.mul_(300.0)
     monkeypatch.setattr(lik, "BF16_MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(lik, "GIVE_UP_SLOWER", math.inf)
     x = subject.data.x_test[:lik.CHECK_IMAGES].round()
     precision, check = lik.choose_precision(model, x, 200, seed=1)
     assert precision == "fp32" and check["bias_bound_nats"] > 10 * lik.BF16_MAX_BIAS, check
     assert "moves the mean" in check["reason"]
+
+
+def test_the_bf16_check_ends_after_a_first_pass_where_bf16_is_far_slower(trained_run, monkeypatch):
+    """A CPU without bf16 arithmetic (AVX2 only: 45x slower on document 000's conv decoder): the check stops after
+    one small timed pass in each precision instead of decoding 48 x 128 latents in bf16, and keeps float32."""
+    import time as _time
+
+    from vaelab.analysis import likelihood as lik
+
+    subject = from_run(trained_run.path)
+    model, decode, bf16_latents = subject.model, subject.model.decode, []
+
+    def slow_in_bf16(z):
+        if torch.is_autocast_enabled("cpu"):
+            bf16_latents.append(z.shape[0] * z.shape[1])
+            _time.sleep(0.3)
+        return decode(z)
+
+    monkeypatch.setattr(model, "decode", slow_in_bf16)
+    precision, check = lik.choose_precision(model, subject.data.x_test[:lik.CHECK_IMAGES], 200, seed=1)
+    assert precision == "fp32" and "slower on a first pass" in check["reason"], check
+    assert check["bf16_seconds"] > lik.GIVE_UP_SLOWER * check["fp32_seconds"]
+    assert sum(bf16_latents) == 2 * 4 * 8  # the warm-up and the timed first pass, 4 images x 8 samples each
 
 
 def test_every_analysis_on_a_trained_run(trained_run):

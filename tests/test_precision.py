@@ -125,3 +125,42 @@ def test_a_model_with_convolutions_is_probed_on_its_own_training_step(monkeypatc
     assert choice.precision == "bf16" and "training steps run at 3.00x" in choice.reason and not choice.cached
     assert choose_precision(net, 16, torch.device("cpu"), loss_of).cached  # keyed by the parameter shapes and batch
     assert choose_precision(net, 16, torch.device("cpu")).precision == "fp32"  # no step to time: fp32
+
+
+def fake_timer(seconds: float, calls: list):
+    def call():
+        calls.append(seconds)
+        return seconds
+    return call
+
+
+def test_the_probe_stops_after_one_round_when_bf16_is_far_slower():
+    # a CPU without bf16 arithmetic: bf16 40x slower (measured: 45x on document 000's conv decoder, AVX2 only)
+    calls32, calls16 = [], []
+    t32, t16 = precision.alternating_medians(fake_timer(0.01, calls32), fake_timer(0.4, calls16), 0.15, rounds=5)
+    assert (t32, t16) == (0.01, 0.4)
+    assert len(calls32) == len(calls16) == 2  # the warm-up and one timed round: no further bf16 calls
+
+
+@pytest.mark.parametrize("slower", [1.0, 1.9])
+def test_the_probe_keeps_measuring_when_bf16_is_not_clearly_slower(slower):
+    calls32, calls16 = [], []
+    precision.alternating_medians(fake_timer(0.001, calls32), fake_timer(0.001 * slower, calls16), 0.0, rounds=5)
+    assert len(calls32) == len(calls16) == 6  # warm-up + 5 rounds
+
+
+def test_a_conv_step_probe_on_a_slow_bf16_ends_early(monkeypatch):
+    """step_rates through alternating_medians: a bf16 step made 50x slower is called twice (warm-up, one round)."""
+    import time as _time
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 1))
+    x = torch.rand(8, 1, 8, 8)
+    bf16_calls = []
+
+    def loss_of():
+        if torch.is_autocast_enabled("cpu"):
+            bf16_calls.append(1)
+            _time.sleep(0.05)
+        return net(x).sum()
+
+    fp32, bf16 = precision.step_rates(net, loss_of, seconds=0.15)
+    assert bf16 < fp32 / precision.GIVE_UP_SLOWER and len(bf16_calls) == 2
