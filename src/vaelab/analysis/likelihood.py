@@ -7,6 +7,12 @@ kept as running logsumexps, so memory stays bounded for any S. The per-image sta
 on the mean weight: se[log p_hat] = sqrt(Var(w) / S) / mean(w), computed from logsumexp(log w) and
 logsumexp(2 log w). The accumulators are float64 and the densities float32.
 
+The delta method needs weights with a finite variance. Where their tail is heavy (document 000's 65,536 latent
+units: eight independent estimates spread 3x wider than the SE each reported), it under-states the spread. So the
+largest weights of each image are kept as they stream by and fitted with a generalized Pareto law (PSIS's k-hat,
+vaelab.analysis.pareto); the result says for how many images k-hat passes the threshold at which an estimate from S
+samples is unreliable, and flags the sampling SE (``se_sampling_reliable``) when more than 1% of them do.
+
 The decoder, which holds nearly all of the work, runs in float32, or in bf16 autocast (its outputs still float32)
 where that is both faster and accurate for this model: ``precision="auto"`` (:func:`choose_precision`) estimates
 log p(x) of the first test images twice on the same noise, in float32 and in bf16, and uses bf16 only when it ran at
@@ -20,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
 from vaelab.analysis.common import AnalysisResult, generator, model_device, subsample
+from vaelab.analysis.pareto import k_threshold, pareto_k, tail_size
 from vaelab.errors import ConfigError, NotApplicable
 from vaelab.models.posteriors import LOG_2PI
 from vaelab.models.priors import prior_of
@@ -39,6 +47,7 @@ BF16_MAX_BIAS = 0.02  # nats: the most the mean log p(x) may move under bf16 (th
 BF16_MIN_SPEEDUP = 1.15  # bf16 must be at least this much faster than float32 on the check
 CHECK_IMAGES, CHECK_SAMPLES = 48, 128  # the check's size: 1.2% of the work of 1,000 images at S = 1,000, both ways
 CHECK_MIN_WORK = 20 * CHECK_IMAGES * CHECK_SAMPLES  # images x samples below which auto stays float32 unchecked
+UNRELIABLE_SHARE = 0.01  # images whose weights' k-hat passes the threshold, beyond which the sampling SE is flagged
 
 
 def _decoding(precision: str, device: torch.device):
@@ -48,15 +57,34 @@ def _decoding(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-@torch.no_grad()
+@dataclass
+class ISEstimate:
+    """Per-image importance-sampled estimates, each (N,) float64."""
+
+    log_p: torch.Tensor  # log (1/S) sum_s w_s, nats
+    se: torch.Tensor  # its delta-method standard error (under-stated where pareto_k is high)
+    pareto_k: torch.Tensor  # k-hat of the weights' tail (vaelab.analysis.pareto); NaN where S is too small
+
+
 def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 1000, *, batch_images: int = 100,
                                       generator: torch.Generator | None = None,
                                       precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image IS estimate of log p(x) and its standard error: x (N, C, H, W) -> (N,), (N,) float64 nats.
     ``precision``: the decoder's, "fp32" or "bf16" (autocast; see :func:`choose_precision`)."""
+    est = importance_sampled_estimate(model, x, samples, batch_images=batch_images, generator=generator,
+                                      precision=precision)
+    return est.log_p, est.se
+
+
+@torch.no_grad()
+def importance_sampled_estimate(model, x: torch.Tensor, samples: int = 1000, *, batch_images: int = 100,
+                                generator: torch.Generator | None = None, precision: str = "fp32") -> ISEstimate:
+    """:func:`importance_sampled_log_likelihood` with the Pareto k-hat of each image's weights (the M + 1 largest
+    log weights are kept as the samples stream by)."""
     device = model_device(model)
     pixels = math.prod(x.shape[1:])
-    log_p, se = [], []
+    keep = tail_size(samples) + 1
+    log_p, se, k_hat = [], [], []
     for i in range(0, x.shape[0], batch_images):
         xb = x[i:i + batch_images].to(device)
         b = xb.shape[0]
@@ -67,6 +95,7 @@ def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 100
         chunk = max(1, min(samples, MAX_ELEMENTS // (b * width)))
         lse1 = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
         lse2 = lse1.clone()
+        top = torch.empty(0, b, dtype=torch.float64, device=device)  # the largest log weights so far
         # log q read off the noise, log N(z; 0, I) as one norm: at 65,536 latent units the passes over (k, B, D) of
         # q.log_prob and the prior's log_prob, not the decoder, were most of the time
         sigma, d = torch.exp(0.5 * q.logvar), q.mu.shape[1]
@@ -88,12 +117,15 @@ def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 100
             log_w = (model.log_likelihood(xb, params) + log_pz - log_q).double()  # (k, B)
             lse1 = torch.logaddexp(lse1, torch.logsumexp(log_w, 0))
             lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+            top = torch.cat([top, log_w])
+            top = torch.topk(top, min(keep, top.shape[0]), dim=0, sorted=False).values
             done += k
         lp = lse1 - math.log(samples)
         rel_var = torch.exp(lse2 - math.log(samples) - 2 * lp) - 1.0  # Var(w) / mean(w)^2
         log_p.append(lp.cpu())
         se.append(torch.sqrt(rel_var.clamp_min(0) / samples).cpu())
-    return torch.cat(log_p), torch.cat(se)
+        k_hat.append(pareto_k(top))
+    return ISEstimate(torch.cat(log_p), torch.cat(se), torch.cat(k_hat))
 
 
 @torch.no_grad()
@@ -127,6 +159,21 @@ def reconstruction_terms(model, x: torch.Tensor, *, batch_images: int = 500, gen
         mse += float((model.likelihood.mean(model.decode(q.mu)) - xb).pow(2).flatten(1).sum(1).double().sum())
     n = x.shape[0]
     return {"recon_nll": nll / n, "kl": kl / n, "neg_elbo": (nll + kl) / n, "mse_per_image": mse / n}
+
+
+def tail_summary(k_hat: torch.Tensor, samples: int) -> dict:
+    """What the weights' Pareto k-hat (N,) says about the sampling standard error: its median and largest value, the
+    share of images at or above the reliability threshold for S = ``samples``, and whether that share is at most
+    UNRELIABLE_SHARE (else the delta-method sampling SE under-states the estimate's spread)."""
+    finite = k_hat[torch.isfinite(k_hat)]
+    if finite.numel() == 0:
+        return {"pareto_k_median": None, "pareto_k_max": None, "pareto_k_threshold": None,
+                "pareto_k_share_unreliable": None, "se_sampling_reliable": None}
+    threshold = k_threshold(samples)
+    share = float((finite >= threshold).double().mean())
+    return {"pareto_k_median": float(finite.median()), "pareto_k_max": float(finite.max()),
+            "pareto_k_threshold": threshold, "pareto_k_share_unreliable": share,
+            "se_sampling_reliable": share <= UNRELIABLE_SHARE}
 
 
 def _mean_se(v: torch.Tensor) -> tuple[float, float]:
@@ -204,11 +251,12 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
                 used, data["precision_check"] = choose_precision(model, xs, samples, seed + 1)
             else:
                 used = "fp32"
-        lp, se = importance_sampled_log_likelihood(model, xs, samples, generator=g, precision=used)
+        est = importance_sampled_estimate(model, xs, samples, generator=g, precision=used)
+        lp, se = est.log_p, est.se
         mean, se_images = _mean_se(lp)
         data.update({"precision": used, "log_likelihood": mean, "log_likelihood_se_images": se_images,
                      "log_likelihood_se_sampling": float(se.pow(2).sum().sqrt() / se.numel()),
-                     "per_image_se_median": float(se.median())})
+                     "per_image_se_median": float(se.median()), **tail_summary(est.pareto_k, samples)})
         vr = vr_bound(model, xs, vr_samples, alpha, generator=g)
         data["vr_bound"], data["vr_bound_se"] = _mean_se(vr)
     splits = {}
