@@ -195,8 +195,9 @@ def choose_precision(model, x: torch.Tensor, samples: int, seed: int) -> tuple[s
         importance_sampled_log_likelihood(model, xs[:4], 8, generator=generator(seed, device), precision=precision)
         return time.perf_counter() - t0
 
-    # a CPU without bf16 arithmetic runs it 20-50x slower (document 000's conv decoder: 45x on an AVX2-only EPYC,
-    # where the whole check would take 3 minutes in bf16); one timed first pass after the warm-up tells
+    # a CPU without bf16 arithmetic runs it 20-50x slower (document 000's 8x8x1024 conv decoder on an AVX2-only EPYC:
+    # 26x on this first pass, and the whole check took 212 s against 2.3 s with this stop, benchmarks/
+    # precision_probe.py); one timed first pass after the warm-up tells
     first = alternating_medians(lambda: first_pass("fp32"), lambda: first_pass("bf16"), 0.0, rounds=1)
     if first[1] > GIVE_UP_SLOWER * first[0]:
         return "fp32", {"images": 4, "samples": 8, "fp32_seconds": round(first[0], 4),
