@@ -4,13 +4,14 @@ Yao & Gabry 2024, "Pareto smoothed importance sampling", JMLR 25(72)).
 The largest M = min(ceil(S / 5), ceil(3 sqrt(S))) of S weights, less the (M+1)-th largest, are fitted with a generalized
 Pareto law, whose shape k says how many finite moments the weights have (1 / k of them):
 
-- k < 1/2: finite variance; the delta-method standard error of log mean(w) is trustworthy;
+- k < 1/2: finite variance, so the delta-method standard error of log mean(w) is consistent;
 - 1/2 <= k < 0.7: infinite variance, but the estimate still converges at a practical rate for S in the thousands;
 - k >= min(1 - 1 / log10 S, 0.7) (:func:`k_threshold`): the estimate is unreliable at this S and its reported standard
-  error under-states its spread (at document 000's 65,536 latent units, about 3x).
+  error under-states its spread (1.8-4.8x on documents 002's and 000's models, measured against independent
+  replicates in benchmarks/README.md).
 
 The fit is Zhang & Stephens' (2009) empirical-Bayes estimate, with the weakly informative prior that pulls k towards
-1/2 (weight 10 samples) as in the paper's reference code; vectorised over images here.
+1/2 (weight 10 samples) as the reference implementations (loo, ArviZ) do; vectorised over images here.
 """
 from __future__ import annotations
 
