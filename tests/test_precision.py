@@ -150,7 +150,8 @@ def test_the_probe_keeps_measuring_when_bf16_is_not_clearly_slower(slower):
 
 
 def test_a_conv_step_probe_on_a_slow_bf16_ends_early(monkeypatch):
-    """step_rates through alternating_medians: a bf16 step made 50x slower is called twice (warm-up, one round)."""
+    """step_rates through alternating_medians: a bf16 step made 0.2 s slower (about 100x) is called twice (warm-up,
+    one round)."""
     import time as _time
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 1))
     x = torch.rand(8, 1, 8, 8)
@@ -159,7 +160,7 @@ def test_a_conv_step_probe_on_a_slow_bf16_ends_early(monkeypatch):
     def loss_of():
         if torch.is_autocast_enabled("cpu"):
             bf16_calls.append(1)
-            _time.sleep(0.05)
+            _time.sleep(0.2)
         return net(x).sum()
 
     fp32, bf16 = precision.step_rates(net, loss_of, seconds=0.15)
