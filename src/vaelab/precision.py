@@ -93,7 +93,7 @@ def alternating_medians(fp32: Callable[[], float], bf16: Callable[[], float], se
     see the same load: one warm-up call each (allocations, kernel selection), then rounds for 2 x ``seconds`` and at
     least ``rounds`` of them, unless the first timed round finds bf16 more than GIVE_UP_SLOWER times slower.
 
-    That early stop matters on CPUs without bf16 arithmetic (no AVX-512 BF16, no AMX), where bf16 products run 20-450x
+    That early stop matters on CPUs without bf16 arithmetic (no AVX-512 BF16, no AMX), where bf16 runs 17-450x
     slower than fp32 (3.7 against 80-110 GFLOP/s at the documents' MLP shapes, 0.3 against 130 at 2048^3 on one AVX2
     machine): a full probe of document 000's 8x8x1024 conv step would spend minutes in bf16 to learn nothing more."""
     fp32(), bf16()
