@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from vaelab.analysis.likelihood import importance_sampled_estimate, tail_summary
-from vaelab.analysis.pareto import generalized_pareto_shape, k_threshold, pareto_k, tail_size
+from vaelab.analysis.pareto import chance_share, generalized_pareto_shape, k_threshold, pareto_k, tail_size
 
 
 def test_tail_size_and_threshold_follow_the_psis_paper():
@@ -53,25 +53,77 @@ def test_flat_or_short_tails_give_no_estimate():
     assert tail_summary(torch.full((3,), math.nan), 1000)["se_sampling_reliable"] is None
 
 
-@pytest.mark.parametrize("c, want_k, reliable", [(0.25, 0.75, False), (0.6, 0.4, True), (2.0, None, True)])
-def test_the_estimator_reports_how_heavy_its_weights_tail_is(c, want_k, reliable):
-    """A linear Gaussian VAE whose encoder has the exact posterior means and c times its variances: c = 0.25 gives
-    weights of tail shape 0.75 (infinite variance: the sampling SE must be flagged), c = 0.6 shape 0.4 (finite
-    variance), c = 2 bounded weights (negative shape)."""
+def narrow_proposal_vae(c: float):
+    """A linear Gaussian VAE (5 images) whose encoder has the exact posterior means and c times its variances: its
+    importance weights have tail shape k = 1 - c for c < 1 (w ~ exp((1 - c) chi2_1 / 2c) up to a constant), bounded
+    weights for c >= 1. float64."""
     from test_objectives import linear_gaussian_vae
 
+    torch.manual_seed(0)
+    model, x, _ = linear_gaussian_vae(exact_encoder=True, latent=1)
+    with torch.no_grad():
+        model.head.logvar.bias.add_(math.log(c))
+    return model, x
+
+
+def estimates(c: float, copies: int, samples: int, seed: int):
     torch.set_default_dtype(torch.float64)
     try:
-        model, x, _ = linear_gaussian_vae(exact_encoder=True, latent=1)
-        with torch.no_grad():
-            model.head.logvar.bias.add_(math.log(c))
-        est = importance_sampled_estimate(model, x.repeat(40, 1, 1, 1), samples=1000,
-                                          generator=torch.Generator().manual_seed(0))
+        model, x = narrow_proposal_vae(c)
+        return importance_sampled_estimate(model, x.repeat(copies, 1, 1, 1), samples=samples,
+                                           generator=torch.Generator().manual_seed(seed))
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("c, want_k, reliable", [(0.25, 0.75, False), (0.6, 0.4, False), (0.85, 0.15, True),
+                                                 (2.0, None, True)])
+def test_the_estimator_reports_how_heavy_its_weights_tail_is(c, want_k, reliable):
+    """c = 0.25 gives weights of tail shape 0.75 (infinite variance: the sampling SE must be flagged), c = 0.6 shape
+    0.4 (finite variance, infinite fourth moment: the variance the SE is read from does not settle; flagged),
+    c = 0.85 shape 0.15 (not flagged), c = 2 bounded weights (negative shape). 1,000 images, S = 1,000."""
+    est = estimates(c, 200, 1000, 0)
     k_hat = float(est.pareto_k.median())
     if want_k is None:
         assert k_hat < 0.2, k_hat
     else:
         assert abs(k_hat - want_k) < 0.12, k_hat
     assert tail_summary(est.pareto_k, 1000)["se_sampling_reliable"] is reliable
+
+
+def test_the_share_light_tails_reach_by_chance_matches_scipys_generalized_pareto_draws():
+    """chance_share simulates k-hat on generalized Pareto tails of shape 1/4; the same law drawn by scipy and seen
+    through pareto_k's path (the M + 1 largest of S log weights) passes the threshold as often, within 4 binomial
+    SEs. It falls with S, as the tail grows and k-hat tightens."""
+    rng = np.random.default_rng(5)
+    s, n = 200, 4000
+    log_w = np.log(stats.genpareto.rvs(0.25, size=(s, n), random_state=rng))
+    k_hat = pareto_k(torch.topk(torch.from_numpy(log_w), tail_size(s) + 1, dim=0).values)
+    share = float((k_hat >= k_threshold(s)).double().mean())
+    p = chance_share(s)
+    assert abs(share - p) < 4 * math.sqrt(p * (1 - p) / n), (share, p)
+    assert 0.02 < p < 0.1 and chance_share(1000) < 0.005 < chance_share(100)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_light_tails_at_small_s_are_not_flagged(seed):
+    """k = 0.2 weights (c = 0.8), 1,000 images, S = 200: 3-5% of images pass the threshold through k-hat's own noise
+    (M = 40 tail weights). The SE is right there (the test below measures it), so no flag. (The rule before this
+    one, a fixed 1% share, raised it.)"""
+    summary = tail_summary(estimates(0.8, 200, 200, seed).pareto_k, 200)
+    assert summary["pareto_k_share_unreliable"] > 0.01 and summary["se_sampling_reliable"] is True, summary
+
+
+def test_a_few_heavy_tailed_images_among_light_ones_are_flagged():
+    """900 images with k = 0.2 weights and 100 with k = 0.75 (infinite variance), S = 200: only about 10% of images
+    pass the threshold, the flag is raised. Ground truth, from 400 independent estimates of each of the 5 distinct
+    images: the heavy images' reported SE (median) is 1.8-2.9x smaller than their estimates' spread, the light
+    ones' within 1.2x."""
+    for seed in (0, 1):
+        parts = [estimates(0.8, 180, 200, seed), estimates(0.25, 20, 200, seed)]
+        summary = tail_summary(torch.cat([e.pareto_k for e in parts]), 200)
+        assert summary["pareto_k_share_unreliable"] < 0.15 and summary["se_sampling_reliable"] is False, summary
+    for c, low, high in ((0.25, 1.5, math.inf), (0.8, 0.8, 1.25)):
+        e = estimates(c, 400, 200, 7)
+        ratio = e.log_p.view(400, 5).std(0) / e.se.view(400, 5).median(0).values
+        assert torch.all((low < ratio) & (ratio < high)), (c, ratio)

@@ -10,11 +10,16 @@ Pareto law, whose shape k says how many finite moments the weights have (1 / k o
   error under-states its spread (1.8-4.8x on documents 002's and 000's models, measured against independent
   replicates in benchmarks/README.md).
 
+k-hat from M tail weights is itself noisy (sd about 0.15 at M = 40, S = 200), so light tails pass the threshold now
+and then; :func:`chance_share` simulates how often, for tails of shape 1/4 (four finite moments, so the variance
+the delta-method SE is read from converges), which is what a model's share is tested against.
+
 The fit is Zhang & Stephens' (2009) empirical-Bayes estimate, with the weakly informative prior that pulls k towards
 1/2 (weight 10 samples) as the reference implementations (loo, ArviZ) do; vectorised over images here.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,6 +27,9 @@ import torch
 from scipy.special import softmax
 
 MIN_TAIL = 5  # fewer tail weights than this give no estimate (NaN)
+LIGHT_K = 0.25  # weights with k <= 1/4 have four finite moments: the variance estimate the SE is read from converges
+CHANCE_ROWS = 10000  # simulated images behind chance_share (fewer past S of about 4,000, where the share is ~0)
+CHANCE_WORK = 10**8  # the most log1p evaluations chance_share spends (about 1 s)
 
 
 def tail_size(samples: int) -> int:
@@ -66,3 +74,25 @@ def pareto_k(largest_log_w: torch.Tensor) -> torch.Tensor:
         with np.errstate(divide="ignore", invalid="ignore"):
             out[ok] = generalized_pareto_shape(exceed[ok] / exceed[ok, -1:])
     return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=64)
+def chance_share(samples: int, k: float = LIGHT_K, seed: int = 0) -> float:
+    """The share of images whose k-hat reaches k_threshold(S) by chance alone when their weights' true tail shape
+    is k (default 1/4): simulated tails of M = tail_size(S) generalized Pareto exceedances, fitted as :func:`pareto_k`
+    fits them (CHANCE_ROWS of them, or as many as CHANCE_WORK allows), counted with one added hit and row so that
+    the share is never 0. k-hat from M = 40 weights (S = 200) has an sd of about 0.15, so even light tails pass the
+    threshold now and then (5.6% of them at S = 200, 0.06% at S = 1,000); this is the rate to compare a model's
+    share with."""
+    m = tail_size(samples)
+    if m < MIN_TAIL:
+        return math.nan
+    grid = 30 + int(math.sqrt(m))  # generalized_pareto_shape's (rows, grid, M) array
+    total = max(100, min(CHANCE_ROWS, CHANCE_WORK // (m * grid)))
+    step = max(1, 2_000_000 // (m * grid))  # about 16 MB at a time
+    rng, hits = np.random.default_rng(seed), 0
+    for start in range(0, total, step):
+        u = rng.random((min(step, total - start), m))
+        x = np.sort((u ** -k - 1) / k if k else -np.log(u), axis=1)  # generalized Pareto exceedances, scale 1
+        hits += int((generalized_pareto_shape(x / x[:, -1:]) >= k_threshold(samples)).sum())
+    return (hits + 1) / (total + 1)
