@@ -52,7 +52,7 @@ def main() -> None:
     sd = statistics.stdev(r["mean"] for r in rows)
     se = statistics.median(r["se_sampling"] for r in rows)
     shares = [r["pareto_k_share_unreliable"] for r in rows]
-    out = {"cpu": cpu_signature(), "run": args.run, "proposal_scale": args.proposal_scale, "images": args.images,
+    out = {"cpu": cpu_signature(), "run": args.run, "proposal_scale": args.proposal_scale, "images": x.shape[0],
            "samples": args.samples, "replicates": args.replicates, "sd_of_means": sd, "reported_se_median": se,
            "sd_over_se": sd / se, "pareto_k_median": statistics.median(r["pareto_k_median"] for r in rows),
            "share_unreliable_median": statistics.median(shares), "share_unreliable_range": [min(shares), max(shares)],
