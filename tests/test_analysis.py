@@ -281,6 +281,25 @@ def test_likelihood_decodes_in_bf16_only_where_it_is_faster_and_keeps_the_estima
         lik.likelihood(subject, precision="fp16", **params)
 
 
+def test_likelihood_with_replicates_reports_their_mean_and_the_se_from_their_spread(trained_run):
+    """replicates = R: R independent estimates (their means in the result), log p(x) their mean, the sampling SE
+    sd / sqrt(R) of those means; R = 1 stays the single estimate with the delta-method SE."""
+    from vaelab.analysis import likelihood as lik
+
+    subject = from_run(trained_run.path)
+    params = {"samples": 50, "n_images": 60, "recon_images": 50, "precision": "fp32"}
+    one = lik.likelihood(subject, **params).data
+    three = lik.likelihood(subject, replicates=3, **params).data
+    means = three["log_likelihood_replicates"]
+    assert one["se_sampling_method"] == "delta" and "log_likelihood_replicates" not in one
+    assert three["se_sampling_method"] == "replicates (3)" and len(means) == 3 and len(set(means)) == 3
+    assert three["log_likelihood"] == pytest.approx(sum(means) / 3)
+    assert three["log_likelihood_se_sampling"] == pytest.approx(float(np.std(means, ddof=1)) / math.sqrt(3))
+    assert means[0] == pytest.approx(one["log_likelihood"])  # the first replicate is the single estimate's draw
+    with pytest.raises(ConfigError, match="replicates 0 is outside 1..100"):
+        lik.likelihood(subject, replicates=0, **params)
+
+
 def test_the_bf16_check_refuses_a_decoder_that_bf16_rounding_breaks(trained_run, monkeypatch):
     """Power: logits that are large sums of large terms (the last layer scaled up 300x) lose whole nats to bf16's
     8-bit mantissa; the check sees the shift and keeps float32."""

@@ -15,7 +15,9 @@ samples is unreliable, and flags the sampling SE (``se_sampling_reliable`` false
 would by chance if every image's weights had four finite moments (tail shape k <= 1/4, where the variance the SE is
 read from converges): k-hat from few tail weights is noisy, so light tails pass the threshold now and then (5.4% of
 images at S = 200, 0.05% at S = 1,000; pareto.chance_share). The flag says that the SE is too small, not by how much:
-against independent replicates (benchmarks/README.md) the SE of flagged models was 1.1-3x too small.
+against independent replicates (benchmarks/README.md) the SE of flagged models was 1.05-4.3x too small. An SE that
+holds under any tail costs independent replicates: ``replicates=R`` (:func:`replicated_estimate`) draws R
+independent estimates of S samples each, reports their mean, and its sampling SE from their spread (sd / sqrt R).
 
 The decoder, which holds nearly all of the work, runs in float32, or in bf16 autocast (its outputs still float32)
 where that is both faster and accurate for this model: ``precision="auto"`` (:func:`choose_precision`) estimates
@@ -55,6 +57,7 @@ CHECK_MIN_WORK = 20 * CHECK_IMAGES * CHECK_SAMPLES  # images x samples below whi
 # the sampling SE is flagged when more images pass the k-hat threshold than tails of shape 1/4 would by chance, at
 # this false-alarm rate (a one-sided binomial test against pareto.chance_share)
 FLAG_FALSE_ALARM = 0.001
+MAX_REPLICATES = 100
 
 
 def _decoding(precision: str, device: torch.device):
@@ -133,6 +136,33 @@ def importance_sampled_estimate(model, x: torch.Tensor, samples: int = 1000, *, 
         se.append(torch.sqrt(rel_var.clamp_min(0) / samples).cpu())
         k_hat.append(pareto_k(top))
     return ISEstimate(torch.cat(log_p), torch.cat(se), torch.cat(k_hat))
+
+
+@dataclass
+class ReplicatedEstimate:
+    """R independent IS estimates of the same images, each from S samples."""
+
+    log_p: torch.Tensor  # (N,) float64: per image, the mean of its R estimates
+    means: torch.Tensor  # (R,) float64: each replicate's mean over images
+    se_sampling: float  # SE of log_p.mean() from the replicates' spread: sd(means) / sqrt(R); NaN when R = 1
+    se_delta: float  # the same SE by the delta method, sqrt(sum se^2) / (N R): too small where the tails are heavy
+    first: ISEstimate  # the first replicate (its k-hat describes the weights at S)
+
+
+def replicated_estimate(model, x: torch.Tensor, samples: int, replicates: int, *,
+                        generator: torch.Generator | None = None, precision: str = "fp32") -> ReplicatedEstimate:
+    """``replicates`` independent :func:`importance_sampled_estimate` s of x (N, C, H, W), drawn one after another
+    from ``generator``. The spread of their means is a direct measurement of the estimate's sampling error, valid
+    whatever the weights' tail (the delta method needs a finite variance of the weights, which PSIS's k-hat >= 1/2
+    rules out); it is itself an estimate from R values (relative sd about 1 / sqrt(2 (R - 1)))."""
+    runs = [importance_sampled_estimate(model, x, samples, generator=generator, precision=precision)
+            for _ in range(replicates)]
+    per_image = torch.stack([r.log_p for r in runs])  # (R, N)
+    means = per_image.mean(1)
+    n = per_image.shape[1]
+    se = float(means.std() / math.sqrt(replicates)) if replicates > 1 else math.nan
+    delta = float(torch.stack([r.se for r in runs]).pow(2).sum().sqrt() / (n * replicates))
+    return ReplicatedEstimate(per_image.mean(0), means, se, delta, runs[0])
 
 
 @torch.no_grad()
@@ -235,11 +265,15 @@ def choose_precision(model, x: torch.Tensor, samples: int, seed: int) -> tuple[s
 
 def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples: int = 10,
                alpha: float | None = None, recon_images: int = 10000, seed: int = 0,
-               precision: str = "auto") -> AnalysisResult:
+               precision: str = "auto", replicates: int = 1) -> AnalysisResult:
     """IS log-likelihood (S samples) on test images, the VR bound (K samples), and train vs test reconstruction.
-    ``precision`` of the IS decoder: auto (:func:`choose_precision`), fp32 or bf16."""
+    ``precision`` of the IS decoder: auto (:func:`choose_precision`), fp32 or bf16. ``replicates`` R > 1: R
+    independent IS estimates (R times the work), their mean reported with a sampling SE from their spread that holds
+    whatever the weights' tail (:func:`replicated_estimate`); R = 1, one estimate with the delta-method SE."""
     if not 1 <= samples <= 100000:
         raise ConfigError(f"samples {samples} is outside 1..100000")
+    if not 1 <= replicates <= MAX_REPLICATES:
+        raise ConfigError(f"replicates {replicates} is outside 1..{MAX_REPLICATES}")
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"precision {precision!r} is not one of auto, fp32, bf16")
     model = subject.model
@@ -261,12 +295,21 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
                 used, data["precision_check"] = choose_precision(model, xs, samples, seed + 1)
             else:
                 used = "fp32"
-        est = importance_sampled_estimate(model, xs, samples, generator=g, precision=used)
-        lp, se = est.log_p, est.se
+        if replicates == 1:
+            est = importance_sampled_estimate(model, xs, samples, generator=g, precision=used)
+            lp, se = est.log_p, est.se
+            se_sampling, method = float(se.pow(2).sum().sqrt() / se.numel()), "delta"
+        else:
+            rep = replicated_estimate(model, xs, samples, replicates, generator=g, precision=used)
+            est, lp, se = rep.first, rep.log_p, rep.first.se
+            se_sampling, method = rep.se_sampling, f"replicates ({replicates})"
+            data.update({"log_likelihood_replicates": rep.means.tolist(), "log_likelihood_se_sampling_delta": rep.se_delta})
         mean, se_images = _mean_se(lp)
         data.update({"precision": used, "log_likelihood": mean, "log_likelihood_se_images": se_images,
-                     "log_likelihood_se_sampling": float(se.pow(2).sum().sqrt() / se.numel()),
+                     "log_likelihood_se_sampling": se_sampling, "se_sampling_method": method,
                      "per_image_se_median": float(se.median()), **tail_summary(est.pareto_k, samples)})
+        if replicates > 1:  # the SE is measured, not modelled: it holds whatever the tails (the k-hat stays reported)
+            data["se_sampling_reliable"] = True
         vr = vr_bound(model, xs, vr_samples, alpha, generator=g)
         data["vr_bound"], data["vr_bound_se"] = _mean_se(vr)
     splits = {}
@@ -278,7 +321,7 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
     data["overfit_gap_neg_elbo"] = splits["test"]["neg_elbo"] - splits["train"]["neg_elbo"]
     params = {"samples": samples, "n_images": int(test_idx.numel()), "vr_samples": vr_samples,
               "alpha": alpha if math.isfinite(alpha) else "-inf", "recon_images": recon_images, "seed": seed,
-              "precision": precision}
+              "precision": precision, "replicates": replicates}
     arrays = {"log_likelihood_per_image": lp.numpy()} if not deterministic else {}
     return AnalysisResult("likelihood", params, data, arrays)
 

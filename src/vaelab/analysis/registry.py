@@ -161,6 +161,8 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
              "importance-sampled log p(x) with SE, VR bound, train/test reconstruction gap", (
                  H("log_likelihood", "log_likelihood", "test log p(x) (nats, S = {samples})", "high", True),
                  H("log_likelihood_se", "log_likelihood_se_images", "its standard error over images"),
+                 H("log_likelihood_se_sampling", "log_likelihood_se_sampling",
+                   "its sampling SE (replicates = {replicates}; the delta method at 1)"),
                  H("pareto_k_unreliable", "pareto_k_share_unreliable",
                    "share of images whose weights' Pareto k-hat makes the IS estimate unreliable at this S", "low"),
                  H("vr_bound", "vr_bound", "VR bound (nats)", "high", True),
