@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from vaelab.analysis.likelihood import importance_sampled_estimate, tail_summary
+from vaelab.analysis.likelihood import importance_sampled_estimate, tail_reading, tail_summary
 from vaelab.analysis.pareto import chance_share, generalized_pareto_shape, k_threshold, pareto_k, tail_size
 
 
@@ -112,6 +112,7 @@ def test_light_tails_at_small_s_are_not_flagged(seed):
     one, a fixed 1% share, raised it.)"""
     summary = tail_summary(estimates(0.8, 200, 200, seed).pareto_k, 200)
     assert summary["pareto_k_share_unreliable"] > 0.01 and summary["se_sampling_reliable"] is True, summary
+    assert tail_reading(summary, 200) == ""
 
 
 def test_a_few_heavy_tailed_images_among_light_ones_are_flagged():
@@ -123,6 +124,7 @@ def test_a_few_heavy_tailed_images_among_light_ones_are_flagged():
         parts = [estimates(0.8, 180, 200, seed), estimates(0.25, 20, 200, seed)]
         summary = tail_summary(torch.cat([e.pareto_k for e in parts]), 200)
         assert summary["pareto_k_share_unreliable"] < 0.15 and summary["se_sampling_reliable"] is False, summary
+        assert "sampling SE is too small" in tail_reading(summary, 200)
     for c, low, high in ((0.25, 1.5, math.inf), (0.8, 0.8, 1.25)):
         e = estimates(c, 400, 200, 7)
         ratio = e.log_p.view(400, 5).std(0) / e.se.view(400, 5).median(0).values
@@ -148,3 +150,13 @@ def test_replicates_measure_the_sampling_error_the_delta_method_misses():
     delta_se = float(np.median([r.se_delta for r in runs]))
     assert 0.7 < replicate_se / spread < 1.4 and delta_se / spread < 0.75, (spread, replicate_se, delta_se)
     assert torch.allclose(runs[0].log_p.mean(), runs[0].means.mean())  # the reported mean is the replicates' mean
+
+
+def test_the_reading_says_where_the_se_comes_from():
+    flagged = {"pareto_k_share_unreliable": 0.3, "pareto_k_share_by_chance": 0.0005, "pareto_k_threshold": 2 / 3,
+               "pareto_k_median": 0.6, "se_sampling_reliable": True, "se_sampling_reliable_delta": False}
+    text = tail_reading(flagged, 1000, 8)
+    assert "30.0% of images" in text and "spread of 8 independent estimates" in text and "about 27%" in text
+    single = {k: v for k, v in flagged.items() if k != "se_sampling_reliable_delta"} | {"se_sampling_reliable": False}
+    assert "replicates=8 measures it" in tail_reading(single, 1000)
+    assert tail_reading({**single, "pareto_k_share_unreliable": None}, 1000) == ""

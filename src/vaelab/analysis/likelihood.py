@@ -215,6 +215,23 @@ def tail_summary(k_hat: torch.Tensor, samples: int) -> dict:
             "pareto_k_share_by_chance": chance, "se_sampling_reliable": p_value >= FLAG_FALSE_ALARM}
 
 
+def tail_reading(data: dict, samples: int, replicates: int = 1) -> str:
+    """One sentence on the sampling SE from a likelihood result's tail summary: '' when the weights' tails give no
+    reason for doubt (or k-hat is unavailable)."""
+    share, chance = data.get("pareto_k_share_unreliable"), data.get("pareto_k_share_by_chance")
+    flagged = not data.get("se_sampling_reliable_delta", data.get("se_sampling_reliable", True))
+    if share is None or not flagged:
+        return ""
+    tails = (f"Heavy-tailed importance weights: Pareto k-hat passes {data['pareto_k_threshold']:.2f} for {share:.1%} "
+             f"of images (light tails would reach {chance:.2%} by chance; median k-hat {data['pareto_k_median']:.2f}), "
+             f"so the estimate's downward bias is larger than usual at S = {samples}")
+    if replicates > 1:
+        return (f"{tails}, and one estimate's delta-method SE would be too small; the SE given is the spread of "
+                f"{replicates} independent estimates (itself uncertain by about {1 / math.sqrt(2 * (replicates - 1)):.0%}).")
+    return (f"{tails}, and the delta-method sampling SE is too small (1.05-4.3x in benchmarks/README.md); "
+            f"likelihood.replicates=8 measures it from 8 independent estimates.")
+
+
 def _mean_se(v: torch.Tensor) -> tuple[float, float]:
     return float(v.mean()), float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else 0.0
 
@@ -309,7 +326,9 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
                      "log_likelihood_se_sampling": se_sampling, "se_sampling_method": method,
                      "per_image_se_median": float(se.median()), **tail_summary(est.pareto_k, samples)})
         if replicates > 1:  # the SE is measured, not modelled: it holds whatever the tails (the k-hat stays reported)
+            data["se_sampling_reliable_delta"] = data["se_sampling_reliable"]
             data["se_sampling_reliable"] = True
+        data["se_reading"] = tail_reading(data, samples, replicates)
         vr = vr_bound(model, xs, vr_samples, alpha, generator=g)
         data["vr_bound"], data["vr_bound_se"] = _mean_se(vr)
     splits = {}

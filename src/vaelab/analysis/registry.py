@@ -166,7 +166,8 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
                  H("pareto_k_unreliable", "pareto_k_share_unreliable",
                    "share of images whose weights' Pareto k-hat makes the IS estimate unreliable at this S", "low"),
                  H("vr_bound", "vr_bound", "VR bound (nats)", "high", True),
-                 H("overfit_gap", "overfit_gap_neg_elbo", "test - train -ELBO (nats)", in_report=True))),
+                 H("overfit_gap", "overfit_gap_neg_elbo", "test - train -ELBO (nats)", in_report=True)),
+             ("se_reading",)),
     Analysis("quality", "quality", "sample_quality",
              "FD, KID, precision/recall, density/coverage per sampler (prior, q(z), interventions, fixes)", (
                  H("fd_{key}", "fd.*", "FD of {key} samples", "low", ("prior", "ex-post-gmm", "two-stage")),)),
