@@ -226,8 +226,9 @@ def tail_reading(data: dict, samples: int, replicates: int = 1) -> str:
              f"of images (light tails would reach {chance:.2%} by chance; median k-hat {data['pareto_k_median']:.2f}), "
              f"so the estimate's downward bias is larger than usual at S = {samples}")
     if replicates > 1:
+        own = 1 / math.sqrt(2 * (replicates - 1))  # relative sd of an sd from R values
         return (f"{tails}, and one estimate's delta-method SE would be too small; the SE given is the spread of "
-                f"{replicates} independent estimates (itself uncertain by about {1 / math.sqrt(2 * (replicates - 1)):.0%}).")
+                f"{replicates} independent estimates (itself uncertain by about {own:.0%}).")
     return (f"{tails}, and the delta-method sampling SE is too small (1.05-4.3x in benchmarks/README.md); "
             f"likelihood.replicates=8 measures it from 8 independent estimates.")
 
@@ -320,7 +321,8 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
             rep = replicated_estimate(model, xs, samples, replicates, generator=g, precision=used)
             est, lp, se = rep.first, rep.log_p, rep.first.se
             se_sampling, method = rep.se_sampling, f"replicates ({replicates})"
-            data.update({"log_likelihood_replicates": rep.means.tolist(), "log_likelihood_se_sampling_delta": rep.se_delta})
+            data.update({"log_likelihood_replicates": rep.means.tolist(),
+                         "log_likelihood_se_sampling_delta": rep.se_delta})
         mean, se_images = _mean_se(lp)
         data.update({"precision": used, "log_likelihood": mean, "log_likelihood_se_images": se_images,
                      "log_likelihood_se_sampling": se_sampling, "se_sampling_method": method,

@@ -82,7 +82,7 @@ def chance_share(samples: int, k: float = LIGHT_K, seed: int = 0) -> float:
     is k (default 1/4): simulated tails of M = tail_size(S) generalized Pareto exceedances, fitted as :func:`pareto_k`
     fits them (CHANCE_ROWS of them, or as many as CHANCE_WORK allows), counted with one added hit and row so that
     the share is never 0. k-hat from M = 40 weights (S = 200) has an sd of about 0.15, so even light tails pass the
-    threshold now and then (5.6% of them at S = 200, 0.06% at S = 1,000); this is the rate to compare a model's
+    threshold now and then (5.4% of them at S = 200, 0.05% at S = 1,000); this is the rate to compare a model's
     share with."""
     m = tail_size(samples)
     if m < MIN_TAIL:
