@@ -296,6 +296,7 @@ def test_likelihood_with_replicates_reports_their_mean_and_the_se_from_their_spr
     assert three["log_likelihood"] == pytest.approx(sum(means) / 3)
     assert three["log_likelihood_se_sampling"] == pytest.approx(float(np.std(means, ddof=1)) / math.sqrt(3))
     assert means[0] == pytest.approx(one["log_likelihood"])  # the first replicate is the single estimate's draw
+    assert three["vr_bound"] == one["vr_bound"] and three["test"] == one["test"]  # the later draws are R's alone
     assert three["se_sampling_reliable"] is True  # measured, whatever the tails
     if not three["se_sampling_reliable_delta"]:  # the reading says where the SE comes from
         assert "spread of 3 independent estimates" in three["se_reading"]

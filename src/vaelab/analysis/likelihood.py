@@ -58,6 +58,7 @@ CHECK_MIN_WORK = 20 * CHECK_IMAGES * CHECK_SAMPLES  # images x samples below whi
 # this false-alarm rate (a one-sided binomial test against pareto.chance_share)
 FLAG_FALSE_ALARM = 0.001
 MAX_REPLICATES = 100
+REPLICATE_SEED_STEP = 7919  # replicate r > 0 of the likelihood analysis draws from seed + r * this
 
 
 def _decoding(precision: str, device: torch.device):
@@ -149,14 +150,14 @@ class ReplicatedEstimate:
     first: ISEstimate  # the first replicate (its k-hat describes the weights at S)
 
 
-def replicated_estimate(model, x: torch.Tensor, samples: int, replicates: int, *,
-                        generator: torch.Generator | None = None, precision: str = "fp32") -> ReplicatedEstimate:
-    """``replicates`` independent :func:`importance_sampled_estimate` s of x (N, C, H, W), drawn one after another
-    from ``generator``. The spread of their means is a direct measurement of the estimate's sampling error, valid
+def replicated_estimate(model, x: torch.Tensor, samples: int, generators: list[torch.Generator],
+                        precision: str = "fp32") -> ReplicatedEstimate:
+    """R = len(generators) independent :func:`importance_sampled_estimate` s of x (N, C, H, W), each drawing from
+    its own generator (give them independent seeds). The spread of their means is a direct measurement of the estimate's sampling error, valid
     whatever the weights' tail (the delta method needs a finite variance of the weights, which PSIS's k-hat >= 1/2
     rules out); it is itself an estimate from R values (relative sd about 1 / sqrt(2 (R - 1)))."""
-    runs = [importance_sampled_estimate(model, x, samples, generator=generator, precision=precision)
-            for _ in range(replicates)]
+    runs = [importance_sampled_estimate(model, x, samples, generator=g, precision=precision) for g in generators]
+    replicates = len(runs)
     per_image = torch.stack([r.log_p for r in runs])  # (R, N)
     means = per_image.mean(1)
     n = per_image.shape[1]
@@ -318,7 +319,10 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
             lp, se = est.log_p, est.se
             se_sampling, method = float(se.pow(2).sum().sqrt() / se.numel()), "delta"
         else:
-            rep = replicated_estimate(model, xs, samples, replicates, generator=g, precision=used)
+            # the first replicate draws from g as the single estimate does, the others from their own seeds, so
+            # that the VR bound and the reconstruction terms after it see the same noise whatever R is
+            others = [generator(seed + REPLICATE_SEED_STEP * r, subject.device) for r in range(1, replicates)]
+            rep = replicated_estimate(model, xs, samples, [g, *others], precision=used)
             est, lp, se = rep.first, rep.log_p, rep.first.se
             se_sampling, method = rep.se_sampling, f"replicates ({replicates})"
             data.update({"log_likelihood_replicates": rep.means.tolist(),
