@@ -1,0 +1,114 @@
+"""A training step against its own matrix products, captured from the step and replayed alone (speed issue, target
+2: the step costs at most 1.5x its products).
+
+step_floor.py times products at the model's Linear shapes in one layout; this script records the products a real
+step makes (every aten mm / addmm / bmm / baddbmm with its shapes and strides, through a TorchDispatchMode), then
+times that list replayed on fresh tensors of the same shapes and strides, alternating with the step itself in one
+process so both see the same load. The step is vaelab's: the model's ELBO on a batch of binarized images (the
+likelihood told that the pixels are binary, as the trainer tells it), zero_grad, backward, PyTorch's fused Adam.
+The trainer's data handling and bookkeeping are left out. Reports medians over --repeats rounds of --steps each,
+the ratio, and the CPU's flags.
+
+    python benchmarks/step_replay.py [--threads 2] [--models pythae-default,doc002-200] [--repeats 5] [--steps 100]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from step_overhead import MODELS
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import vaelab
+from vaelab.models.build import build_model
+from vaelab.objectives import elbo
+from vaelab.precision import cpu_signature
+from vaelab.trainer import make_optimizer
+
+PRODUCTS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+            torch.ops.aten.baddbmm.default}
+
+
+class CaptureProducts(TorchDispatchMode):
+    """Records each matrix product as (op, args): tensors replaced by fresh ones of the same shape and strides."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in PRODUCTS:
+            fresh = [torch.empty_strided(a.shape, a.stride(), dtype=a.dtype).normal_() if isinstance(a, torch.Tensor)
+                     else a for a in args]
+            self.calls.append((func, fresh, dict(kwargs)))
+        return func(*args, **kwargs)
+
+
+def seconds(fn, steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", default="pythae-default,doc002-200")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--out", default="benchmarks/out/step_replay.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {"cpu": cpu_signature(), "threads": args.threads, "precision": "fp32", "models": {}}
+    print(results["cpu"])
+    for name in args.models.split(","):
+        cfg = vaelab.build_config({**MODELS[name], "name": "bench"})
+        model = build_model(cfg)
+        model.likelihood.assume_binary = True
+        opt = make_optimizer(model, cfg.train.lr)
+        x = (torch.rand(cfg.train.batch_size, *model.image_shape, generator=torch.Generator().manual_seed(0))
+             < 0.3).float()
+
+        def step() -> None:
+            loss = -elbo(model, x).bound.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(20):
+            step()
+        capture = CaptureProducts()
+        with capture:
+            step()
+        calls = capture.calls
+
+        def products() -> None:
+            for func, a, kw in calls:
+                func(*a, **kw)
+
+        for _ in range(20):
+            products()
+        step_s, prod_s = [], []
+        for _ in range(args.repeats):  # alternating, so that both see the same load
+            step_s.append(seconds(step, args.steps))
+            prod_s.append(seconds(products, args.steps))
+        s, p = statistics.median(step_s), statistics.median(prod_s)
+        gflop = sum(2 * a[-2].shape[-2] * a[-2].shape[-1] * a[-1].shape[-1] * (a[-1].shape[0] if a[-1].ndim == 3
+                    else 1) for _, a, _ in calls) / 1e9
+        results["models"][name] = {"products": len(calls), "gflop": gflop, "step_ms": 1e3 * s, "products_ms": 1e3 * p,
+                                   "ratio": s / p, "steps_ms": [1e3 * v for v in step_s],
+                                   "products_ms_each": [1e3 * v for v in prod_s]}
+        print(f"{name}: step {1e3 * s:.2f} ms, its {len(calls)} products replayed alone {1e3 * p:.2f} ms "
+              f"({gflop / p:.0f} GFLOP/s); step / products {s / p:.2f}x (target 1.5x)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
