@@ -153,9 +153,10 @@ class ReplicatedEstimate:
 def replicated_estimate(model, x: torch.Tensor, samples: int, generators: list[torch.Generator],
                         precision: str = "fp32") -> ReplicatedEstimate:
     """R = len(generators) independent :func:`importance_sampled_estimate` s of x (N, C, H, W), each drawing from
-    its own generator (give them independent seeds). The spread of their means is a direct measurement of the estimate's sampling error, valid
-    whatever the weights' tail (the delta method needs a finite variance of the weights, which PSIS's k-hat >= 1/2
-    rules out); it is itself an estimate from R values (relative sd about 1 / sqrt(2 (R - 1)))."""
+    its own generator (give them independent seeds); R = 1 is the single estimate. The spread of their means is a
+    direct measurement of the estimate's sampling error, valid whatever the weights' tail (the delta method needs a
+    finite variance of the weights, which PSIS's k-hat >= 1/2 rules out); it is itself an estimate from R values
+    (relative sd about 1 / sqrt(2 (R - 1)))."""
     runs = [importance_sampled_estimate(model, x, samples, generator=g, precision=precision) for g in generators]
     replicates = len(runs)
     per_image = torch.stack([r.log_p for r in runs])  # (R, N)
@@ -216,15 +217,14 @@ def tail_summary(k_hat: torch.Tensor, samples: int) -> dict:
             "pareto_k_share_by_chance": chance, "se_sampling_reliable": p_value >= FLAG_FALSE_ALARM}
 
 
-def tail_reading(data: dict, samples: int, replicates: int = 1) -> str:
-    """One sentence on the sampling SE from a likelihood result's tail summary: '' when the weights' tails give no
-    reason for doubt (or k-hat is unavailable)."""
-    share, chance = data.get("pareto_k_share_unreliable"), data.get("pareto_k_share_by_chance")
-    flagged = not data.get("se_sampling_reliable_delta", data.get("se_sampling_reliable", True))
-    if share is None or not flagged:
+def tail_reading(tail: dict, samples: int, replicates: int = 1) -> str:
+    """One sentence on the sampling SE from :func:`tail_summary`'s dict, for an estimate from ``replicates``
+    independent estimates: '' when the weights' tails give no reason for doubt (or k-hat is unavailable)."""
+    share, chance = tail["pareto_k_share_unreliable"], tail["pareto_k_share_by_chance"]
+    if share is None or tail["se_sampling_reliable"]:
         return ""
-    tails = (f"Heavy-tailed importance weights: Pareto k-hat passes {data['pareto_k_threshold']:.2f} for {share:.1%} "
-             f"of images (light tails would reach {chance:.2%} by chance; median k-hat {data['pareto_k_median']:.2f}), "
+    tails = (f"Heavy-tailed importance weights: Pareto k-hat passes {tail['pareto_k_threshold']:.2f} for {share:.1%} "
+             f"of images (light tails would reach {chance:.2%} by chance; median k-hat {tail['pareto_k_median']:.2f}), "
              f"so the estimate's downward bias is larger than usual at S = {samples}")
     if replicates > 1:
         own = 1 / math.sqrt(2 * (replicates - 1))  # relative sd of an sd from R values
@@ -314,27 +314,23 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
                 used, data["precision_check"] = choose_precision(model, xs, samples, seed + 1)
             else:
                 used = "fp32"
-        if replicates == 1:
-            est = importance_sampled_estimate(model, xs, samples, generator=g, precision=used)
-            lp, se = est.log_p, est.se
-            se_sampling, method = float(se.pow(2).sum().sqrt() / se.numel()), "delta"
-        else:
-            # the first replicate draws from g as the single estimate does, the others from their own seeds, so
-            # that the VR bound and the reconstruction terms after it see the same noise whatever R is
-            others = [generator(seed + REPLICATE_SEED_STEP * r, subject.device) for r in range(1, replicates)]
-            rep = replicated_estimate(model, xs, samples, [g, *others], precision=used)
-            est, lp, se = rep.first, rep.log_p, rep.first.se
-            se_sampling, method = rep.se_sampling, f"replicates ({replicates})"
-            data.update({"log_likelihood_replicates": rep.means.tolist(),
-                         "log_likelihood_se_sampling_delta": rep.se_delta})
+        # the first (or only) estimate draws from g, further replicates from their own seeds, so that the VR bound
+        # and the reconstruction terms after it see the same noise whatever R is
+        others = [generator(seed + REPLICATE_SEED_STEP * r, subject.device) for r in range(1, replicates)]
+        rep = replicated_estimate(model, xs, samples, [g, *others], precision=used)
+        lp, tail = rep.log_p, tail_summary(rep.first.pareto_k, samples)
         mean, se_images = _mean_se(lp)
         data.update({"precision": used, "log_likelihood": mean, "log_likelihood_se_images": se_images,
-                     "log_likelihood_se_sampling": se_sampling, "se_sampling_method": method,
-                     "per_image_se_median": float(se.median()), **tail_summary(est.pareto_k, samples)})
-        if replicates > 1:  # the SE is measured, not modelled: it holds whatever the tails (the k-hat stays reported)
-            data["se_sampling_reliable_delta"] = data["se_sampling_reliable"]
-            data["se_sampling_reliable"] = True
-        data["se_reading"] = tail_reading(data, samples, replicates)
+                     "per_image_se_median": float(rep.first.se.median()), **tail})
+        if replicates == 1:
+            data.update({"log_likelihood_se_sampling": rep.se_delta, "se_sampling_method": "delta"})
+        else:  # the SE is measured, not modelled: it holds whatever the tails (the k-hat stays reported)
+            data.update({"log_likelihood_se_sampling": rep.se_sampling,
+                         "se_sampling_method": f"replicates ({replicates})",
+                         "log_likelihood_replicates": rep.means.tolist(),
+                         "log_likelihood_se_sampling_delta": rep.se_delta,
+                         "se_sampling_reliable_delta": tail["se_sampling_reliable"], "se_sampling_reliable": True})
+        data["se_reading"] = tail_reading(tail, samples, replicates)
         vr = vr_bound(model, xs, vr_samples, alpha, generator=g)
         data["vr_bound"], data["vr_bound_se"] = _mean_se(vr)
     splits = {}
