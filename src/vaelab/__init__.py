@@ -7,16 +7,13 @@
 """
 from __future__ import annotations
 
-import os as _os
+from vaelab import allocator as _allocator
 
 __version__ = "0.1.0"
 
-# Tensors of 2 MB and more on transparent huge pages, where the kernel grants them on request (THP "madvise" or
-# "always"): fresh memory then costs a page fault per 2 MB instead of per 4 KB. PyTorch reads this once, at its
-# first tensor allocation, so it takes effect when vaelab is imported before any tensor is made (the CLI and study
-# workers are); set THP_MEM_ALLOC_ENABLE=0 to opt out. Document 000's 8x8x1024 model, 3 epochs of 1,280 images:
-# 48.6 million page faults -> 0.9 million, eager step 214.9 -> 148.3 ms (benchmarks/huge_pages.py).
-_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# Freed memory kept for reuse and big tensors on huge pages (vaelab.allocator): this takes effect when vaelab is
+# imported before torch makes its first tensor, as the CLI and study workers do.
+_allocator.configure()
 
 _LAZY = {
     "RunConfig": "vaelab.config", "build_config": "vaelab.config",

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from vaelab import faults
+from vaelab.allocator import release_freed_memory
 from vaelab.config import RunConfig
 from vaelab.data import Dataset, PixelSampler, load_dataset
 from vaelab.errors import RunError, RunInterrupted, TrainingDiverged
@@ -397,6 +398,7 @@ class _Loop:
         """Evaluate every run, append its metrics row and write its checkpoint, snapshot, metrics and status."""
         sums = sums.cpu() / self.n_train
         self.step_fn.sync()
+        release_freed_memory()  # the steps' kept memory, before the evaluation's batches need theirs
         for k, member in enumerate(self.members):
             seed = member.config.train.seed * 1_000_003 + epoch
             eval_gen = torch.Generator(device=self.device).manual_seed(seed)
@@ -413,6 +415,7 @@ class _Loop:
                    if self.step_fn.compile_probe and not self.compile_recorded else {}),
                 **self.tag,
             })
+        release_freed_memory()
         self.probe = None  # recorded once, in the first row trained after it
         self.compile_recorded = self.compile_recorded or self.step_fn.compile_probe is not None
         self._save_checkpoints(epoch)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from vaelab.allocator import release_freed_memory
 from vaelab.analysis.common import blas_threads
 from vaelab.analysis.registry import ANALYSES, DIAGNOSIS, Analysis, declaration, parse_names, split_params
 
@@ -63,6 +64,7 @@ def run_analysis(subject, name: str, **params):
             np.savez_compressed(buf, **result.arrays)
             atomic_write_bytes(out / "analysis" / f"{name}.npz", buf.getvalue())
         atomic_write_json(out / "analysis" / f"{name}.json", _jsonable(result.to_json()))
+    release_freed_memory()  # each analysis has its own working set; the next need not sit on top of this one's
     return result
 
 
