@@ -11,8 +11,8 @@ from vaelab import allocator as _allocator
 
 __version__ = "0.1.0"
 
-# Freed memory kept for reuse and big tensors on huge pages (vaelab.allocator): this takes effect when vaelab is
-# imported before torch makes its first tensor, as the CLI and study workers do.
+# Big tensors on huge pages, and freed memory kept for reuse where asked (vaelab.allocator): this takes effect when
+# vaelab is imported before torch makes its first tensor, as the CLI and study workers do.
 _allocator.configure()
 
 _LAZY = {

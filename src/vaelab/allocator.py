@@ -7,14 +7,16 @@ decides whether the next step gets it back warm or page-faults it in afresh (the
   "madvise" or "always"): fresh memory then costs a fault per 2 MB instead of per 4 KB. Document 000's 8x8x1024
   model, 3 epochs of 1,280 images: 48.6 million page faults -> 0.9 million, step 214.9 -> 148.3 ms.
   ``THP_MEM_ALLOC_ENABLE=0`` opts out (PyTorch reads it at its first allocation).
-- glibc keeps what is freed (``mallopt``): allocations under MMAP_THRESHOLD come from the heap, and up to
-  TRIM_THRESHOLD of free memory at the heap's top stays with the process. glibc's default returns the top of the heap
-  to the kernel whenever more than twice its (adaptive) mmap threshold is free, and a step of document 002's MLP
-  then faults in about 330 fresh pages (1.3 MB) every step. What is kept goes back to the kernel between phases
-  (:func:`release_freed_memory`: the trainer after each epoch's steps and after its evaluation, the analysis runner
-  after each analysis), so a process's peak is its largest phase's. ``VAELAB_KEEP_FREED_MEMORY=0`` opts out, and
-  glibc's own ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` (read by glibc at start) take precedence.
-  Other C libraries are left alone.
+- On request (``VAELAB_KEEP_FREED_MEMORY=1``), glibc keeps what is freed (``mallopt``): allocations under
+  MMAP_THRESHOLD come from the heap, and up to TRIM_THRESHOLD of free memory at the heap's top stays with the
+  process. By default glibc gives the top of its heap back to the kernel whenever more than twice its adaptive mmap
+  threshold is free, and maps allocations of 32 MiB and more afresh each time: three short epochs of document
+  000's 8x8x1024 model page-fault 1.2 million times. Kept, that model's step ran 1.2-1.3x faster, for 20-55% more
+  peak resident memory (its 34 MB latent tensors fragment the heap), hence not the default; document 002's MLP
+  gains nothing measurable. What is kept goes back to the kernel between phases (:func:`release_freed_memory`: the
+  trainer after each epoch's steps and after its evaluation, the analysis runner after each analysis). glibc's own
+  ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` (read by glibc at start) take precedence. Other C
+  libraries are left alone.
 """
 from __future__ import annotations
 
@@ -22,17 +24,14 @@ import ctypes
 import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
-# Allocations from MMAP_THRESHOLD up stay fresh mmap'd memory, as under glibc's default (whose adaptive threshold
-# stops at 32 MiB): kept in the heap too, document 000's 8x8x1024 model trained 1.2-1.3x faster for 20-55% more
-# peak memory (its 34 MB latent tensors fragment the heap), a trade left to the user (benchmarks/README.md).
-MMAP_THRESHOLD = 32 << 20  # bytes
+MMAP_THRESHOLD = 256 << 20  # bytes; where glibc refuses it, nothing is changed
 TRIM_THRESHOLD = 1 << 30  # bytes of free heap top kept
 _kept: list = []  # glibc's malloc_trim, once keep_freed_memory() has told glibc to keep freed memory
 
 
 def keep_freed_memory() -> bool:
-    """Tell glibc to keep freed memory for reuse (see above); False where it is opted out or not glibc."""
-    if os.environ.get("VAELAB_KEEP_FREED_MEMORY", "1") == "0":
+    """Tell glibc to keep freed memory for reuse where VAELAB_KEEP_FREED_MEMORY=1 (see above); True if it now does."""
+    if os.environ.get("VAELAB_KEEP_FREED_MEMORY", "0") != "1":
         return False
     if any(v in os.environ for v in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")):
         return False
