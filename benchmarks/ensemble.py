@@ -14,7 +14,7 @@ fused Adam and autocast's casts, each timed alone) bounds what vectorising can g
 Both sides train at the precision ``auto`` picks for the model on this machine (the runs' metrics say which). A
 study's worker trains with one thread beside the other workers: ``--threads 1`` measures that setting.
 
-    python benchmarks/ensemble.py [--members 8] [--epochs 3] [--threads N]
+    python benchmarks/ensemble.py [--members 8] [--epochs 3] [--threads N] [--only 'doc 002']
 """
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--only", default="", help="only the architectures whose label contains this (e.g. 'doc 002')")
     ap.add_argument("--out", default="benchmarks/out/ensemble.json")
     args = ap.parse_args()
     import torch
@@ -84,6 +85,8 @@ def main() -> None:
     print(cpu_signature(), flush=True)
     results = {}
     for label, (model, batch) in SETTINGS.items():
+        if args.only not in label:
+            continue
         cfgs = configs(model, batch, args.members, args.epochs)
         with tempfile.TemporaryDirectory() as tmp:
             separate = [train(c, out=Path(tmp) / "separate", progress=False, log=lambda m: None) for c in cfgs]
