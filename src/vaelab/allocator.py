@@ -39,7 +39,7 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # glibc only  # noqa: B018
         mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not a glibc process (musl, macOS, Windows)
+    except (OSError, AttributeError, TypeError):  # not a glibc process (musl, macOS, Windows)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # Setting either parameter ends glibc's adaptive mmap threshold, so both are set.
