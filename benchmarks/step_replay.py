@@ -102,7 +102,7 @@ def main() -> None:
         s, p = statistics.median(step_s), statistics.median(prod_s)
         # each round's step against the products timed next to it: on a host whose speed drifts this is the steadier
         rounds = sorted(a / b for a, b in zip(step_s, prod_s))
-        q1, q3 = (statistics.quantiles(rounds, n=4)[i] for i in (0, 2)) if len(rounds) > 1 else (rounds[0],) * 2
+        q1, _, q3 = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else (rounds[0],) * 3
         gflop = sum(2 * a[-2].shape[-2] * a[-2].shape[-1] * a[-1].shape[-1] * (a[-1].shape[0] if a[-1].ndim == 3
                     else 1) for _, a, _ in calls) / 1e9
         # the other reading of target 2: the step's rate against the GEMM rate `precision: auto` measures at

@@ -1,11 +1,22 @@
 """The allocator settings vaelab makes at import (vaelab.allocator), unless the user said otherwise: transparent huge
 pages for PyTorch's big tensors (THP_MEM_ALLOC_ENABLE=1), and, on request, glibc keeping freed memory for reuse."""
-import ctypes
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from vaelab.allocator import glibc
+
+NEEDS_GLIBC = pytest.mark.skipif(glibc() is None, reason="glibc's mallopt")
+ALLOCATOR_VARIABLES = ("THP_MEM_ALLOC_ENABLE", "VAELAB_KEEP_FREED_MEMORY", "MALLOC_TRIM_THRESHOLD_",
+                       "MALLOC_MMAP_THRESHOLD_")
+
+
+def _child_env(**variables: str) -> dict[str, str]:
+    """This process's environment without the allocator variables, then ``variables`` set."""
+    return {**{k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}, **variables}
 
 PROBE = """
 import os, sys
@@ -27,11 +38,7 @@ def _thp_mode() -> str | None:
 
 
 def _probe(first: str, env_value: str | None) -> tuple[str, int]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    if env_value is not None:
-        env["THP_MEM_ALLOC_ENABLE"] = env_value
+    env = _child_env() if env_value is None else _child_env(THP_MEM_ALLOC_ENABLE=env_value)
     out = subprocess.run([sys.executable, "-c", PROBE, first], env=env, capture_output=True, text=True, check=True)
     flag, huge_kb = out.stdout.split()
     return flag, int(huge_kb)
@@ -47,14 +54,6 @@ def test_large_tensors_land_on_huge_pages_only_when_enabled():
     assert _probe("vaelab", None)[1] >= 32 * 1024  # most of the 64 MB tensor on 2 MB pages
     assert _probe("vaelab", "0")[1] < 4 * 1024
     assert _probe("torch", None)[1] < 4 * 1024  # PyTorch's own default, without vaelab
-
-
-def _is_glibc() -> bool:
-    try:
-        ctypes.CDLL(None).gnu_get_libc_version  # noqa: B018
-    except (OSError, AttributeError):
-        return False
-    return True
 
 
 # What a Bernoulli decoder's step allocates at its end: 800 KB logits, then the log-likelihood's temporaries, freed.
@@ -81,17 +80,13 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 40)
 
 
 def _churn(first: str, env_extra: dict[str, str], again: bool = False) -> tuple[str, float]:
-    import os
-
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VAELAB_KEEP_FREED_MEMORY", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")}
-    out = subprocess.run([sys.executable, "-c", CHURN, first, "again" if again else "-"], env={**env, **env_extra},
+    out = subprocess.run([sys.executable, "-c", CHURN, first, "again" if again else "-"], env=_child_env(**env_extra),
                          capture_output=True, text=True, check=True)
     *flag, faults = out.stdout.split()
     return (flag[0] if flag else ""), float(faults)
 
 
-@pytest.mark.skipif(not _is_glibc(), reason="glibc's mallopt")
+@NEEDS_GLIBC
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     kept = _churn("vaelab", {"VAELAB_KEEP_FREED_MEMORY": "1"})[1]
     # glibc told to give every free byte back (its own variables, which vaelab leaves alone): the probe sees it
@@ -100,7 +95,7 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     assert returned > 400  # the logits and the log-likelihood's temporaries, about 2.4 MB, faulted in every time
 
 
-@pytest.mark.skipif(not _is_glibc(), reason="glibc's mallopt")
+@NEEDS_GLIBC
 def test_kept_only_on_request_and_glibcs_own_variables_take_precedence():
     assert _churn("vaelab", {}, again=True)[0] == "False"  # not by default: it costs peak memory
     assert _churn("vaelab", {"VAELAB_KEEP_FREED_MEMORY": "1"}, again=True)[0] == "True"
@@ -124,9 +119,9 @@ print(base, kept, rss())
 """
 
 
-@pytest.mark.skipif(not _is_glibc(), reason="glibc's mallopt")
+@NEEDS_GLIBC
 def test_kept_memory_goes_back_to_the_kernel_between_phases():
-    base, kept, released = map(int, subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True,
-                                                   check=True).stdout.split())
+    base, kept, released = map(int, subprocess.run([sys.executable, "-c", RELEASE], env=_child_env(),
+                                                   capture_output=True, text=True, check=True).stdout.split())
     assert kept - base >= 75  # freed, and kept by glibc for the next step
     assert released - base < 20  # given back by release_freed_memory()

@@ -29,18 +29,26 @@ TRIM_THRESHOLD = 1 << 30  # bytes of free heap top kept
 _kept: list = []  # glibc's malloc_trim, once keep_freed_memory() has told glibc to keep freed memory
 
 
+def glibc() -> ctypes.CDLL | None:
+    """This process's C library where it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # glibc only  # noqa: B018
+    except (OSError, AttributeError, TypeError):  # musl, macOS, Windows
+        return None
+    return libc
+
+
 def keep_freed_memory() -> bool:
     """Tell glibc to keep freed memory for reuse where VAELAB_KEEP_FREED_MEMORY=1 (see above); True if it now does."""
     if os.environ.get("VAELAB_KEEP_FREED_MEMORY", "0") != "1":
         return False
     if any(v in os.environ for v in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")):
         return False
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # glibc only  # noqa: B018
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # not a glibc process (musl, macOS, Windows)
+    libc = glibc()
+    if libc is None:
         return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # Setting either parameter ends glibc's adaptive mmap threshold, so both are set.
     if not mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
