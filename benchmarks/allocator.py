@@ -102,7 +102,8 @@ def main() -> None:
                         "minor_faults": statistics.median(r["minor_faults"] for r in runs),
                         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
         print(f"{variable}={setting}: median step {med[setting]['step_ms']:.1f} ms, median wall "
-              f"{med[setting]['wall_s']:.1f} s, median minor faults {med[setting]['minor_faults']:,.0f}, peak RSS {med[setting]['peak_rss_mb']:.0f} MB")
+              f"{med[setting]['wall_s']:.1f} s, median minor faults {med[setting]['minor_faults']:,.0f}, "
+              f"peak RSS {med[setting]['peak_rss_mb']:.0f} MB")
     print(f"{variable}=1 against 0: step {med['0']['step_ms'] / med['1']['step_ms']:.2f}x, "
           f"wall {med['0']['wall_s'] / med['1']['wall_s']:.2f}x faster")
     args.out.parent.mkdir(parents=True, exist_ok=True)
