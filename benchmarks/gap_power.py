@@ -1,5 +1,5 @@
 """Power and false-alarm rate of `aggregate_posterior_gap` on models whose aggregate posterior is known
-(vaelab.analysis.synthetic), against the same tests run on all D coordinates at once.
+(vaelab.analysis.stats.synthetic), against the same tests run on all D coordinates at once.
 
 For each case, latent size D and seed, the model is built with that seed and `aggregate_posterior_gap` runs with it;
 the script records, per test, whether p < 0.01 (classifier, MMD, energy and kNN on the informative coordinates; the
@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from vaelab.analysis import from_model
-from vaelab.analysis.common import encode_all, generator
+from vaelab.analysis.framework.common import encode_all, generator
 from vaelab.analysis.prior_gap import ALPHA, aggregate_posterior_gap
-from vaelab.analysis.synthetic import CASES, NULL_CASES, model_and_data, used_units, wide_directions
-from vaelab.analysis.two_sample import classifier_test, mmd_test
+from vaelab.analysis.stats.synthetic import CASES, NULL_CASES, model_and_data, used_units, wide_directions
+from vaelab.analysis.stats.two_sample import classifier_test, mmd_test
 
 SUBSPACE_TESTS = ("classifier", "mmd", "energy", "knn")
 BASELINES = ("all_axes_classifier", "all_axes_mmd")
@@ -180,7 +180,7 @@ def null_markdown(pooled: dict) -> str:
 
 
 def figure(table: dict, cases, dims, seeds: int, path: Path) -> None:
-    from vaelab.report.figures import pyplot
+    from vaelab.plotting import pyplot
 
     plt = pyplot()
     style = {
@@ -298,7 +298,7 @@ def main() -> None:
                    "baseline_max_dim": args.baseline_max_dim, "n_test_images": 200},
         "design": {
             "informative_tests": "vaelab.analysis.prior_gap.aggregate_posterior_gap(seed=seed), model built with "
-                                 "vaelab.analysis.synthetic.model_and_data(case, D, seed=seed)",
+                                 "vaelab.analysis.stats.synthetic.model_and_data(case, D, seed=seed)",
             "baseline": "classifier_test and mmd_test on all D coordinates: `samples` random training codes (without "
                         "replacement), z = mu + exp(logvar/2) eps, against `samples` draws of N(0, I_D)",
             "rate": f"share of seeds with p < {ALPHA} (tests) or with the decision True (decisions)",

@@ -1,7 +1,7 @@
 """Is the IS estimate's sampling standard error right? R independent estimates of log p(x) on the same test images
 (vaelab.analysis.likelihood.importance_sampled_estimate, fp32, each with its own noise): the spread of their means
 against the delta-method SE each reports, next to the weights' Pareto k-hat and the flag the likelihood analysis
-raises from it (vaelab.analysis.pareto). No peer: this checks an estimator against its own replicates.
+raises from it (vaelab.analysis.stats.pareto). No peer: this checks an estimator against its own replicates.
 
 ``--proposal-scale c`` multiplies the encoder's standard deviations by c: below 1 the proposal is narrower and the
 weights' tails heavier, above 1 wider, so that one trained model gives a range of tails to calibrate the flag on.

@@ -428,7 +428,7 @@ def test_a_headline_column_carries_the_threshold_it_ran_with(trained_run, tmp_pa
     """`--set threshold=0.05` must not land in a column named for 0.01 (results.csv, report, CLI all read this)."""
     import shutil
 
-    from vaelab.analysis.registry import column
+    from vaelab.analysis.framework.registry import column
     from vaelab.studies.results import run_numbers
 
     run = tmp_path / "run"
@@ -448,7 +448,7 @@ def test_a_headline_column_carries_the_threshold_it_ran_with(trained_run, tmp_pa
 
 
 def test_parameters_are_typed_and_validated_by_the_declaration():
-    from vaelab.analysis.registry import ANALYSES, declaration, split_params
+    from vaelab.analysis.framework.registry import ANALYSES, declaration, split_params
     from vaelab.errors import ConfigError
 
     per = split_params(["posterior", "likelihood"], {"threshold": "0.05", "likelihood.samples": "50", "seed": "3"})
@@ -490,7 +490,7 @@ def test_cli_prints_the_declared_headline_numbers(trained_run):
 def test_the_diagnose_function_keeps_its_name_after_its_module_is_loaded():
     """A study (or the registry) loads vaelab.analysis.diagnose, the module, by name; `from vaelab.analysis import
     diagnose` must still give the function (it gave the module after a study had run in the same process)."""
-    code = ("from vaelab.analysis.registry import declaration\n"
+    code = ("from vaelab.analysis.framework.registry import declaration\n"
             "declaration('diagnosis').load()\n"
             "from vaelab.analysis import diagnose\n"
             "assert callable(diagnose), type(diagnose)\n")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from vaelab.errors import ConfigError
-from vaelab.report.study_view import StudyView
+from vaelab.studies.view import StudyView
 from vaelab.studies import intervals
 from vaelab.studies.claims import HELD, INCONCLUSIVE, NOT_HELD, expected_typical_gap, scorecard
 from vaelab.studies.spec import StudySpec, builtin_studies, load_study

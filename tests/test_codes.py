@@ -1,4 +1,4 @@
-"""The code matrix (vaelab.analysis.codes) against references that do not share its code: numpy's eigh of the
+"""The code matrix (vaelab.analysis.stats.codes) against references that do not share its code: numpy's eigh of the
 covariance, closed-form Gaussian KLs, the chi-square law, direct double loops."""
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab.analysis.codes import (
+from vaelab.analysis.stats.codes import (
     aggregate_covariance, code_moments, complement_kl_lower_bound, gaussian_kl_estimate, informative_subspace, pca,
     points_within_budget, wishart_log_det_bias,
 )
@@ -37,7 +37,7 @@ def test_exact_pca_matches_numpy_eigh_of_the_covariance():
 
 def test_randomised_top_k_matches_the_exact_spectrum_on_a_big_latent(monkeypatch):
     """min(N, D) above EXACT_SVD: the randomised SVD finds the top eigenvalues of a spiked covariance."""
-    import vaelab.analysis.codes as codes
+    import vaelab.analysis.stats.codes as codes
 
     monkeypatch.setattr(codes, "EXACT_SVD", 200)
     g = torch.Generator().manual_seed(1)
@@ -144,7 +144,7 @@ def test_points_within_budget():
 
 def test_gram_route_for_few_points_in_a_big_latent_matches_the_covariance(monkeypatch):
     """N <= EXACT_SVD < D: the N x N Gram matrix gives every nonzero eigenvalue of the D x D covariance."""
-    import vaelab.analysis.codes as codes
+    import vaelab.analysis.stats.codes as codes
 
     monkeypatch.setattr(codes, "EXACT_SVD", 200)
     mu, _, _ = codes_with_spectrum(150, 600, [8.0, 4.0, 2.0], 0.1, seed=3)

@@ -1,11 +1,11 @@
-"""The aggregate-posterior verdict on models whose answer is known (vaelab.analysis.synthetic), at latent sizes
+"""The aggregate-posterior verdict on models whose answer is known (vaelab.analysis.stats.synthetic), at latent sizes
 from 16 to 1,024, over 5 seeds: no false alarm on the null cases, the mismatch found in the others, and the
 closed-form KL of the Gaussian cases inside the reported interval."""
 import pytest
 
 from vaelab.analysis import from_model
 from vaelab.analysis.prior_gap import aggregate_posterior_gap
-from vaelab.analysis.synthetic import gaussian_kl, model_and_data
+from vaelab.analysis.stats.synthetic import gaussian_kl, model_and_data
 
 DIMS = (16, 256, 1024)
 SEEDS = range(5)

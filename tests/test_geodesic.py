@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaelab.analysis.geodesic import fisher_rao_distance, fisher_rao_geodesic, numerical_geodesic, path_length
+from vaelab.analysis.stats.geodesic import fisher_rao_distance, fisher_rao_geodesic, numerical_geodesic, path_length
 
 finite = st.floats(-3, 3)
 positive = st.floats(0.05, 3)

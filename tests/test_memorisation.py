@@ -14,7 +14,7 @@ from vaelab.analysis import from_model
 from vaelab.analysis.adapters import TorchModelAdapter
 from vaelab.analysis.memorisation import (authenticity, data_copying_test, memorisation, nearest_neighbours,
                                           plot)
-from vaelab.analysis.runner import _jsonable
+from vaelab.analysis.framework.runner import _jsonable
 from vaelab.data import load_dataset
 from vaelab.models import build_model
 from vaelab.objectives import elbo

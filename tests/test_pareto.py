@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from vaelab.analysis.likelihood import importance_sampled_estimate, tail_reading, tail_summary
-from vaelab.analysis.pareto import chance_share, generalized_pareto_shape, k_threshold, pareto_k, tail_size
+from vaelab.analysis.stats.pareto import chance_share, generalized_pareto_shape, k_threshold, pareto_k, tail_size
 
 
 def test_tail_size_and_threshold_follow_the_psis_paper():

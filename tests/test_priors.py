@@ -17,7 +17,7 @@ from vaelab.analysis import from_model
 from vaelab.analysis.adapters import TorchModelAdapter
 from vaelab.analysis.likelihood import importance_sampled_log_likelihood
 from vaelab.analysis.prior_gap import aggregate_posterior_gap
-from vaelab.analysis.synthetic import model_from_codes
+from vaelab.analysis.stats.synthetic import model_from_codes
 from vaelab.models import build_model
 from vaelab.models.posteriors import GaussianPosterior
 from vaelab.models.priors import MixturePrior, StandardNormal, VampPrior

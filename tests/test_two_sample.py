@@ -1,4 +1,4 @@
-"""Two-sample tests (vaelab.analysis.two_sample) against ground truths that do not share their code: calibration
+"""Two-sample tests (vaelab.analysis.stats.two_sample) against ground truths that do not share their code: calibration
 under H0, power against known alternatives, and the formulas against direct loops, scipy and Monte Carlo."""
 import itertools
 import json
@@ -10,8 +10,8 @@ from scipy import stats
 from scipy.spatial.distance import cdist, pdist
 from sklearn.metrics import roc_auc_score
 
-from vaelab.analysis import two_sample as ts
-from vaelab.analysis.two_sample import (TestResult, classifier_test, energy_test, gaussian_kernel, knn_test,
+from vaelab.analysis.stats import two_sample as ts
+from vaelab.analysis.stats.two_sample import (TestResult, classifier_test, energy_test, gaussian_kernel, knn_test,
                                         mmd2_unbiased, mmd_test, shell_test)
 
 

@@ -1,4 +1,4 @@
-"""The two-stage VAE sampler (vaelab.analysis.two_stage) against ground truths that share none of its code: codes from a
+"""The two-stage VAE sampler (vaelab.analysis.samplers.two_stage) against ground truths that share none of its code: codes from a
 known 3-component Gaussian mixture in 8 dimensions (moments, and an unbiased Gaussian-kernel MMD^2 written here), codes
 near a 2-d linear subspace of 8-d space (the learned gamma must collapse, Dai & Wipf 2019), and seeded reproducibility.
 
@@ -10,7 +10,7 @@ with exactly 2 active latent dimensions."""
 import pytest
 import torch
 
-from vaelab.analysis.two_stage import TwoStageVAE
+from vaelab.analysis.samplers.two_stage import TwoStageVAE
 
 K = 8
 CENTRES = torch.zeros(3, K)

@@ -210,7 +210,7 @@ def info(run: Path = typer.Argument(..., help="The run directory."),
         typer.echo(f"  active dimensions (KL > {kl['threshold']}): {kl['active']}/{kl['dims']}; KL per dim min {kl['min']:.3g} "
                    f"median {kl['median']:.3g} max {kl['max']:.3g}")
     typer.echo(f"  checkpoints at epochs {s['checkpoints']}" + (f"; snapshots {s['snapshots']}" if s["snapshots"] else ""))
-    from vaelab.analysis.runner import saved_results
+    from vaelab.analysis.framework.runner import saved_results
 
     for decl, result, params in saved_results(r.path):
         typer.echo(f"  {decl.name}: " + "\n    ".join(decl.summary_lines(result, params) or ["(no headline numbers)"]))
@@ -249,8 +249,8 @@ def analyze(run: Optional[Path] = typer.Argument(None, help="The run directory."
             list_: bool = typer.Option(False, "--list", help="List the analyses and their parameters, then exit."),
             as_json: bool = typer.Option(False, "--json", help="Print the results as JSON.")):
     """Measure a trained model's latent space; writes RUN/analysis/NAME.json and RUN/figures/NAME-*.png|svg."""
-    from vaelab.analysis.registry import ANALYSES, declaration, parse_names, split_params, type_name
-    from vaelab.analysis.runner import _jsonable, analyze as run_all
+    from vaelab.analysis.framework.registry import ANALYSES, declaration, parse_names, split_params, type_name
+    from vaelab.analysis.framework.runner import _jsonable, analyze as run_all
 
     if list_:
         for a in ANALYSES.values():
@@ -287,7 +287,7 @@ def diagnose(run: Path = typer.Argument(..., help="The run directory."),
     """Why does this model generate badly (or well)? Measures latent usage, the prior/posterior gap, over-fitting and
     sample quality per sampler; prints a table and a verdict; writes RUN/analysis/diagnosis.json and figures."""
     from vaelab.analysis import diagnose as run_diagnosis
-    from vaelab.analysis.runner import _jsonable
+    from vaelab.analysis.framework.runner import _jsonable
 
     subject = _open_subject(run, device, None, None)
     result = run_diagnosis(subject, quick=quick, seed=seed, progress=_err)

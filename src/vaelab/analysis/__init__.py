@@ -5,10 +5,10 @@ AnalysisResult`` (plain data); :func:`run_analysis` also saves it as JSON plus f
     subject = from_run("runs/my-run")
     results = analyze(subject, only="posterior,likelihood")
 """
-from vaelab.analysis.common import AnalysisResult
-from vaelab.analysis.registry import ANALYSES
-from vaelab.analysis.runner import analyze, run_analysis
-from vaelab.analysis.subject import Subject, from_model, from_run
+from vaelab.analysis.framework.common import AnalysisResult
+from vaelab.analysis.framework.registry import ANALYSES
+from vaelab.analysis.framework.runner import analyze, run_analysis
+from vaelab.analysis.framework.subject import Subject, from_model, from_run
 
 # The submodule vaelab.analysis.diagnose is loaded before the function below takes its name: loaded later (by a study
 # or the registry), it would rebind vaelab.analysis.diagnose to the module, and `from vaelab.analysis import diagnose`

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from vaelab.analysis.common import AnalysisResult
-from vaelab.analysis.runner import run_analysis
+from vaelab.analysis.framework.common import AnalysisResult
+from vaelab.analysis.framework.runner import run_analysis
 from vaelab.analysis.samplers import DESCRIPTIONS, FIXES
 from vaelab.models.priors import prior_label
 
@@ -144,8 +144,8 @@ def intervention(fd: dict) -> tuple[str, str | None]:
 
 
 def headline(result) -> dict:
-    """An analysis result's headline numbers, named as its declaration names them (vaelab.analysis.registry)."""
-    from vaelab.analysis.registry import declaration
+    """An analysis result's headline numbers, named as its declaration names them (vaelab.analysis.framework.registry)."""
+    from vaelab.analysis.framework.registry import declaration
 
     return declaration(result.name).numbers(result.data, result.params)
 

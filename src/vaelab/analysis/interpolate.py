@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, generator
-from vaelab.analysis.geodesic import fisher_rao_distance, fisher_rao_geodesic, path_length
+from vaelab.analysis.framework.common import AnalysisResult, decode_means, encode_all, generator
+from vaelab.analysis.stats.geodesic import fisher_rao_distance, fisher_rao_geodesic, path_length
 from vaelab.errors import NotApplicable
 
 ROWS = ("input space", "latent means", "sampled latents", "geodesic, sampled", "geodesic, means")
@@ -78,7 +78,7 @@ def interpolation(subject, *, pairs: int = 3, steps: int = 10, seed: int = 0) ->
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.report.figures import pyplot, show_images
+    from vaelab.plotting import pyplot, show_images
 
     plt = pyplot()
     for row in result.data["pairs"]:

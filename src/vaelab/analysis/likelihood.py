@@ -10,7 +10,7 @@ logsumexp(2 log w). The accumulators are float64 and the densities float32.
 The delta method needs weights with a finite variance. Where their tail is heavy (document 000's 65,536 latent
 units: eight independent estimates spread 3x wider than the SE each reported), it under-states the spread. So the
 largest weights of each image are kept as they stream by and fitted with a generalized Pareto law (PSIS's k-hat,
-vaelab.analysis.pareto); the result says for how many images k-hat passes the threshold at which an estimate from S
+vaelab.analysis.stats.pareto); the result says for how many images k-hat passes the threshold at which an estimate from S
 samples is unreliable, and flags the sampling SE (``se_sampling_reliable`` false) when more of them do than
 would by chance if every image's weights had four finite moments (tail shape k <= 1/4, where the variance the SE is
 read from converges): k-hat from few tail weights is noisy, so light tails pass the threshold now and then (5.4% of
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import torch
 from scipy import stats
 
-from vaelab.analysis.common import AnalysisResult, generator, model_device, subsample
-from vaelab.analysis.pareto import chance_share, k_threshold, pareto_k, tail_size
+from vaelab.analysis.framework.common import AnalysisResult, generator, model_device, subsample
+from vaelab.analysis.stats.pareto import chance_share, k_threshold, pareto_k, tail_size
 from vaelab.errors import ConfigError, NotApplicable
 from vaelab.models.posteriors import LOG_2PI
 from vaelab.models.priors import prior_of
@@ -74,7 +74,7 @@ class ISEstimate:
 
     log_p: torch.Tensor  # log (1/S) sum_s w_s, nats
     se: torch.Tensor  # its delta-method standard error (under-stated where pareto_k is high)
-    pareto_k: torch.Tensor  # k-hat of the weights' tail (vaelab.analysis.pareto); NaN where S is too small
+    pareto_k: torch.Tensor  # k-hat of the weights' tail (vaelab.analysis.stats.pareto); NaN where S is too small
 
 
 def importance_sampled_log_likelihood(model, x: torch.Tensor, samples: int = 1000, *, batch_images: int = 100,
@@ -348,7 +348,7 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.report.figures import pyplot
+    from vaelab.plotting import pyplot
 
     plt = pyplot()
     r = result.data

@@ -37,7 +37,7 @@ import math
 import numpy as np
 import torch
 
-from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, subsample
+from vaelab.analysis.framework.common import AnalysisResult, decode_means, encode_all, subsample
 from vaelab.analysis.samplers import sampler_latents
 from vaelab.models.priors import prior_of
 
@@ -219,7 +219,7 @@ def memorisation(subject, *, n: int = 2000, train_points: int = 10000, cells: in
 
     train_idx = subsample(ref.x_train.shape[0], train_points, seed)
     test_idx = subsample(ref.x_test.shape[0], n, seed)
-    from vaelab.analysis.codes import points_within_budget
+    from vaelab.analysis.stats.codes import points_within_budget
 
     code_idx = train_idx[subsample(train_idx.numel(), points_within_budget(subject.latent_dim, train_points, 3), seed)]
     mu, logvar = encode_all(model, subject.data.x_train[code_idx])  # (fewer codes than images for a huge latent)
@@ -269,7 +269,7 @@ def memorisation(subject, *, n: int = 2000, train_points: int = 10000, cells: in
 
 def plot(result: AnalysisResult, save) -> None:
     """Histograms of the distance to the nearest training image: test images against each set."""
-    from vaelab.report.figures import pyplot
+    from vaelab.plotting import pyplot
 
     plt = pyplot()
     a, rows = result.arrays, result.data["sets"]

@@ -6,7 +6,7 @@ Over the test set, per latent dimension d:
 - I(x; z) = E_x E_{q(z|x)} [log q(z|x) - log q(z)], q(z) = (1/N) sum_n q(z|x_n) over the test images (the
   mixture estimator; it is at most log N).
 - PCA of the posterior means (document 004, section 2.1): eigenvalues of Cov_x[mu(x)] from the N x D code matrix
-  (vaelab.analysis.codes: exact SVD, or the randomised top 256 for big latents), how many exceed 0.01, and how
+  (vaelab.analysis.stats.codes: exact SVD, or the randomised top 256 for big latents), how many exceed 0.01, and how
   closely each informative eigenvector lies on a coordinate axis (max_d v_d^2: 1 = on an axis, 1/D = spread).
   When the per-axis count (active units) and the PCA count disagree, the result says so and why.
 Per-dimension moments stream over every test image; nothing D x D is formed, so any latent size works.
@@ -18,8 +18,8 @@ import math
 import numpy as np
 import torch
 
-from vaelab.analysis.codes import TOP_K, axis_alignment, code_moments, pca, points_within_budget, random_alignment
-from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample, to_list
+from vaelab.analysis.stats.codes import TOP_K, axis_alignment, code_moments, pca, points_within_budget, random_alignment
+from vaelab.analysis.framework.common import AnalysisResult, encode_all, generator, subsample, to_list
 from vaelab.models.posteriors import GaussianPosterior
 from vaelab.models.priors import prior_of
 
@@ -141,7 +141,7 @@ def posterior_statistics(subject, *, threshold: float = 0.01, mi_points: int = 5
 
 def plot(result: AnalysisResult, save) -> None:
     """KL per dimension (sorted), Var[mu] against E[sigma^2] per dimension, and the PCA spectrum."""
-    from vaelab.report.figures import pyplot
+    from vaelab.plotting import pyplot
 
     plt = pyplot()
     r = result.data

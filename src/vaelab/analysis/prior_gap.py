@@ -3,18 +3,18 @@
 The aggregate posterior q(z) = (1/N) sum_n q(z|x_n) is what the decoder was trained on; the model's prior p(z)
 (N(0, I) unless it was trained with another) is what generation draws from. In hundreds to tens of thousands of
 dimensions a test on all axes at once has no power, and the finite mixture over N codes is always a set of disjoint
-blobs, so vaelab splits the question in two (vaelab.analysis.codes has the linear algebra):
+blobs, so vaelab splits the question in two (vaelab.analysis.stats.codes has the linear algebra):
 
 - The informative subspace: the top directions V (D, k) of Cov_x[mu(x)] (eigenvalue above ``threshold``, at most
   ``max_informative``), chosen on one half of the codes and tested on the other. Its shape: the aggregate variance
   per direction (code variance + mean posterior variance) against the prior's 1. Two-sample tests of u = V^T z
   under q against the prior's samples (N(0, I_k) for the standard prior): a classifier's held-out AUC, MMD,
-  energy distance and a kNN test (vaelab.analysis.two_sample), each with an effect size, an interval and a p-value.
+  energy distance and a kNN test (vaelab.analysis.stats.two_sample), each with an effect size, an interval and a p-value.
 - The complement ("the bubble"): ||z - V V^T z||^2 under N(0, I) is chi-square with D - k degrees of freedom
   exactly; the shell test compares the codes' squared norms there with that law (effect: variance per direction,
   1 under the prior) and gives the share of prior samples whose complement norm falls inside the codes' shell.
 - A lower bound on the population's KL(q(z) || N(0, I)): the Gaussian KL in the subspace (bias-corrected) plus the
-  complement's least KL given its variance (see vaelab.analysis.codes).
+  complement's least KL given its variance (see vaelab.analysis.stats.codes).
 - The finite mixture, as what it is: log of (1/N) sum_n q(z|x_n) at prior and posterior samples, on the axes that
   carry KL (at most ``mixture_dims``); "holes" = the share of prior samples below the 1% quantile of the codes' own
   log density, and the mixture's KL estimate. These describe the N-point mixture, not the population: in high
@@ -37,13 +37,13 @@ import torch
 from scipy import stats
 from scipy.stats import chi2
 
-from vaelab.analysis.codes import (
+from vaelab.analysis.stats.codes import (
     aggregate_covariance, aggregate_samples, bootstrap, complement_kl_lower_bound, gaussian_kl_estimate,
     informative_subspace, pca, points_within_budget,
 )
-from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample
+from vaelab.analysis.framework.common import AnalysisResult, encode_all, generator, subsample
 from vaelab.analysis.posterior import mixture_log_density
-from vaelab.analysis.two_sample import TestResult, classifier_test, energy_test, knn_test, mmd_test, shell_test
+from vaelab.analysis.stats.two_sample import TestResult, classifier_test, energy_test, knn_test, mmd_test, shell_test
 from vaelab.errors import NotApplicable
 from vaelab.models.posteriors import kl_std_normal_per_dim
 from vaelab.models.priors import Prior, prior_label, prior_of
@@ -293,7 +293,7 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.report.figures import pyplot
+    from vaelab.plotting import pyplot
 
     plt = pyplot()
     r, a = result.data, result.arrays

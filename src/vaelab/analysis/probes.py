@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample
+from vaelab.analysis.framework.common import AnalysisResult, encode_all, generator, subsample
 from vaelab.models.posteriors import GaussianPosterior
 
 FEATURE_SETS = ("mu", "mu+sigma2", "z")
@@ -47,7 +47,7 @@ def _reduce(train: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray,
     training features; a linear map, so the probe stays linear)."""
     if train.shape[1] <= PROBE_MAX_FEATURES:
         return train, test
-    from vaelab.analysis.codes import pca
+    from vaelab.analysis.stats.codes import pca
 
     spec = pca(torch.from_numpy(train), PROBE_COMPONENTS, seed)
     mean, v = spec.mean.float().numpy(), spec.components.numpy()
@@ -66,7 +66,7 @@ def probes_at(model, data, train_idx, test_idx, seed: int) -> dict[str, float]:
 def linear_probes(subject, *, train_points: int = 10000, test_points: int = 10000, over_training: bool = True,
                   seed: int = 0) -> AnalysisResult:
     """Probe accuracy on mu, [mu, sigma^2] and z, for the model and (from a run) every snapshot over training."""
-    from vaelab.analysis.codes import points_within_budget
+    from vaelab.analysis.stats.codes import points_within_budget
 
     data = subject.data
     d = subject.latent_dim
@@ -95,7 +95,7 @@ def linear_probes(subject, *, train_points: int = 10000, test_points: int = 1000
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.report.figures import pyplot
+    from vaelab.plotting import pyplot
 
     plt = pyplot()
     r = result.data

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vaelab.analysis.common import AnalysisResult, decode_means, encode_all, subsample
+from vaelab.analysis.framework.common import AnalysisResult, decode_means, encode_all, subsample
 from vaelab.analysis.samplers import SAMPLERS, latent_source
-from vaelab.analysis.two_sample import mmd2_unbiased
+from vaelab.analysis.stats.two_sample import mmd2_unbiased
 from vaelab.errors import ConfigError
 
 CLASSIFIER_VERSION = 1
@@ -318,7 +318,7 @@ def sample_quality(subject, *, n: int = 2000, neighbourhood_scale: float = 1.0, 
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.report.figures import pyplot
+    from vaelab.plotting import pyplot
 
     plt = pyplot()
     rows = result.data["samplers"]

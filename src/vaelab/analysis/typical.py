@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from vaelab.analysis.common import AnalysisResult, encode_all, generator, subsample
+from vaelab.analysis.framework.common import AnalysisResult, encode_all, generator, subsample
 from vaelab.errors import NotApplicable
 from vaelab.models.posteriors import GaussianPosterior
 from vaelab.models.priors import prior_of
@@ -85,7 +85,7 @@ def theorem3_check(dims=THEOREM3_DIMS, sigmas=(1.0, 0.1), mean: float = 0.0, pai
 def typical_set(subject, *, n_images: int = 2000, prior_samples: int = 2000, seed: int = 0,
                 theorem_pairs: int = 20000, delta: float = 1e-3) -> AnalysisResult:
     """Typical-set gap of posterior samples, norms against sqrt(n), and Theorem 3's Monte Carlo check."""
-    from vaelab.analysis.codes import points_within_budget
+    from vaelab.analysis.stats.codes import points_within_budget
 
     # float64 temporaries of (images, D) below: hold at most the code budget of them
     idx = subsample(subject.data.x_test.shape[0], points_within_budget(subject.latent_dim, n_images, arrays=10), seed)
@@ -116,7 +116,7 @@ def typical_set(subject, *, n_images: int = 2000, prior_samples: int = 2000, see
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.report.figures import pyplot
+    from vaelab.plotting import pyplot
 
     plt = pyplot()
     r, a = result.data, result.arrays

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from vaelab.report import fixes_figures, sampling_figures, study_figures
-from vaelab.report.study_view import Figure, StudyView
+from vaelab.studies.view import Figure, StudyView
 
 FIGURES = {**study_figures.FIGURES, **sampling_figures.FIGURES, **fixes_figures.FIGURES}
 

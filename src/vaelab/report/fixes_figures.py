@@ -18,9 +18,9 @@ from typing import Callable, Literal
 
 import yaml
 
-from vaelab.report.figures import pyplot
-from vaelab.report.study_view import Figure, StudyView
-from vaelab.report.study_view import save_view_figure as _save
+from vaelab.plotting import pyplot
+from vaelab.studies.view import Figure, StudyView
+from vaelab.studies.view import save_view_figure as _save
 
 TRAINING = ("standard", "vamp", "warmup")  # the FIX part of a variant label
 

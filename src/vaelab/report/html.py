@@ -16,7 +16,7 @@ from vaelab.fileio import atomic_write_text
 def report_metrics(spec) -> list[tuple[str, str, str | None]]:
     """(column, words, better) of the numbers the findings cite: the test loss, then every headline number the
     analyses declare for the report, named with the parameters this study ran them with."""
-    from vaelab.analysis.registry import column, report_columns
+    from vaelab.analysis.framework.registry import column, report_columns
 
     return [("test_loss", "test loss (nats)", "low")] + [
         (column(a, col, spec.analyses.get(a)), column(a, label, spec.analyses.get(a)), better)
@@ -41,7 +41,7 @@ def _data_uri(path: str) -> str:
 def findings(view) -> list[str]:
     """Sentences that cite the study's numbers: those the figures computed (``view.findings``, drawn first), then per
     metric its mean over seeds at each grid value (and variant)."""
-    from vaelab.report.study_view import mean_sd_by
+    from vaelab.studies.view import mean_sd_by
 
     rows, spec = view.finished(), view.spec
     metrics = report_metrics(spec)

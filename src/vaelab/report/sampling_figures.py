@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from vaelab.report.animations import figure_to_rgb, save_gif
-from vaelab.report.figures import pyplot, show_images
-from vaelab.report.study_view import Figure, StudyView, latent_panels
-from vaelab.report.study_view import save_view_figure as _save
+from vaelab.plotting import pyplot, show_images
+from vaelab.studies.view import Figure, StudyView, latent_panels
+from vaelab.studies.view import save_view_figure as _save
 
 COLLAPSE_THRESHOLD = 0.01  # a latent variable whose posterior mean barely moves over the data: Var_x[mu] < 0.01
 

@@ -10,9 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from vaelab.report.figures import pyplot, show_images
-from vaelab.report.study_view import Figure, StudyView, latent_panels, mean_sd_by, panel_row
-from vaelab.report.study_view import save_view_figure as _save
+from vaelab.plotting import pyplot, show_images
+from vaelab.studies.view import Figure, StudyView, latent_panels, mean_sd_by, panel_row
+from vaelab.studies.view import save_view_figure as _save
 
 
 def _variants(view: StudyView) -> list[str | None]:
@@ -183,7 +183,7 @@ def pca_spectra(view: StudyView, **_) -> list[Figure]:
 def components_vs_alpha(view: StudyView, **_) -> list[Figure]:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.4, 3.6))
-    from vaelab.analysis.registry import column
+    from vaelab.analysis.framework.registry import column
 
     params = view.spec.analyses.get("posterior")
     _lines_by(view, "objective.alpha", "model.latent_dim", column("posterior", "pca_above_{threshold:g}", params), ax,

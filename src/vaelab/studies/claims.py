@@ -148,7 +148,7 @@ REFERENCES: dict[str, Callable[["Reader", dict], Optional[float]]] = {"typical-g
 
 def check_metric(text: str) -> str:
     """``text`` if it names a metric (module docstring); else a ValueError that says what a metric can be."""
-    from vaelab.analysis.registry import ANALYSES, DIAGNOSIS, declaration
+    from vaelab.analysis.framework.registry import ANALYSES, DIAGNOSIS, declaration
     from vaelab.errors import ConfigError
     from vaelab.studies.results import TRAINING_COLUMNS
 
@@ -421,7 +421,7 @@ class Reader:
 
     def column(self, metric: str) -> str:
         """An ``ANALYSIS:TEMPLATE`` metric's column, named with the parameters the study ran the analysis with."""
-        from vaelab.analysis.registry import column
+        from vaelab.analysis.framework.registry import column
 
         analysis, _, template = metric.partition(":")
         return column(analysis, template, self.spec.analyses.get(analysis))
@@ -434,7 +434,7 @@ class Reader:
         return self.column(metric) if ":" in metric else metric
 
     def value(self, row: dict, metric: str) -> Any:
-        from vaelab.analysis.registry import lookup
+        from vaelab.analysis.framework.registry import lookup
 
         for op in OPERATORS:
             if op in metric:
@@ -788,13 +788,13 @@ DECIDE: dict[type, Callable[[Any, Reader], Decision]] = {
 
 # --- the scorecard ----------------------------------------------------------------------------------------------
 def open_study(folder: str | Path):
-    """A study folder opened for reading (:class:`vaelab.report.study_view.StudyView`): its spec as run and its
+    """A study folder opened for reading (:class:`vaelab.studies.view.StudyView`): its spec as run and its
     results; a folder that is not a study is a one-line error."""
     import yaml
     from pydantic import ValidationError
 
     from vaelab.errors import ConfigError, RunError
-    from vaelab.report.study_view import StudyView
+    from vaelab.studies.view import StudyView
     from vaelab.studies.results import read_results
     from vaelab.studies.spec import StudySpec, study_error
 

@@ -138,7 +138,7 @@ def _epochs_done(run_dir: Path) -> int:
 
 def _analyse(run_dir: Path, analyses: dict[str, dict[str, Any]]) -> None:
     from vaelab.analysis import from_run, run_analysis
-    from vaelab.analysis.registry import declaration
+    from vaelab.analysis.framework.registry import declaration
     from vaelab.errors import NotApplicable
 
     if not analyses:

@@ -46,8 +46,8 @@ TRAINING_COLUMNS = [  # (column, label, better): the numbers of a run's last met
 
 def run_numbers(run_dir: Path) -> dict[str, Any]:
     """The numbers a results table shows for one run: its last metrics row, then each saved analysis's headline
-    numbers as its declaration names them (vaelab.analysis.registry), formatted with the parameters it ran with."""
-    from vaelab.analysis.runner import saved_results
+    numbers as its declaration names them (vaelab.analysis.framework.registry), formatted with the parameters it ran with."""
+    from vaelab.analysis.framework.runner import saved_results
     from vaelab.runs import Run
 
     out: dict[str, Any] = {}

@@ -88,7 +88,7 @@ class StudySpec(BaseModel):
     @classmethod
     def _declared_analyses(cls, v: dict) -> dict:
         """Each analysis is one vaelab declares, with parameters its declaration accepts (checked before any run)."""
-        from vaelab.analysis.registry import declaration
+        from vaelab.analysis.framework.registry import declaration
 
         for name, params in v.items():
             try:

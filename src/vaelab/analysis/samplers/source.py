@@ -1,19 +1,9 @@
-"""Ways to draw latents for generation, and the analysis that decodes a grid from each.
+"""Where generated latents come from: the training codes, the informative subspace and every sampler drawn
+from them (:class:`LatentSource`), the ex-post fixes (Gaussian mixture; the two-stage VAE in
+:mod:`vaelab.analysis.samplers.two_stage`), and the quantile grids of document 003.
 
-- prior:             z ~ p(z), the model's prior (N(0, I) unless it was trained with another)
-- neighbourhood:     z ~ N(mu(x), s^2 I) around the code of a random training image (document 000: s = 1)
-- posterior:         z ~ q(z) = (1/N) sum_n N(mu(x_n), diag sigma^2(x_n)), the aggregate posterior
-- q-informative:     the informative coordinates V^T z from q(z), the complement from the prior (an intervention)
-- q-complement:      the informative coordinates from the prior, the complement from q(z) (the other intervention);
-                     with the prior and the posterior these are the four combinations that tell which part of the
-                     mismatch costs sample quality: the few directions the decoder reads, or the "bubble" it ignores
-- ex-post-gaussian:  a full-covariance Gaussian fitted to q(z)'s informative coordinates after training
-- ex-post-gmm:       a Gaussian mixture fitted there (Ghosh et al. 2020, on the informative coordinates)
-- two-stage:         a second VAE fitted there and sampled through (Dai & Wipf 2019)
-                     (the three fixes draw the complement from a diagonal Gaussian fitted to q(z)'s complement)
-- quantile grids:    for 2 to 4 latent dimensions, N(0, 1) quantiles on a grid (document 003: 5 slices of 25
-                     points in 3-D, 3^4 = 81 points in 4-D)
-The informative subspace V (D, k) is the top principal directions of the codes (vaelab.analysis.codes).
+The samplers themselves (names, what each draws) are declared once in :mod:`vaelab.analysis.samplers.catalogue`.
+The informative subspace V (D, k) is the top principal directions of the codes (vaelab.analysis.stats.codes).
 """
 from __future__ import annotations
 
@@ -22,27 +12,16 @@ import itertools
 import numpy as np
 import torch
 from scipy.stats import norm
+from sklearn.mixture import GaussianMixture
 
-from vaelab.analysis.codes import Subspace, aggregate_samples, informative_subspace, pca, points_within_budget
-from vaelab.analysis.common import AnalysisResult, blas_threads, decode_means, encode_all, generator, subsample
+from vaelab.analysis.stats.codes import Subspace, aggregate_samples, informative_subspace, pca, points_within_budget
+from vaelab.analysis.framework.common import AnalysisResult, blas_threads, decode_means, encode_all, generator, subsample
+from vaelab.analysis.samplers.catalogue import FIXES, INTERVENTIONS, SAMPLERS
+from vaelab.analysis.samplers.two_stage import TwoStageVAE
 from vaelab.errors import ConfigError
 from vaelab.models.priors import Prior, StandardNormal, prior_label, prior_of
 
-SAMPLERS = ("prior", "neighbourhood", "posterior", "q-informative", "q-complement", "ex-post-gaussian",
-            "ex-post-gmm", "two-stage")
-INTERVENTIONS = ("q-informative", "q-complement")  # one part from q(z), the other from the prior
-FIXES = ("ex-post-gaussian", "ex-post-gmm", "two-stage")  # fitted after training, on the informative coordinates
 GRID_POINTS = {2: 10, 3: 5, 4: 3}  # points per axis: 10x10 in 2-D, 5 slices of 5x5 in 3-D, 3^4 in 4-D
-DESCRIPTIONS = {
-    "prior": "the model's prior",
-    "neighbourhood": "N(mu(x), s^2 I) around training codes",
-    "posterior": "the aggregate posterior q(z)",
-    "q-informative": "informative coordinates from q(z), complement from the prior",
-    "q-complement": "informative coordinates from the prior, complement from q(z)",
-    "ex-post-gaussian": "an ex-post full-covariance Gaussian on the informative coordinates",
-    "ex-post-gmm": "an ex-post Gaussian mixture on the informative coordinates (Ghosh et al. 2020)",
-    "two-stage": "a two-stage VAE on the informative coordinates (Dai & Wipf 2019)",
-}
 
 
 class ExPostGMM:
@@ -54,8 +33,6 @@ class ExPostGMM:
         self.gmm = None
 
     def fit(self, codes: torch.Tensor) -> "ExPostGMM":
-        from sklearn.mixture import GaussianMixture
-
         x = codes.double().cpu().numpy()
         cov = self.covariance or ("full" if x.shape[1] <= 64 else "diag")
         k = min(self.n_components, x.shape[0])
@@ -103,7 +80,7 @@ class ComplementGaussian:
 class LatentSource:
     """Training codes mu, logvar (N, D) and every sampler drawn from them.
 
-    The informative subspace V (D, k) comes from the PCA of the codes (vaelab.analysis.codes). The interventional
+    The informative subspace V (D, k) comes from the PCA of the codes (vaelab.analysis.stats.codes). The interventional
     samplers combine independent draws: the informative coordinates V^T z of one and the complement z - V V^T z of
     another; the fixes model the informative coordinates of q(z)'s samples (a full Gaussian, a mixture, a second
     VAE) and draw the complement from a diagonal Gaussian fitted to q(z)'s complement. Fits are made on first use
@@ -154,8 +131,6 @@ class LatentSource:
             elif name == "ex-post-gmm":
                 model = ExPostGMM(self.gmm_components, seed=self.seed).fit(u)
             else:
-                from vaelab.analysis.two_stage import TwoStageVAE
-
                 model = TwoStageVAE(seed=self.seed).fit(u)
             self._fitted[name] = model
         return self._fitted[name]
@@ -225,72 +200,3 @@ def sampler_latents(name: str, subject_mu: torch.Tensor, subject_logvar: torch.T
     source = LatentSource(subject_mu, subject_logvar, neighbourhood_scale=neighbourhood_scale,
                           gmm_components=gmm_components, seed=seed, prior=prior)
     return source.latents(name, n, seed)
-
-
-def samples(subject, *, n: int = 100, neighbourhood_scale: float = 1.0, gmm_components: int = 10,
-            fit_points: int = 10000, threshold: float = 0.01, max_informative: int = 64, seed: int = 0) -> AnalysisResult:
-    """Decoded samples from each sampler (and the quantile grid for 2-4 dims), plus reconstructions for reference."""
-    source, used = latent_source(subject, fit_points=fit_points, seed=seed, threshold=threshold,
-                                 max_informative=max_informative, neighbourhood_scale=neighbourhood_scale,
-                                 gmm_components=gmm_components)
-    d = source.latent_dim
-    arrays, data = {}, {"latent_dim": d, "samplers": [], "informative_dims": source.subspace.k,
-                        "prior": source.prior_distribution.describe()}
-    for name in SAMPLERS:
-        arrays[f"images_{name}"] = decode_means(subject.model, source.latents(name, n, seed)).numpy()
-        data["samplers"].append(name)
-    if d in GRID_POINTS:
-        grid = quantile_grid(d)
-        arrays["images_grid"] = decode_means(subject.model, grid).numpy()
-        data["grid"] = {"dims": d, "points_per_axis": GRID_POINTS[d], "n": grid.shape[0]}
-    x = subject.data.x_test[:min(n, subject.data.x_test.shape[0])]
-    mu_x, _ = encode_all(subject.model, x)
-    arrays["images_data"] = x.numpy()
-    arrays["images_reconstruction"] = decode_means(subject.model, mu_x).numpy()
-    params = {"n": n, "neighbourhood_scale": neighbourhood_scale, "gmm_components": gmm_components,
-              "fit_points": used, "threshold": threshold, "max_informative": max_informative, "seed": seed}
-    return AnalysisResult("samples", params, data, arrays)
-
-
-TITLES = {"prior": "prior", "neighbourhood": "N(mu(x), s^2 I)", "posterior": "aggregate posterior q(z)",
-          "q-informative": "q(z) informative + prior rest", "q-complement": "prior informative + q(z) rest",
-          "ex-post-gaussian": "ex-post Gaussian", "ex-post-gmm": "ex-post Gaussian mixture", "two-stage": "two-stage VAE",
-          "data": "test images", "reconstruction": "reconstructions"}
-
-
-def plot(result: AnalysisResult, save) -> None:
-    from vaelab.report.figures import pyplot, show_images
-
-    plt = pyplot()
-    a = result.arrays
-    if not a:
-        return
-    names = ["data", "reconstruction", *[s for s in SAMPLERS if f"images_{s}" in a]]
-    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(3.5 * ((len(names) + 1) // 2), 7.4))
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, name in zip(axes.ravel(), names):
-        title = TITLES[name]
-        if name == "neighbourhood":
-            title = f"N(mu(x), {result.params['neighbourhood_scale']:g}^2 I)"
-        if name == "prior":
-            title = prior_label(result.data.get("prior", "N(0, I)"))
-        show_images(ax, a[f"images_{name}"][:100], ncol=10, title=title)
-    fig.suptitle(f"Samples by sampler (latent dimension {result.data['latent_dim']}, "
-                 f"{result.data.get('informative_dims', '?')} informative directions)")
-    save(fig, "by-sampler")
-    if "images_grid" in a:
-        grid = result.data["grid"]
-        d, k = grid["dims"], grid["points_per_axis"]
-        imgs = a["images_grid"]
-        if d == 2:
-            fig, ax = plt.subplots(figsize=(6, 6))
-            show_images(ax, imgs, ncol=k, title="2-D quantile grid (rows: z1, columns: z2)")
-        elif d == 3:
-            fig, axes = plt.subplots(1, k, figsize=(3 * k, 3.3))
-            for s, ax in enumerate(axes):
-                show_images(ax, imgs[s * k * k:(s + 1) * k * k], ncol=k, title=f"slice {s + 1} of {k} (z1 fixed)")
-        else:
-            fig, ax = plt.subplots(figsize=(9, 9))
-            show_images(ax, imgs, ncol=k * k, title="4-D grid: 3^4 = 81 points (z1, z2 by row; z3, z4 by column)")
-        save(fig, "quantile-grid")

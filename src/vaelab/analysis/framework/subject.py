@@ -44,7 +44,7 @@ class Subject:
 
     @property
     def device(self) -> torch.device:
-        from vaelab.analysis.common import model_device
+        from vaelab.analysis.framework.common import model_device
 
         return model_device(self.model)
 

@@ -26,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from vaelab.analysis.common import generator
+from vaelab.analysis.framework.common import generator
 from vaelab.models.networks import mlp
 from vaelab.models.posteriors import GaussianPosterior, gaussian_log_prob
 from vaelab.trainer import make_optimizer

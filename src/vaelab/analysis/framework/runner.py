@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from vaelab.allocator import release_freed_memory
-from vaelab.analysis.common import blas_threads
-from vaelab.analysis.registry import ANALYSES, DIAGNOSIS, Analysis, declaration, parse_names, split_params
+from vaelab.analysis.framework.common import blas_threads
+from vaelab.analysis.framework.registry import ANALYSES, DIAGNOSIS, Analysis, declaration, parse_names, split_params
 
 
 def _jsonable(obj):
@@ -45,7 +45,7 @@ def run_analysis(subject, name: str, **params):
     if subject.out_dir is not None:
         out = Path(subject.out_dir)
         from vaelab.fileio import remove_stale_temporaries
-        from vaelab.report.figures import save_figure
+        from vaelab.plotting import save_figure
 
         for sub in ("analysis", "figures"):
             remove_stale_temporaries(out / sub)  # left by an analysis that was killed

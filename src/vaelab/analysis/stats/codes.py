@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from scipy.special import digamma
 
-from vaelab.analysis.common import DEFAULT_BATCH, model_device
+from vaelab.analysis.framework.common import DEFAULT_BATCH, model_device
 from vaelab.errors import ConfigError
 
 EXACT_SVD = 2048  # exact spectrum when min(N, D) is at most this (SVD or a Gram matrix); randomised top-k above

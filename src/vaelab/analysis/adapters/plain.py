@@ -1,8 +1,7 @@
-"""Adapters that let the analyses measure models vaelab did not train.
+"""A model written in plain PyTorch, as the analyses see it.
 
-- :class:`TorchModelAdapter`: any pair of callables, ``encoder(x) -> (mu, logvar)`` (or ``mu`` alone for a
-  deterministic autoencoder) and ``decoder(z) -> likelihood parameters`` (logits, probabilities or means).
-- :func:`from_pythae`: a trained pythae (benchmark_VAE) VAE-family model; pythae is an optional extra.
+:class:`TorchModelAdapter`: any pair of callables, ``encoder(x) -> (mu, logvar)`` (or ``mu`` alone for a
+deterministic autoencoder) and ``decoder(z) -> likelihood parameters`` (logits, probabilities or means).
 
 Every call is checked: a NaN, a wrong shape or a wrong dtype from ``encode`` or ``decode`` raises a
 :class:`vaelab.errors.RunError` that names the call and what was expected.
@@ -93,26 +92,3 @@ class TorchModelAdapter(nn.Module):
 
     def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return self.likelihood.log_prob(x, params)
-
-
-def from_pythae(model) -> TorchModelAdapter:
-    """A pythae VAE (or any model with ``encoder(x).embedding/.log_covariance`` and ``decoder(z)['reconstruction']``)
-    as a LatentModel. pythae's Bernoulli decoders output probabilities; its 'mse' models are unit-variance Gaussians."""
-    cfg = model.model_config
-    image_shape = tuple(cfg.input_dim)
-    if len(image_shape) == 1:
-        raise RunError(f"pythae model input_dim {image_shape} is flat; vaelab needs images (C, H, W)")
-    gaussian = getattr(cfg, "reconstruction_loss", "bce") == "mse"
-
-    def encoder(x):
-        out = model.encoder(x)
-        return out.embedding, out.log_covariance
-
-    def decoder(z):
-        return model.decoder(z)["reconstruction"]
-
-    adapter = TorchModelAdapter(encoder, decoder, cfg.latent_dim, image_shape,
-                                likelihood="gaussian" if gaussian else "bernoulli",
-                                decoder_output="mean" if gaussian else "probs", gaussian_std=1.0)
-    adapter.add_module("pythae_model", model)
-    return adapter

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vaelab.report.figures import pyplot, save_figure
+from vaelab.plotting import pyplot, save_figure
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from vaelab.analysis.common import blas_threads
+from vaelab.analysis.framework.common import blas_threads
 
 MAX_POOLED = 4000  # largest pooled kernel/distance matrix: 4000 x 4000 float64 = 128 MB
 MAX_BANDWIDTH_POINTS = 2000

@@ -8,6 +8,7 @@ analysis actually ran with, so ``--set threshold=0.05`` gives ``pca_above_0.05``
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -80,8 +81,6 @@ class Analysis:
     sentences: tuple[str, ...] = ()  # paths of the result's plain-words readings, printed under its numbers
 
     def load(self) -> tuple[Callable, Callable]:
-        import importlib
-
         mod = importlib.import_module(f"vaelab.analysis.{self.module}")
         return getattr(mod, self.function), mod.plot
 
@@ -155,7 +154,7 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
                    interval=("tests.shell.ci_low", "tests.shell.ci_high")),
                  H("kl_aggregate_prior", "kl_aggregate_prior", "KL(q(z) || p(z)) from Gaussian moments (nats)"),
                  H("holes", "holes", "finite-mixture holes (share of prior samples)")), ("reading",)),
-    Analysis("samples", "samplers", "samples",
+    Analysis("samples", "samples", "samples",
              "decoded samples: prior, q(z), interventions, ex-post Gaussian/GMM, two-stage, quantile grids"),
     Analysis("likelihood", "likelihood", "likelihood",
              "importance-sampled log p(x) with SE, VR bound, train/test reconstruction gap", (
