@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: study test soak bench clean venv venv-dev browser
+.PHONY: study test soak bench docs clean venv venv-dev browser
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ soak: venv-dev
 
 bench: venv-dev
 	$(PY) benchmarks/train_epoch.py
+
+## The documentation site (MkDocs, Material, mkdocstrings) into site/; --strict fails on a broken link or reference.
+## Open site/index.html from disk.
+docs: venv-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) runs studies build src/*.egg-info .pytest_cache

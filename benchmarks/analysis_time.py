@@ -14,17 +14,17 @@ ratio, and the estimates of both with their standard errors where the analysis g
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import harness
+
+ROOT = harness.ROOT
 PARAMS = {"posterior": {}, "typical-set": {"theorem_pairs": 2000}, "samples": {"n": 64},
           "likelihood": {"samples": 1000, "n_images": 1000}, "quality": {"n": 2000},
           "prior-gap": {"samples": 2000, "mixture_points": 10000}}
@@ -82,21 +82,14 @@ def dig(data: dict, path: str):
 def run_set(src: Path, run: Path, work: Path, workers: int) -> tuple[list[dict], dict]:
     """Seconds per analysis of each of ``workers`` processes run side by side, each on a fresh copy of ``run``,
     and the estimates (of the first copy)."""
-    procs, copies = [], []
+    copies = []
     for w in range(workers):
         copy = work / f"run{w}"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(run, copy, ignore=shutil.ignore_patterns("analysis", "figures"))
         copies.append(copy)
-    for copy in copies:
-        procs.append(subprocess.Popen([sys.executable, "-c", RUNNER, str(copy), json.dumps(PARAMS)],
-                                      env=tree_env(src), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    seconds = []
-    for proc in procs:
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise SystemExit(f"analyses failed with {src}:\n{err[-3000:]}")
-        seconds.append(json.loads(out.strip().splitlines()[-1]))
+    children = [harness.spawn(harness.python(RUNNER, copy, json.dumps(PARAMS)), env=tree_env(src)) for copy in copies]
+    seconds = [json.loads(child.wait().stdout.strip().splitlines()[-1]) for child in children]
     estimates = {}
     for analysis, path, se in ESTIMATES:
         result = json.loads((copies[0] / "analysis" / f"{analysis}.json").read_text())["result"]
@@ -105,17 +98,14 @@ def run_set(src: Path, run: Path, work: Path, workers: int) -> tuple[list[dict],
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "analysis_time", repeats=2)
     ap.add_argument("--baseline", default="9979586", help="the git commit to compare against (default: the code "
                     "when the speed issue was opened)")
     ap.add_argument("--latent", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="analysis processes side by side, as a study's workers")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vaelab-analysis-time")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/analysis_time.json")
-    args = ap.parse_args()
-    from vaelab.precision import cpu_signature
+    args = harness.parse(ap)
 
     old = baseline_tree(args.baseline) / "src"
     new = ROOT / "src"
@@ -127,23 +117,24 @@ def main() -> None:
                "--epochs", str(args.epochs), "--out", str(args.work), "--name", run.name, "--no-progress", "--resume"]
         print("training with the baseline:", " ".join(cmd[3:]), flush=True)
         subprocess.run(cmd, env=tree_env(old), check=True)
-    times: dict[str, dict[str, list[float]]] = {"baseline": {}, "this tree": {}}
-    estimates = {}
-    for label, src in (("baseline", old), ("this tree", new)):  # each version trains and caches its classifier
-        subprocess.run([sys.executable, "-c", CLASSIFIER, str(run)], env=tree_env(src), check=True)
-    for r in range(args.repeats):
-        for label, src in (("baseline", old), ("this tree", new)):
-            per_worker, est = run_set(src, run, args.work / label.replace(" ", "-"), args.workers)
-            for seconds in per_worker:
-                for name, s in seconds.items():
-                    times[label].setdefault(name, []).append(s)
-            estimates[label] = est
-            print(f"repeat {r + 1}, {label}: " + "; ".join(
-                f"{sum(sec.values()):.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in sec.items()) + ")"
-                for sec in per_worker), flush=True)
-    med = {label: {k: statistics.median(v) for k, v in t.items()} for label, t in times.items()}
-    print(f"\n{cpu_signature()}; {args.workers} analysis processes side by side, 1 torch thread each; baseline "
-          f"{args.baseline}; run {run}")
+    trees = {"baseline": old, "this tree": new}
+    for src in trees.values():  # each version trains and caches its classifier
+        subprocess.run(harness.python(CLASSIFIER, run), env=tree_env(src), check=True)
+
+    def show(r: int, label: str, _: float, measured: tuple[list[dict], dict]) -> None:
+        print(f"repeat {r + 1}, {label}: " + "; ".join(
+            f"{sum(sec.values()):.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in sec.items()) + ")"
+            for sec in measured[0]), flush=True)
+
+    contenders = {label: lambda r, label=label, src=src: run_set(src, run, args.work / label.replace(" ", "-"),
+                                                                 args.workers) for label, src in trees.items()}
+    rounds = harness.alternate(contenders, args.repeats, each=show).values  # per label: (per worker, estimates)
+    times = {label: {name: [sec[name] for per_worker, _ in measured for sec in per_worker] for name in PARAMS}
+             for label, measured in rounds.items()}
+    estimates = {label: measured[-1][1] for label, measured in rounds.items()}
+    med = {label: harness.medians(t) for label, t in times.items()}
+    print(f"\n{harness.machine()['cpu']}; {args.workers} analysis processes side by side, 1 torch thread each; "
+          f"baseline {args.baseline}; run {run}")
     print(f"{'analysis':<14}{'baseline s':>12}{'this tree s':>13}{'speed-up':>10}")
     for name in PARAMS:
         b, n = med["baseline"][name], med["this tree"][name]
@@ -155,11 +146,8 @@ def main() -> None:
         (b, bse), (n, nse) = estimates["baseline"][key], estimates["this tree"][key]
         fmt = lambda v, se: "-" if v is None else f"{v:.4g}" + (f" +- {se:.2g}" if se is not None else "")  # noqa: E731
         print(f"  {key:<40} {fmt(b, bse):>22} | {fmt(n, nse)}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpu": cpu_signature(), "baseline": args.baseline, "latent": args.latent,
-                                    "workers": args.workers,
-                                    "epochs": args.epochs, "seconds": times, "median": med, "estimates": estimates},
-                                   indent=1))
+    harness.write_json(args, {"baseline": args.baseline, "latent": args.latent, "workers": args.workers,
+                              "epochs": args.epochs, "seconds": times, "median": med, "estimates": estimates})
 
 
 if __name__ == "__main__":

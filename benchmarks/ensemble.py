@@ -7,9 +7,9 @@ isotropic latent (batch 256), Bernoulli, MNIST with dynamic binarization, Adam 1
 each run's per-epoch test evaluation and checkpoints, i.e. everything a study pays for. The first epoch is a warm-up
 and is excluded by timing epochs 2..E from the runs' own per-epoch records.
 
-Beside the epochs, each model's stacked floor (step_floor.py: the M members' batched matrix products, the stacked
-fused Adam and autocast's casts, each timed alone) bounds what vectorising can gain: M separate steps over that floor
-(``speedup_bound``) is the speed-up if everything else in the stacked step were free.
+Beside the epochs, each model's stacked floor (harness.floor_parts: the M members' batched matrix products, the
+stacked fused Adam and autocast's casts, each timed alone) bounds what vectorising can gain: M separate steps over
+that floor (``speedup_bound``) is the speed-up if everything else in the stacked step were free.
 
 Both sides train at the precision ``auto`` picks for the model on this machine (the runs' metrics say which). A
 study's worker trains with one thread beside the other workers: ``--threads 1`` measures that setting.
@@ -18,14 +18,12 @@ study's worker trains with one thread beside the other workers: ``--threads 1`` 
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import statistics
 import tempfile
 from pathlib import Path
 
-from step_floor import floor_parts
+import harness
 
 import vaelab
 from vaelab import ensemble
@@ -69,20 +67,12 @@ def step_ms(runs, batch: int, stacked: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "ensemble", threads=0)
     ap.add_argument("--members", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--only", default="", help="only the architectures whose label contains this (e.g. 'doc 002')")
-    ap.add_argument("--out", default="benchmarks/out/ensemble.json")
-    args = ap.parse_args()
-    import torch
-
-    from vaelab.precision import cpu_signature
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(cpu_signature(), flush=True)
+    args = harness.parse(ap)
+    print(harness.machine()["cpu"], flush=True)
     results = {}
     for label, (model, batch) in SETTINGS.items():
         if args.only not in label:
@@ -98,8 +88,8 @@ def main() -> None:
             precision = together[0].metrics[-1].get("precision")
             sep_step, vec_step = step_ms(separate, batch, 1), step_ms(together, batch, args.members)
             together_folded = ensemble.fold_reason([r.load_model() for r in together]) is None
-        # the stacked step's floor: its batched products, the stacked Adam and casts, each alone (step_floor.py)
-        floor = floor_parts(build_model(cfgs[0]), batch, precision, args.members)
+        # the stacked step's floor: its batched products, the stacked Adam and casts, each alone
+        floor = harness.floor_parts(build_model(cfgs[0]), batch, precision, args.members)
         results[label] = {"separate_seconds": round(t_sep, 2), "vectorised_seconds": round(t_vec, 2),
                           "speedup": round(t_sep / t_vec, 2), "max_test_loss_difference": gap,
                           "folded": together_folded, "vmap_seconds": round(t_vmap, 2),
@@ -109,9 +99,7 @@ def main() -> None:
                           # the most vectorising could gain if all but the floor's parts were free
                           "speedup_bound": round(args.members * sep_step / floor["floor_ms"], 2)}
         print(label, results[label], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"cpu": cpu_signature(), "members": args.members, "epochs": args.epochs,
-                                           "results": results}, indent=2) + "\n")
+    harness.write_json(args, {"members": args.members, "epochs": args.epochs, "results": results})
 
 
 if __name__ == "__main__":

@@ -11,20 +11,19 @@ samples N(0, I_D), with the same number of samples.
     python benchmarks/gap_power.py [--dims 16,64,256,1024,4096] [--seeds 10] [--samples 1000]
         [--mixture-points 4000] [--permutations 100] [--baseline-max-dim 4096]
 
-Output: rejection rates (share of seeds) per (case, D, test) and per decision in --out (JSON, with every run's
+Output: rejection rates (share of seeds) per (case, D, test) and per decision in --json (JSON, with every run's
 p-values), a markdown table on stdout, and the figure --figure (one panel per case). CPU model, flags and torch's
 thread count are recorded with the rates. Runs on one thread (torch and BLAS).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 
+import harness
 import torch
 
 from vaelab.analysis import from_model
@@ -58,16 +57,6 @@ NOTES = {  # what a reader of one panel needs to know (drawn in the panel)
 }
 
 
-def cpu_info() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    lines = text.splitlines()
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
-    return {"model": model, "logical_cpus": sum(line.startswith("processor") for line in lines),
-            "amx_bf16": "amx_bf16" in flags, "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "avx2": "avx2" in flags}
-
-
 def all_axes_baseline(model, data, samples: int, permutations: int, seed: int) -> dict:
     """The classifier and MMD tests on all D coordinates: aggregate-posterior samples (random training codes, one
     draw each, without replacement as vaelab does) against prior samples, ``samples`` of each."""
@@ -78,21 +67,17 @@ def all_axes_baseline(model, data, samples: int, permutations: int, seed: int) -
     z_q = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g)
     z_p = torch.randn(z_q.shape, generator=g)
     a, b = z_p.double().numpy(), z_q.double().numpy()
-    out = {}
-    t0 = time.perf_counter()
-    out["all_axes_classifier"] = classifier_test(a, b, seed=seed).to_dict()
-    t1 = time.perf_counter()
-    out["all_axes_mmd"] = mmd_test(a, b, permutations=permutations, seed=seed).to_dict()
-    t2 = time.perf_counter()
-    return out, {"all_axes_classifier": t1 - t0, "all_axes_mmd": t2 - t1}
+    s_clf, clf = harness.timed(lambda: classifier_test(a, b, seed=seed).to_dict())
+    s_mmd, mmd = harness.timed(lambda: mmd_test(a, b, permutations=permutations, seed=seed).to_dict())
+    return {"all_axes_classifier": clf, "all_axes_mmd": mmd}, {"all_axes_classifier": s_clf, "all_axes_mmd": s_mmd}
 
 
 def one_run(case: str, d: int, seed: int, args) -> dict:
     model, data = model_and_data(case, d, n_train=args.mixture_points, n_test=200, seed=seed)
-    t0 = time.perf_counter()
-    r = aggregate_posterior_gap(from_model(model, data), mixture_points=args.mixture_points, samples=args.samples,
-                                permutations=args.permutations, seed=seed).data
-    seconds = {"aggregate_posterior_gap": time.perf_counter() - t0}
+    gap_seconds, r = harness.timed(lambda: aggregate_posterior_gap(
+        from_model(model, data), mixture_points=args.mixture_points, samples=args.samples,
+        permutations=args.permutations, seed=seed).data)
+    seconds = {"aggregate_posterior_gap": gap_seconds}
     tests = {name: r["tests"][name] for name in SUBSPACE_TESTS + ("shell",) if name in r["tests"]}
     if d <= args.baseline_max_dim:
         base, t = all_axes_baseline(model, data, args.samples, args.permutations, seed)
@@ -247,7 +232,7 @@ def figure(table: dict, cases, dims, seeds: int, path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "gap_power")
     ap.add_argument("--dims", default="16,64,256,1024,4096", help="latent sizes, comma-separated")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--samples", type=int, default=1000, help="samples per side in every two-sample test")
@@ -256,16 +241,15 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--baseline-max-dim", type=int, default=4096,
                     help="run the all-axes baseline only up to this latent size (it is skipped above)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/gap_power.json"))
     ap.add_argument("--figure", type=Path, default=Path("docs/figures/gap-power.png"))
     ap.add_argument("--replot", action="store_true",
-                    help="run nothing: read --out, print the tables and draw the figure again")
-    args = ap.parse_args()
+                    help="run nothing: read --json, print the tables and draw the figure again")
+    args = harness.parse(ap)
     if args.replot:
-        report = json.loads(args.out.read_text())
+        report = json.loads(args.json.read_text())
         p = report["params"]
         report["pooled_null"] = pooled_null(report["runs"])
-        args.out.write_text(json.dumps(report, indent=1))
+        harness.save(args.json, report)
         print(markdown(report["rates"], p["cases"], p["dims"]))
         print()
         print(null_markdown(report["pooled_null"]))
@@ -290,9 +274,6 @@ def main() -> None:
     wall = time.perf_counter() - start
     table = rates(runs, cases, dims)
     report = {
-        "benchmark": "gap_power", "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "machine": {**cpu_info(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version()},
         "params": {"dims": dims, "seeds": args.seeds, "samples": args.samples, "mixture_points": args.mixture_points,
                    "permutations": args.permutations, "alpha": ALPHA, "cases": cases,
                    "baseline_max_dim": args.baseline_max_dim, "n_test_images": 200},
@@ -311,15 +292,14 @@ def main() -> None:
         "pooled_null": pooled_null(runs),
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    harness.write_json(args, report)
     print()
     print(markdown(table, cases, dims))
     print()
     print(null_markdown(report["pooled_null"]))
     print()
     figure(table, cases, dims, args.seeds, args.figure)
-    print(f"wall time {wall:.0f} s ({wall / 60:.1f} min); results: {args.out}; figure: {args.figure}")
+    print(f"wall time {wall:.0f} s ({wall / 60:.1f} min); results: {args.json}; figure: {args.figure}")
     if any(math.isnan(p) for r in runs for p in r["p_values"].values()):
         print("warning: some p-values are NaN", file=sys.stderr)
 

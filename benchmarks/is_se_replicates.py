@@ -11,32 +11,33 @@ weights' tails heavier, above 1 wider, so that one trained model gives a range o
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import statistics
-import time
-from pathlib import Path
 
+import harness
 import torch
 
 from vaelab.analysis import from_run
 from vaelab.analysis.likelihood import importance_sampled_estimate, tail_summary
-from vaelab.precision import cpu_signature
+
+
+def replicate(model, x: torch.Tensor, samples: int, seed: int) -> dict:
+    """One estimate on its own noise: its mean, its delta-method sampling SE and its weights' tails."""
+    est = importance_sampled_estimate(model, x, samples, generator=torch.Generator().manual_seed(100 + seed))
+    return {"mean": float(est.log_p.mean()), "se_sampling": float(est.se.pow(2).sum().sqrt() / x.shape[0]),
+            **tail_summary(est.pareto_k, samples)}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "is_se_replicates", threads=1)
     ap.add_argument("run", help="a trained run's directory")
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--replicates", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--proposal-scale", type=float, default=1.0, help="multiply the encoder's sigma by this")
-    ap.add_argument("--out", default="benchmarks/out/is_se_replicates.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = harness.parse(ap)
     subject = from_run(args.run)
     if args.proposal_scale != 1.0:
         encode, shift = subject.model.encode, 2 * math.log(args.proposal_scale)
@@ -44,24 +45,19 @@ def main() -> None:
     x = subject.data.x_test[:args.images]
     rows = []
     for seed in range(args.replicates):
-        t0 = time.perf_counter()
-        est = importance_sampled_estimate(subject.model, x, args.samples,
-                                          generator=torch.Generator().manual_seed(100 + seed))
-        rows.append({"mean": float(est.log_p.mean()), "se_sampling": float(est.se.pow(2).sum().sqrt() / x.shape[0]),
-                     **tail_summary(est.pareto_k, args.samples), "seconds": round(time.perf_counter() - t0, 2)})
+        seconds, row = harness.timed(lambda: replicate(subject.model, x, args.samples, seed))
+        rows.append({**row, "seconds": round(seconds, 2)})
     sd = statistics.stdev(r["mean"] for r in rows)
     se = statistics.median(r["se_sampling"] for r in rows)
     shares = [r["pareto_k_share_unreliable"] for r in rows]
-    out = {"cpu": cpu_signature(), "run": args.run, "proposal_scale": args.proposal_scale, "images": x.shape[0],
+    out = {"run": args.run, "proposal_scale": args.proposal_scale, "images": x.shape[0],
            "samples": args.samples, "replicates": args.replicates, "sd_of_means": sd, "reported_se_median": se,
            "sd_over_se": sd / se, "pareto_k_median": statistics.median(r["pareto_k_median"] for r in rows),
            "share_unreliable_median": statistics.median(shares), "share_unreliable_range": [min(shares), max(shares)],
            "share_by_chance": rows[0]["pareto_k_share_by_chance"],
            "replicates_flagged": sum(not r["se_sampling_reliable"] for r in rows), "rows": rows}
     print(json.dumps({k: v for k, v in out.items() if k != "rows"}, indent=2))
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    harness.write_json(args, out)
 
 
 if __name__ == "__main__":

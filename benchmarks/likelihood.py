@@ -9,13 +9,12 @@ the same binarized test images with S importance samples from q(z|x).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
+import harness
 import torch
 
 import vaelab
@@ -39,14 +38,11 @@ def pythae_copy(model):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "likelihood", repeats=3, threads=0)
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--out", default="benchmarks/out/likelihood.json")
-    args = ap.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    args = harness.parse(ap)
 
     cfg = vaelab.build_config({"name": "bench-ll", "data": {"name": "mnist", "pixels": "dynamic"},
                                "model": {"arch": "784-512-16"}, "train": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3}})
@@ -61,39 +57,39 @@ def main() -> None:
         assert torch.allclose(pm.encoder(x[:8]).embedding, q.mu, atol=1e-5)
         assert torch.allclose(pm.decoder(q.mu)["reconstruction"], torch.sigmoid(model.decode(q.mu)), atol=1e-5)
 
-    results = {"vaelab": [], "pythae": []}
-    estimates = {}
-    for r in range(args.repeats):
-        g = torch.Generator().manual_seed(r)
-        t0 = time.perf_counter()
-        lp, se = importance_sampled_log_likelihood(model, x, args.samples, generator=g)
-        results["vaelab"].append(time.perf_counter() - t0)
-        estimates.setdefault("vaelab", []).append((float(lp.mean()), float(se.pow(2).sum().sqrt() / len(se))))
-        torch.manual_seed(r)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            theirs = pm.get_nll(x, n_samples=args.samples, batch_size=100)
-        results["pythae"].append(time.perf_counter() - t0)
-        estimates.setdefault("pythae", []).append(float(theirs))
-        print(f"repeat {r + 1}: vaelab {results['vaelab'][-1]:.2f}s ({lp.mean():.3f}), "
-              f"pythae {results['pythae'][-1]:.2f}s ({theirs:.3f})", flush=True)
+    def ours(r: int) -> tuple[float, float]:
+        lp, se = importance_sampled_log_likelihood(model, x, args.samples, generator=torch.Generator().manual_seed(r))
+        return float(lp.mean()), float(se.pow(2).sum().sqrt() / len(se))
 
-    med = {k: statistics.median(v) for k, v in results.items()}
+    def theirs(r: int) -> float:
+        torch.manual_seed(r)
+        with torch.no_grad():
+            return float(pm.get_nll(x, n_samples=args.samples, batch_size=100))
+
+    this_round = {}
+
+    def show(r: int, name: str, seconds: float, value) -> None:
+        this_round[name] = seconds, value
+        if name == "pythae":
+            (vs, (lp, _)), (ps, nll) = this_round["vaelab"], this_round["pythae"]
+            print(f"repeat {r + 1}: vaelab {vs:.2f}s ({lp:.3f}), pythae {ps:.2f}s ({nll:.3f})", flush=True)
+
+    rounds = harness.alternate({"vaelab": ours, "pythae": theirs}, args.repeats, each=show)
+    results, estimates = rounds.seconds, rounds.values
+    med = harness.medians(results)
     v_mean = statistics.mean(e[0] for e in estimates["vaelab"])
     v_se = estimates["vaelab"][0][1]
     p_mean = statistics.mean(estimates["pythae"])
     decoder_flops = 2 * (16 * 512 + 512 * 784) * args.images * args.samples
     summary = {
         "images": args.images, "samples": args.samples, "repeats": args.repeats, "threads": torch.get_num_threads(),
-        "seconds": results, "median_seconds": med, "speedup": med["pythae"] / med["vaelab"],
+        "seconds": results, "median_seconds": med, "speedup": harness.ratio(results["pythae"], results["vaelab"]),
         "log_likelihood": {"vaelab": v_mean, "vaelab_sampling_se": v_se, "pythae": p_mean,
                            "difference": v_mean - p_mean},
         "vaelab_gflops": decoder_flops / med["vaelab"] / 1e9,
     }
     print(json.dumps(summary, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    harness.write_json(args, summary)
     print(f"\nmedian: vaelab {med['vaelab']:.2f}s, pythae get_nll {med['pythae']:.2f}s -> {summary['speedup']:.2f}x; "
           f"log p(x): vaelab {v_mean:.3f} (sampling SE {v_se:.3f}), pythae {p_mean:.3f}")
 

@@ -11,19 +11,14 @@ well the model is trained).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import tempfile
-import time
-from pathlib import Path
 
+import harness
 import torch
 
 import vaelab
 from vaelab.analysis import from_run
 from vaelab.analysis import likelihood as lik
-from vaelab.precision import cpu_signature
 
 MODEL = {"data": {"name": "mnist", "pixels": "dynamic", "train_size": 1280},
          "model": {"network": "conv-spatial", "conv_channels": [32, 64], "posterior": "diagonal",
@@ -35,26 +30,20 @@ def serial_normal(shape, generator, device="cpu", dtype=torch.float32):
     return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
-def estimate(model, x, samples: int, noise) -> tuple[float, float, float]:
-    """(seconds, mean log p(x), its standard error) of one bf16 IS estimate with ``noise`` as the draw."""
+def estimate(model, x, samples: int, noise) -> tuple[float, float]:
+    """(mean log p(x), its standard error) of one bf16 IS estimate with ``noise`` as the draw."""
     lik.standard_normal = noise
-    g = torch.Generator().manual_seed(0)
-    t0 = time.perf_counter()
-    lp, se = lik.importance_sampled_log_likelihood(model, x, samples, generator=g, precision="bf16")
-    seconds = time.perf_counter() - t0
-    return seconds, float(lp.mean()), float(se.square().sum().sqrt() / len(se))
+    lp, se = lik.importance_sampled_log_likelihood(model, x, samples, generator=torch.Generator().manual_seed(0),
+                                                   precision="bf16")
+    return float(lp.mean()), float(se.square().sum().sqrt() / len(se))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "likelihood_streams", repeats=3, threads=2)
     ap.add_argument("--run", help="a trained run of a spatial-latent model (default: train one briefly)")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--samples", type=int, default=50)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default="benchmarks/out/likelihood_streams.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = harness.parse(ap)
     streams = lik.standard_normal
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run or vaelab.train(vaelab.build_config({**MODEL, "name": "doc000"}), out=tmp,
@@ -62,27 +51,23 @@ def main() -> None:
         subject = from_run(run_dir)
     model, x = subject.model.eval(), subject.reference.x_test[:args.images]
     decodes = args.images * args.samples
-    print(f"{cpu_signature()}; latent {tuple(model.latent_shape)}; {args.images} images x S = {args.samples}")
+    print(f"{harness.machine()['cpu']}; latent {tuple(model.latent_shape)}; {args.images} images x S = {args.samples}")
     estimate(model, x[:8], 2, streams)  # warm-up
-    times = {"torch.randn": [], "streams": []}
-    estimates = {}
-    for _ in range(args.repeats):
-        for label, noise in (("torch.randn", serial_normal), ("streams", streams)):
-            seconds, mean, se = estimate(model, x, args.samples, noise)
-            times[label].append(seconds)
-            estimates[label] = (mean, se)
+    rounds = harness.alternate({label: lambda r, noise=noise: estimate(model, x, args.samples, noise)
+                                for label, noise in (("torch.randn", serial_normal), ("streams", streams))},
+                               args.repeats)
     lik.standard_normal = streams
-    result = {"cpu": cpu_signature(), "threads": args.threads, "images": args.images, "samples": args.samples}
+    times, med = rounds.seconds, harness.medians(rounds.seconds)
+    result = {"threads": args.threads, "images": args.images, "samples": args.samples}
     for label, ts in times.items():
-        ms = 1e3 * statistics.median(ts) / decodes * 100
-        mean, se = estimates[label]
+        ms = 1e3 * med[label] / decodes * 100
+        mean, se = rounds.values[label][-1]
         result[label] = {"seconds": ts, "ms_per_100_decodes": ms, "mean_log_p": mean, "se": se}
         print(f"{label}: {ms:.1f} ms per 100 decodes (repeats {', '.join(f'{t:.2f}' for t in ts)} s); "
               f"mean log p(x) {mean:.3f} +- {se:.3f}")
-    result["speedup"] = statistics.median(times["torch.randn"]) / statistics.median(times["streams"])
+    result["speedup"] = harness.ratio(times["torch.randn"], times["streams"])
     print(f"streams {result['speedup']:.2f}x")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_json(args, result)
 
 
 if __name__ == "__main__":

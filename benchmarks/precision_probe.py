@@ -14,12 +14,10 @@ is slow: CPUs without AVX-512 BF16 or AMX. The model is untrained (the timings d
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import time
-from pathlib import Path
 
+import harness
 import torch
 
 import vaelab
@@ -30,19 +28,10 @@ from vaelab.models import build_model
 from vaelab.objectives import Objective
 
 
-def timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = harness.parser(__doc__, "precision_probe", threads=2)
     ap.add_argument("--latent-channels", type=int, default=1024)
-    ap.add_argument("--out", default="benchmarks/out/precision_probe.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = harness.parse(ap)
     cfg = vaelab.build_config({"data": {"name": "mnist"}, "model": {
         "network": "conv-spatial", "conv_channels": [32, 64], "latent_channels": args.latent_channels,
         "posterior": "diagonal"}, "train": {"batch_size": 128}})
@@ -51,29 +40,27 @@ def main() -> None:
     data = load_dataset("mnist", test_size=1000)
     x = PixelSampler("dynamic", data.x_train[:1], data.x_test, cfg.data.binarize_seed).test
     objective = Objective(cfg.objective)
-    result: dict = {"cpu": precision.cpu_signature(), "threads": args.threads,
+    result: dict = {"threads": args.threads,
                     "model": f"conv-spatial 8x8x{args.latent_channels}", "give_up_slower": precision.GIVE_UP_SLOWER}
     for stop in (True, False):
         name = "with_stop" if stop else "without_stop"
         limit = precision.GIVE_UP_SLOWER if stop else math.inf
         precision.GIVE_UP_SLOWER = lik.GIVE_UP_SLOWER = limit
-        seconds, choice = timed(lambda: precision.choose_precision(
+        seconds, choice = harness.timed(lambda: precision.choose_precision(
             model, 128, torch.device("cpu"),
             lambda: objective(model, x[:128], torch.Generator().manual_seed(0)).loss, use_cache=False))
         result[f"train_probe_{name}"] = {"seconds": round(seconds, 2), **choice.as_metrics()}
         print(f"training-step probe, {name.replace('_', ' ')}: {seconds:.1f} s -> {choice.precision} ({choice.reason})",
               flush=True)
         with torch.no_grad():
-            seconds, (used, check) = timed(lambda: lik.choose_precision(model, x, 1000, seed=1))
+            seconds, (used, check) = harness.timed(lambda: lik.choose_precision(model, x, 1000, seed=1))
         result[f"likelihood_check_{name}"] = {"seconds": round(seconds, 2), "precision": used, **check}
         print(f"likelihood check, {name.replace('_', ' ')}: {seconds:.1f} s -> {used} ({check['reason']})", flush=True)
         precision.GIVE_UP_SLOWER = lik.GIVE_UP_SLOWER = result["give_up_slower"]
     for what in ("train_probe", "likelihood_check"):
         result[f"{what}_speedup"] = result[f"{what}_without_stop"]["seconds"] / result[f"{what}_with_stop"]["seconds"]
     print(json.dumps({k: v for k, v in result.items() if k.endswith("speedup")}, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_json(args, result)
 
 
 if __name__ == "__main__":

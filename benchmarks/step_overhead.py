@@ -7,7 +7,7 @@ For each model, at the precision `train.precision: auto` picks on this machine (
 
 it measures, alternating in one process so that both see the same load:
 
-- the step's matrix products alone at the same shapes and dtype (step_floor.py): forward x W^T of every Linear
+- the step's matrix products alone at the same shapes and dtype (harness.floor_parts): forward x W^T of every Linear
   layer, backward dY^T x of every layer and dY W of every layer but the first (the images need no gradient); and
   what else every step must do, timed alone: the fused Adam update and (bf16) autocast's casts of the parameters.
   Products + Adam + casts is the step's floor: its ratio to the products says how much of the 1.5x budget is left
@@ -23,32 +23,15 @@ It prints the ratios, the GEMM rates, and a per-op table of one profiled epoch o
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
-from pathlib import Path
 
+import harness
 import torch
-from step_floor import floor_parts
 
 import vaelab
 from vaelab import trainer
-
-MODELS = {
-    "pythae-default": {"data": {"name": "mnist", "pixels": "dynamic", "train_size": 25600},
-                       "model": {"hidden": [512], "latent_dim": 16, "posterior": "diagonal"},
-                       "train": {"batch_size": 128, "lr": 1e-3}},
-    "doc002-200": {"data": {"name": "fashion-mnist", "pixels": "dynamic", "train_size": 25600},
-                   "model": {"hidden": [256, 256], "latent_dim": 200, "posterior": "isotropic"},
-                   "train": {"batch_size": 256, "lr": 1e-4}},
-    # document 000's big latent (no products-alone floor: its convolutions are not timed apart); not run by default
-    "doc000-8x8x1024": {"data": {"name": "mnist", "pixels": "dynamic", "train_size": 7680},
-                        "model": {"network": "conv-spatial", "conv_channels": [32, 64], "posterior": "diagonal",
-                                  "latent_channels": 1024},
-                        "train": {"batch_size": 128, "lr": 1e-3}},
-}
-DEFAULT_MODELS = "pythae-default,doc002-200"
+from vaelab.models.build import build_model
 
 
 def train_step_seconds(cfg: dict, precision: str, compile: str, epochs: int,
@@ -83,35 +66,27 @@ def train_step_seconds(cfg: dict, precision: str, compile: str, epochs: int,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "step_overhead", repeats=2, threads=2)
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    ap.add_argument("--models", default=DEFAULT_MODELS, help=f"some of {', '.join(MODELS)}")
+    ap.add_argument("--models", default=harness.DEFAULT_MODELS, help=f"some of {', '.join(harness.MODELS)}")
     ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--out", default="benchmarks/out/step_overhead.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from vaelab.models.build import build_model
-    from vaelab.precision import cpu_signature
+    args = harness.parse(ap)
 
-    results = {"cpu": cpu_signature(), "threads": args.threads, "models": {}}
-    print(results["cpu"])
+    results = {"threads": args.threads, "models": {}}
+    print(harness.machine()["cpu"])
     for name in args.models.split(","):
-        cfg = MODELS[name]
-        timed = {"off": [], "on": []}
-        first, ops, precision = {}, {}, args.precision
-        for rep in range(args.repeats):
-            for mode in ("off", "on"):
-                steps, first_step, precision, table = train_step_seconds(cfg, args.precision, mode, args.epochs,
-                                                                         rep == 0 and not args.no_profile)
-                timed[mode] += steps
-                first.setdefault(mode, first_step)
-                ops.setdefault(mode, table)
+        cfg = harness.MODELS[name]
+        rounds = harness.alternate({mode: lambda r, mode=mode: train_step_seconds(
+            cfg, args.precision, mode, args.epochs, r == 0 and not args.no_profile) for mode in ("off", "on")},
+            args.repeats).values
+        timed = {mode: [s for steps, *_ in runs for s in steps] for mode, runs in rounds.items()}
+        first = {mode: runs[0][1] for mode, runs in rounds.items()}
+        ops = {mode: runs[0][3] for mode, runs in rounds.items()}
+        precision = rounds["on"][-1][2]
         model = build_model(vaelab.build_config({**cfg, "name": "x"}))
         convolutional = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
-        floor = None if convolutional else floor_parts(model, cfg["train"]["batch_size"], precision)
+        floor = None if convolutional else harness.floor_parts(model, cfg["train"]["batch_size"], precision)
         gemm, gflop = (floor["products_ms"] / 1e3, floor["gflop"]) if floor else (None, None)
         r = results["models"][name] = {"precision": precision, "gemm_ms": gemm and 1e3 * gemm,
                                        "gemm_gflops": gemm and gflop / gemm, "floor": floor}
@@ -134,8 +109,7 @@ def main() -> None:
                 print(ops[mode])
         r["compiled_speedup"] = r["eager"]["step_ms"] / r["compiled"]["step_ms"]
         print(f"{name}: compiled step {r['compiled_speedup']:.2f}x the eager one")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    harness.write_json(args, results)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """A training step against its own matrix products, captured from the step and replayed alone (speed issue, target
 2: the step costs at most 1.5x its products).
 
-step_floor.py times products at the model's Linear shapes in one layout; this script records the products a real
-step makes (every aten mm / addmm / bmm / baddbmm with its shapes and strides, through a TorchDispatchMode), then
-times that list replayed on fresh tensors of the same shapes and strides, alternating with the step itself in one
-process so both see the same load. The step is vaelab's: the model's ELBO on a batch of binarized images (the
+step_overhead.py times products at the model's Linear shapes in one layout (harness.floor_parts); this script
+records the products a real step makes (every aten mm / addmm / bmm / baddbmm with its shapes and strides, through a
+TorchDispatchMode), then times that list replayed on fresh tensors of the same shapes and strides, alternating with
+the step itself in one process so both see the same load. The step is vaelab's: the model's ELBO on a batch of binarized images (the
 likelihood told that the pixels are binary, as the trainer tells it), zero_grad, backward, PyTorch's fused Adam.
 The trainer's data handling and bookkeeping are left out. Reports medians over --repeats rounds of --steps each,
 the ratio, the median and quartiles of each round's ratio (its step against the products timed next to it), and the
@@ -14,20 +14,14 @@ CPU's flags.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import time
-from pathlib import Path
-
+import harness
 import torch
-from step_overhead import MODELS
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import vaelab
 from vaelab.models.build import build_model
 from vaelab.objectives import elbo
-from vaelab.precision import cpu_signature, gemm_rates, linear_shapes
+from vaelab.precision import gemm_rates, linear_shapes
 from vaelab.trainer import make_optimizer
 
 PRODUCTS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
@@ -50,26 +44,15 @@ class CaptureProducts(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def seconds(fn, steps: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - t0) / steps
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--models", default="pythae-default,doc002-200")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap = harness.parser(__doc__, "step_replay", repeats=5, threads=2)
+    ap.add_argument("--models", default=harness.DEFAULT_MODELS, help=f"some of {', '.join(harness.MODELS)}")
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--out", default="benchmarks/out/step_replay.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    results = {"cpu": cpu_signature(), "threads": args.threads, "precision": "fp32", "models": {}}
-    print(results["cpu"])
+    args = harness.parse(ap)
+    results = {"threads": args.threads, "precision": "fp32", "models": {}}
+    print(harness.machine()["cpu"])
     for name in args.models.split(","):
-        cfg = vaelab.build_config({**MODELS[name], "name": "bench"})
+        cfg = vaelab.build_config({**harness.MODELS[name], "name": "bench"})
         model = build_model(cfg)
         model.likelihood.assume_binary = True
         opt = make_optimizer(model, cfg.train.lr)
@@ -95,14 +78,13 @@ def main() -> None:
 
         for _ in range(20):
             products()
-        step_s, prod_s = [], []
-        for _ in range(args.repeats):  # alternating, so that both see the same load
-            step_s.append(seconds(step, args.steps))
-            prod_s.append(seconds(products, args.steps))
-        s, p = statistics.median(step_s), statistics.median(prod_s)
+        rounds = harness.alternate({"step": lambda r: harness.per_call(step, args.steps),
+                                    "products": lambda r: harness.per_call(products, args.steps)}, args.repeats)
+        step_s, prod_s = rounds.values["step"], rounds.values["products"]
+        med = harness.medians(rounds.values)
+        s, p = med["step"], med["products"]
         # each round's step against the products timed next to it: on a host whose speed drifts this is the steadier
-        rounds = sorted(a / b for a, b in zip(step_s, prod_s))
-        q1, _, q3 = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else (rounds[0],) * 3
+        per_round, q1, q3 = harness.round_ratios(step_s, prod_s)
         gflop = sum(2 * a[-2].shape[-2] * a[-2].shape[-1] * a[-1].shape[-1] * (a[-1].shape[0] if a[-1].ndim == 3
                     else 1) for _, a, _ in calls) / 1e9
         # the issue's other reading of target 2: the step's rate against the GEMM rate `precision: auto` measures at
@@ -110,16 +92,15 @@ def main() -> None:
         probe_rate = gemm_rates(linear_shapes(model, cfg.train.batch_size))[0]
         results["models"][name] = {"probe_gflops": probe_rate, "step_share_of_probe": gflop / s / probe_rate,
                                    "products": len(calls), "gflop": gflop, "step_ms": 1e3 * s, "products_ms": 1e3 * p,
-                                   "ratio": s / p, "round_ratio_median": statistics.median(rounds),
+                                   "ratio": s / p, "round_ratio_median": per_round,
                                    "round_ratio_quartiles": [q1, q3], "steps_ms": [1e3 * v for v in step_s],
                                    "products_ms_each": [1e3 * v for v in prod_s]}
         print(f"{name}: step {1e3 * s:.2f} ms, its {len(calls)} products replayed alone {1e3 * p:.2f} ms "
               f"({gflop / p:.0f} GFLOP/s); step / products {s / p:.2f}x (target 1.5x); per round "
-              f"{statistics.median(rounds):.2f}x (quartiles {q1:.2f}-{q3:.2f}); the step's {gflop / s:.0f} GFLOP/s are "
+              f"{per_round:.2f}x (quartiles {q1:.2f}-{q3:.2f}); the step's {gflop / s:.0f} GFLOP/s are "
               f"{gflop / s / probe_rate:.0%} of the {probe_rate:.0f} GFLOP/s the precision probe measures at its "
               f"Linear shapes (target 65%)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    harness.write_json(args, results)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ epochs (x3 seeds for pythae). Add the wall time of the study's analyses, measure
 """
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import statistics
 import tempfile
-from pathlib import Path
 
+import harness
 import torch
 
 import vaelab
@@ -64,21 +64,16 @@ def pythae_epoch_seconds(dim: int, epochs: int, x_train: torch.Tensor, x_test: t
         def forward(self, z):
             return ModelOutput(reconstruction=self.net(z).view(-1, 1, 28, 28))
 
-    from pythae_timing import train_pythae
-
     torch.manual_seed(0)
     model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=dim, reconstruction_loss="bce"), encoder=Encoder(),
                 decoder=Decoder())
-    return statistics.median(train_pythae(model, epochs, 1e-4, 256, x_train, x_test)["epoch_seconds"][1:])
+    return statistics.median(harness.train_pythae(model, epochs, 1e-4, 256, x_train, x_test)["epoch_seconds"][1:])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "study_time", threads=0)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--out", default="benchmarks/out/study_time.json")
-    args = ap.parse_args()
-    import logging
-
+    args = harness.parse(ap)
     logging.getLogger("pythae").setLevel(logging.WARNING)
     data = load_dataset("fashion-mnist")
     pixels = PixelSampler("fixed", data.x_train, data.x_test, 0)
@@ -93,9 +88,8 @@ def main() -> None:
     total = {k: round(sum(r[k] for r in rows.values()), 1) for k in ("vaelab_training_min", "pythae_training_min")}
     total["ratio"] = round(total["pythae_training_min"] / total["vaelab_training_min"], 2)
     print(json.dumps(total))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"epochs": args.epochs, "threads": torch.get_num_threads(), "per_dim": rows,
-                                          "total": total}, indent=2) + "\n")
+    harness.write_json(args, {"epochs": args.epochs, "threads": torch.get_num_threads(), "per_dim": rows,
+                              "total": total})
 
 
 if __name__ == "__main__":

@@ -10,13 +10,9 @@ Both see the same continuous MNIST pixels. Reports the median over epochs (after
 """
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import tempfile
-import time
-from pathlib import Path
 
+import harness
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,9 +41,8 @@ def example_epoch_seconds(x: torch.Tensor, hidden: int, latent: int, epochs: int
     model = ExampleVAE(hidden, latent)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=128, shuffle=True)
-    times = []
-    for _ in range(epochs + 1):
-        t0 = time.perf_counter()
+
+    def epoch() -> None:
         for data, _ in loader:
             opt.zero_grad()
             recon, mu, logvar = model(data)
@@ -55,8 +50,8 @@ def example_epoch_seconds(x: torch.Tensor, hidden: int, latent: int, epochs: int
             kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
             (bce + kld).backward()
             opt.step()
-        times.append(time.perf_counter() - t0)
-    return times[1:]
+
+    return [harness.timed(epoch)[0] for _ in range(epochs + 1)][1:]
 
 
 def vaelab_epoch_seconds(epochs: int) -> list[float]:
@@ -78,27 +73,25 @@ def mlp_train_flops(sizes: list[int]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/train_epoch.json"))
-    args = parser.parse_args()
+    ap = harness.parser(__doc__, "train_epoch", threads=0)
+    ap.add_argument("--epochs", type=int, default=3)
+    args = harness.parse(ap)
     x = load_dataset("mnist").x_train
     results = {
         "vaelab 784-512-16": vaelab_epoch_seconds(args.epochs),
         "example loop 784-400-20": example_epoch_seconds(x, 400, 20, args.epochs),
         "example loop 784-512-16": example_epoch_seconds(x, 512, 16, args.epochs),
     }
-    med = {k: statistics.median(v) for k, v in results.items()}
+    med, ours = harness.medians(results), results["vaelab 784-512-16"]
     flops = mlp_train_flops([784, 512, 16]) * 60000
     report = {
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "epochs_timed": args.epochs,
+        "threads": torch.get_num_threads(), "epochs_timed": args.epochs,
         "seconds_per_epoch": results, "median": med,
-        "ratio_example_400_20_over_vaelab": med["example loop 784-400-20"] / med["vaelab 784-512-16"],
-        "ratio_example_512_16_over_vaelab": med["example loop 784-512-16"] / med["vaelab 784-512-16"],
+        "ratio_example_400_20_over_vaelab": harness.ratio(results["example loop 784-400-20"], ours),
+        "ratio_example_512_16_over_vaelab": harness.ratio(results["example loop 784-512-16"], ours),
         "vaelab_gflops": flops / med["vaelab 784-512-16"] / 1e9,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    harness.write_json(args, report)
     print(f"{'loop':<26}{'median s/epoch':>16}  all")
     for k, v in results.items():
         print(f"{k:<26}{med[k]:>16.3f}  {', '.join(f'{t:.3f}' for t in v)}")

@@ -15,17 +15,16 @@ bf16 out: ten bf16 epochs take about 15 minutes there.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import statistics
 import tempfile
-from pathlib import Path
 
+import harness
 import torch
 
 import vaelab
 from vaelab.data import PixelSampler, load_dataset
-from vaelab.precision import cpu_signature
 
 SIZES = [784, 512, 16]
 
@@ -56,23 +55,18 @@ def run_vaelab(epochs: int, variant: str) -> dict:
 def run_pythae(epochs: int, x_train: torch.Tensor, x_test: torch.Tensor) -> dict:
     from pythae.models import VAE, VAEConfig
 
-    from pythae_timing import train_pythae
-
     torch.manual_seed(0)
     model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=16, reconstruction_loss="bce"))
-    r = train_pythae(model, epochs, 1e-3, 128, x_train, x_test)
+    r = harness.train_pythae(model, epochs, 1e-3, 128, x_train, x_test)
     return {"epoch_seconds": r["epoch_seconds"], "test_neg_elbo": r["eval_loss"]}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "train_vs_pythae", threads=0)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--precisions", default="fp32,bf16,auto", help="vaelab's runs, comma-separated "
                     "(precision[:compile])")
-    ap.add_argument("--out", default="benchmarks/out/train_vs_pythae.json")
-    args = ap.parse_args()
-    import logging
-
+    args = harness.parse(ap)
     logging.getLogger("pythae").setLevel(logging.WARNING)
     data = load_dataset("mnist")
     cfg = vaelab.build_config({"data": {"name": "mnist", "pixels": "fixed"}})
@@ -80,7 +74,7 @@ def main() -> None:
     results = {"pythae": run_pythae(args.epochs, pixels.train_fixed, pixels.test)}
     for precision in args.precisions.split(","):
         results[f"vaelab-{precision}"] = run_vaelab(args.epochs, precision)
-    summary = {"cpu": cpu_signature(), "epochs": args.epochs, "threads": torch.get_num_threads(), "runs": results,
+    summary = {"epochs": args.epochs, "threads": torch.get_num_threads(), "runs": results,
                "median_epoch_seconds": {}, "final_test_neg_elbo": {},
                "auto_chose": results.get("vaelab-auto", {}).get("precision_used")}
     for name, r in results.items():
@@ -95,9 +89,7 @@ def main() -> None:
     summary["train_gflops"] = {k: flops / statistics.median(results[k]["train_seconds"][1:]) / 1e9
                                for k in results if k != "pythae"}
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    harness.write_json(args, summary)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,11 @@ training step 4-40x slower than one.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import shutil
-import time
 from pathlib import Path
 
+import harness
 import torch
 
 import vaelab
@@ -46,7 +44,7 @@ def config(prior: str, args, epochs: int) -> "vaelab.RunConfig":
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "vampprior_mnist", threads=1)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=10, help="KL warm-up epochs (the paper: 100 of up to 2000)")
     ap.add_argument("--components", type=int, default=500, help="K pseudo-inputs of the VampPrior")
@@ -59,11 +57,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=10000, help="test images for log p(x)")
     ap.add_argument("--priors", default="standard,vamp")
     ap.add_argument("--runs", default="benchmarks/out/vampprior-runs")
-    ap.add_argument("--out", default="benchmarks/out/vampprior_mnist.json")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--time-epoch", action="store_true", help="train one epoch of each and report its seconds")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = harness.parse(ap)
 
     runs = Path(args.runs)
     epochs = 1 if args.time_epoch else args.epochs
@@ -71,23 +66,21 @@ def main() -> None:
     for prior in args.priors.split(","):
         cfg = config(prior, args, epochs)
         shutil.rmtree(runs / cfg.name, ignore_errors=True)
-        t0 = time.perf_counter()
-        vaelab.train(cfg, out=runs, progress=False, log=lambda m: None)
-        seconds = time.perf_counter() - t0
+        seconds, _ = harness.timed(lambda: vaelab.train(cfg, out=runs, progress=False, log=lambda m: None))
         print(f"{prior}: {epochs} epochs in {seconds:.0f}s", flush=True)
         if args.time_epoch:
             continue
         subject = from_run(runs / cfg.name)
-        t0 = time.perf_counter()
         with torch.no_grad():
-            result = likelihood(subject, samples=args.samples, n_images=args.images, seed=args.seed)
+            likelihood_seconds, result = harness.timed(lambda: likelihood(subject, samples=args.samples,
+                                                                          n_images=args.images, seed=args.seed))
         r, per_image[prior] = result.data, torch.from_numpy(result.arrays["log_likelihood_per_image"])
         last = subject.run.metrics[-1]
         rows[prior] = {"log_likelihood": r["log_likelihood"], "se_images": r["log_likelihood_se_images"],
                        "se_sampling": r["log_likelihood_se_sampling"], "vr_bound": r["vr_bound"],
                        "test_neg_elbo": r["test"]["neg_elbo"], "test_kl": r["test"]["kl"],
                        "train_test_gap": r["overfit_gap_neg_elbo"], "last_test_loss": last["test_loss"],
-                       "train_seconds": seconds, "likelihood_seconds": time.perf_counter() - t0,
+                       "train_seconds": seconds, "likelihood_seconds": likelihood_seconds,
                        "paper": PAPER.get(prior)}
         print(f"{prior}: log p(x) {r['log_likelihood']:.2f} +- {r['log_likelihood_se_images']:.2f}", flush=True)
     if args.time_epoch:
@@ -99,9 +92,7 @@ def main() -> None:
         diff = per_image["vamp"] - per_image["standard"]  # the same test images, in the same order
         summary["vamp_minus_standard"] = {"mean": float(diff.mean()), "se": float(diff.std() / math.sqrt(diff.numel())),
                                           "share_of_images_better": float((diff > 0).double().mean())}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    harness.write_json(args, summary)
     print(f"\nMNIST (dynamic binarization), MLP 784-{args.hidden.replace(',', '-')}-{args.latent}, {args.epochs} epochs, "
           f"warm-up {args.warmup}, batch {args.batch}, lr {args.lr}; log p(x) by importance sampling, "
           f"S = {args.samples}, {args.images} test images\n")

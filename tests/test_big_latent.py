@@ -78,7 +78,7 @@ def test_every_analysis_and_diagnose_run_on_a_65536_unit_latent_within_memory(tm
 @pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
                                                              "allocate 34359738368 bytes")])
 def test_running_out_of_memory_is_one_line_and_exit_2(exc, monkeypatch, capsys):
-    import vaelab.cli as cli
+    import vaelab.cli.base as cli
 
     def boom(**_):
         raise exc

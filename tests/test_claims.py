@@ -12,7 +12,8 @@ import yaml
 from vaelab.errors import ConfigError
 from vaelab.studies.view import StudyView
 from vaelab.studies import intervals
-from vaelab.studies.claims import HELD, INCONCLUSIVE, NOT_HELD, expected_typical_gap, scorecard
+from vaelab.studies.claims import HELD, INCONCLUSIVE, NOT_HELD, expected_typical_gap
+from vaelab.studies.scorecard import scorecard
 from vaelab.studies.spec import StudySpec, builtin_studies, load_study
 
 
@@ -389,7 +390,7 @@ def test_a_reproduction_page_and_index_from_a_study_folder(tmp_path):
 @pytest.mark.slow
 def test_a_builtin_study_scorecard_end_to_end(tmp_path, monkeypatch):
     """latent-dim at its tiny scale (one seed): every claim is decided or inconclusive with why, in the report too."""
-    from vaelab.studies.orchestrator import run_study
+    from vaelab.report import run_study
     from vaelab.studies.pools import LocalExecutor
 
     monkeypatch.setenv("VAELAB_DATA", str(tmp_path / "data"))

@@ -8,7 +8,8 @@ from conftest import tiny_config
 from vaelab import ensemble
 from vaelab.ensemble import NotVectorisable, train_ensemble, vectorise_reason
 from vaelab.runs import CheckpointStore, Run
-from vaelab.trainer import _prepare_run_dir, fit, train
+from vaelab.session import prepare_run_dir as _prepare_run_dir
+from vaelab.trainer import fit, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from vaelab.studies.pools import LocalExecutor
-from vaelab.studies.orchestrator import run_study
+from vaelab.report import run_study
 from vaelab.studies.spec import load_study
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -12,7 +12,7 @@ import yaml
 
 from vaelab.errors import ConfigError
 from vaelab.studies.pools import LocalExecutor
-from vaelab.studies.orchestrator import run_study
+from vaelab.report import run_study
 from vaelab.studies.results import read_results
 from vaelab.studies.spec import builtin_studies, load_study
 
@@ -73,7 +73,7 @@ def test_builtin_study_at_tiny_scale(name, tmp_path):
 
 
 def test_fixes_winner_needs_a_lead_beyond_the_seeds_spread():
-    from vaelab.report.fixes_figures import Stat, decide, fd_sentence, fd_stats, split_label
+    from vaelab.studies.fixes import Stat, decide, fd_sentence, fd_stats, split_label
 
     def runs(variant, seeds=3, status="finished", **means_sd):  # values m - s, m, m + s: mean m, sd s exactly
         return [{"run": f"{variant}-s{i}", "status": status, "variant": variant, "seed": i,

@@ -234,7 +234,8 @@ class _StopAfter:
 # 12 steps per epoch; the flag is read once per step and once at each epoch end
 @pytest.mark.parametrize("stop_after, where", [(5, (0, 6)), (14, (1, 2))])
 def test_stop_mid_epoch_checkpoints_and_resumes_bit_identical(tmp_path, stop_after, where):
-    from vaelab.trainer import SingleStep, _prepare_run_dir, fit, train
+    from vaelab.session import prepare_run_dir as _prepare_run_dir
+    from vaelab.trainer import SingleStep, fit, train
 
     cfg = tiny_config(model={"arch": "64-32-4"}, train={"epochs": 3, "batch_size": 128, "lr": 3e-3, "trace_every": 4})
     whole = train(cfg, tmp_path / "a", progress=False, log=lambda m: None)

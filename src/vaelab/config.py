@@ -13,14 +13,27 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vaelab.data.registry import DATASETS, dataset_spec
 from vaelab.errors import ConfigError
+from vaelab.models.build import count_parameters
+from vaelab.models.likelihoods import LIKELIHOODS
+from vaelab.models.networks import ACTIVATIONS, conv_latent_size
+from vaelab.models.posteriors import POSTERIORS
+from vaelab.models.priors import PRIORS
+from vaelab.objectives import OBJECTIVES
 
-Activation = Literal["relu", "tanh", "elu", "leaky_relu", "softplus", "gelu", "silu", "sigmoid"]
+# The choices of each name-valued field come from where each family is declared (one place per name).
+Activation = Literal[tuple(ACTIVATIONS)]
 Network = Literal["mlp", "conv", "conv-spatial"]
-Posterior = Literal["diagonal", "isotropic", "deterministic"]
-Likelihood = Literal["bernoulli", "gaussian", "continuous-bernoulli"]
-PriorName = Literal["standard", "vamp", "mog"]
-ObjectiveName = Literal["elbo", "iwae", "renyi", "vr-max", "deterministic"]
+Posterior = Literal[tuple(POSTERIORS)]
+Likelihood = Literal[tuple(LIKELIHOODS)]
+PriorName = Literal[tuple(PRIORS)]
+ObjectiveName = Literal[tuple(OBJECTIVES)]
+
+
+def described(names: dict[str, str]) -> str:
+    """'a (what a is), b (what b is)' for a field's help."""
+    return ", ".join(f"{name} ({text})" if text else name for name, text in names.items())
 
 MAX_PARAMETERS = 2_000_000_000  # refuse models whose weights alone would not fit in memory
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -43,8 +56,6 @@ class DataConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        from vaelab.data.registry import DATASETS
-
         if v not in DATASETS:
             close = difflib.get_close_matches(v, list(DATASETS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -72,11 +83,10 @@ class ModelConfig(_Section):
     latent_channels: int = Field(16, ge=1, description="conv-spatial: latent channels C")
     latent_size: Optional[int] = Field(None, ge=1, description="conv-spatial: latent height = width (checked against the input)")
     activation: Activation = "relu"
-    posterior: Posterior = Field("diagonal", description="diagonal, isotropic (vector mean, one scalar variance) or deterministic")
-    likelihood: Likelihood = "bernoulli"
+    posterior: Posterior = Field("diagonal", description=described(POSTERIORS))
+    likelihood: Likelihood = Field("bernoulli", description=described({n: c.description for n, c in LIKELIHOODS.items()}))
     gaussian_std: Optional[float] = Field(None, gt=0, description="gaussian likelihood: fixed std; unset = learned per pixel")
-    prior: PriorName = Field("standard", description="standard (N(0, I)), vamp (VampPrior: a mixture of the posteriors of K "
-                             "learned pseudo-inputs) or mog (a learned mixture of K diagonal Gaussians)")
+    prior: PriorName = Field("standard", description=described({n: p.description for n, p in PRIORS.items()}))
     prior_components: int = Field(500, ge=1, description="vamp and mog: number of mixture components K")
 
     @model_validator(mode="before")
@@ -104,15 +114,16 @@ class ModelConfig(_Section):
         if self.prior != "standard" and self.posterior == "deterministic":
             raise ValueError(f"prior {self.prior!r} needs a posterior with a variance: the deterministic posterior is "
                              "trained with the standard prior's quadratic penalty only")
-        if self.prior == "standard" and self.prior_components != 500:
-            raise ValueError("prior_components is only used by priors 'vamp' and 'mog', not 'standard'")
+        if not PRIORS[self.prior].mixture and self.prior_components != 500:
+            mixtures = " and ".join(repr(n) for n, p in PRIORS.items() if p.mixture)
+            raise ValueError(f"prior_components is only used by priors {mixtures}, not {self.prior!r}")
         return self
 
 
 class ObjectiveConfig(_Section):
     """The training objective: ELBO, IWAE, Renyi VR bound, VR-max, or a deterministic AE with a quadratic penalty."""
 
-    name: ObjectiveName = Field("elbo", description="elbo, iwae, renyi, vr-max or deterministic")
+    name: ObjectiveName = Field("elbo", description=described({n: o.description for n, o in OBJECTIVES.items()}))
     samples: int = Field(1, ge=1, le=10_000, description="K: latent samples per input")
     beta: float = Field(1.0, ge=0, description="elbo: weight of the KL term")
     warmup_epochs: int = Field(0, ge=0, description="elbo: epochs over which the KL weight rises linearly from 0 to beta")
@@ -121,20 +132,25 @@ class ObjectiveConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ObjectiveConfig":
-        if self.name == "renyi":
+        kind = OBJECTIVES[self.name]
+        if "alpha" in kind.options:
             if self.alpha is None:
-                raise ValueError("objective 'renyi' needs alpha (any finite real; 1 = ELBO, 0 = IWAE)")
+                raise ValueError(f"objective {self.name!r} needs alpha (any finite real; 1 = ELBO, 0 = IWAE)")
             if not math.isfinite(self.alpha):
                 raise ValueError(f"alpha must be finite, got {self.alpha}; use objective 'vr-max' for alpha -> -inf")
-        elif self.alpha is not None:
-            raise ValueError(f"alpha is only used by objective 'renyi', not {self.name!r}")
-        if self.name != "elbo" and (self.beta != 1.0 or self.warmup_epochs):
-            raise ValueError(f"beta and warmup_epochs are only used by objective 'elbo', not {self.name!r}")
-        if self.name != "deterministic" and self.penalty != 1.0:
-            raise ValueError(f"penalty is only used by objective 'deterministic', not {self.name!r}")
-        if self.name == "deterministic" and self.samples != 1:
-            raise ValueError(f"objective 'deterministic' does not sample; samples must be 1, got {self.samples}")
+        defaults = type(self).model_fields
+        unused = [f for f in OPTION_FIELDS if f not in kind.options and getattr(self, f) != defaults[f].default]
+        if unused:  # the fields that go together (beta and warmup_epochs) are named together
+            users = [n for n, o in OBJECTIVES.items() if unused[0] in o.options]
+            named = [f for f in OPTION_FIELDS if f in OBJECTIVES[users[0]].options]
+            raise ValueError(f"{' and '.join(named)} {'is' if len(named) == 1 else 'are'} only used by objective "
+                             f"{' and '.join(repr(u) for u in users)}, not {self.name!r}")
+        if not kind.samples and self.samples != 1:
+            raise ValueError(f"objective {self.name!r} does not sample; samples must be 1, got {self.samples}")
         return self
+
+
+OPTION_FIELDS = ("alpha", "beta", "warmup_epochs", "penalty")  # read by some objectives only (ObjectiveKind.options)
 
 
 class TrainConfig(_Section):
@@ -177,10 +193,6 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _fits_data(self) -> "RunConfig":
-        from vaelab.data.registry import dataset_spec
-        from vaelab.models.build import count_parameters
-        from vaelab.models.networks import conv_latent_size
-
         spec = dataset_spec(self.data.name)
         m = self.model
         if m.arch is not None:
@@ -196,7 +208,7 @@ class RunConfig(_Section):
             if m.network == "conv-spatial" and m.latent_size is not None and m.latent_size != size:
                 raise ValueError(f"latent_size {m.latent_size} does not fit the decoder: {len(m.conv_channels)} conv layers on "
                                  f"{spec.image_shape[1]}x{spec.image_shape[2]} images give a {size}x{size} latent")
-        if (m.posterior == "deterministic") != (self.objective.name == "deterministic"):
+        if (m.posterior == "deterministic") != (not OBJECTIVES[self.objective.name].samples):
             raise ValueError(f"posterior {m.posterior!r} and objective {self.objective.name!r} do not go together: "
                              "the deterministic posterior is trained with objective 'deterministic' and only with it")
         n_params = count_parameters(self)

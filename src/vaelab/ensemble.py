@@ -40,7 +40,8 @@ from vaelab.data import Dataset
 from vaelab.errors import TrainingDiverged
 from vaelab.objectives import Objective
 from vaelab.runs import CheckpointStore, Run
-from vaelab.trainer import fit, training_session
+from vaelab.session import training_session
+from vaelab.trainer import fit
 from vaelab.training_step import Member, NotVectorisable, noise_shape
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -90,14 +91,38 @@ def deterministic(model, x, *, penalty: float = 1.0, generator=None) -> Terms:
     return Terms(recon - penalty * quad, recon, quad, q)
 
 
-# name -> the bound as a function of (model, x, config, beta, generator); config is the run's ObjectiveConfig
-OBJECTIVES = {
-    "elbo": lambda m, x, c, beta, g: elbo(m, x, samples=c.samples, beta=beta, generator=g),
-    "iwae": lambda m, x, c, beta, g: iwae(m, x, samples=c.samples, generator=g),
-    "renyi": lambda m, x, c, beta, g: renyi(m, x, alpha=c.alpha, samples=c.samples, generator=g),
-    "vr-max": lambda m, x, c, beta, g: vr_max(m, x, samples=c.samples, generator=g),
-    "deterministic": lambda m, x, c, beta, g: deterministic(m, x, penalty=c.penalty, generator=g),
-}
+Bound = Callable[..., Terms]  # (model, x, config, beta, generator) -> Terms; config is the run's ObjectiveConfig
+
+
+@dataclass(frozen=True)
+class ObjectiveKind:
+    """One objective, declared once: the config, the CLI's choices and the trainer read it.
+
+    ``options``: the ObjectiveConfig fields it reads besides ``samples`` (any other that is set is an error);
+    ``samples``: whether it draws K latent samples (a deterministic objective takes exactly one)."""
+
+    name: str
+    description: str
+    bound: Bound
+    options: tuple[str, ...] = ()
+    samples: bool = True
+
+
+OBJECTIVES: dict[str, ObjectiveKind] = {o.name: o for o in (
+    ObjectiveKind("elbo", "the ELBO, E_q[log p(x|z)] - beta KL(q || p), with an optional linear KL warm-up",
+                  lambda m, x, c, beta, g: elbo(m, x, samples=c.samples, beta=beta, generator=g),
+                  options=("beta", "warmup_epochs")),
+    ObjectiveKind("iwae", "the IWAE bound, log (1/K) sum_k w_k",
+                  lambda m, x, c, beta, g: iwae(m, x, samples=c.samples, generator=g)),
+    ObjectiveKind("renyi", "the Renyi VR_alpha bound (needs alpha; 1 = ELBO, 0 = IWAE)",
+                  lambda m, x, c, beta, g: renyi(m, x, alpha=c.alpha, samples=c.samples, generator=g),
+                  options=("alpha",)),
+    ObjectiveKind("vr-max", "VR-max, max_k log w_k (alpha -> -inf)",
+                  lambda m, x, c, beta, g: vr_max(m, x, samples=c.samples, generator=g)),
+    ObjectiveKind("deterministic", "a deterministic autoencoder, z = mu, with the quadratic penalty 0.5 ||mu||^2",
+                  lambda m, x, c, beta, g: deterministic(m, x, penalty=c.penalty, generator=g),
+                  options=("penalty",), samples=False),
+)}
 
 
 class Objective:
@@ -109,11 +134,17 @@ class Objective:
         if config.name not in OBJECTIVES:
             raise ConfigError(f"objective {config.name!r} is not one of {', '.join(OBJECTIVES)}")
         self.config = config
-        self.bound = OBJECTIVES[config.name]
+        self.kind = OBJECTIVES[config.name]
+        self.bound = self.kind.bound
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def weighs_kl(self) -> bool:
+        """Whether beta means anything to this objective (the ELBO's KL weight)."""
+        return "beta" in self.kind.options
 
     def beta_at(self, epoch_progress: float) -> float:
         c = self.config

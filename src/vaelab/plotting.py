@@ -1,11 +1,13 @@
 """Matplotlib helpers shared by every analysis: one style, PNG + SVG written atomically, image grids.
 
-matplotlib is imported lazily (the Agg backend, no display needed) so that `vaelab --help` stays fast."""
+Figures are drawn on matplotlib's Agg backend (no display needed), set when a figure is made."""
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from vaelab.fileio import atomic_write_bytes
@@ -15,11 +17,7 @@ FORMATS = ("png", "svg")
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend with vaelab's style."""
-    import matplotlib
-
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     plt.rcParams.update({
         "figure.dpi": 110, "savefig.dpi": 110, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
         "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,

@@ -26,6 +26,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vaelab.data import PixelSampler, load_dataset
+from vaelab.data.registry import data_root
+from vaelab.fileio import atomic_write_json
+from vaelab.models import build_model
+from vaelab.objectives import Objective
 
 MIN_SPEEDUP = 1.15  # bf16 must be this much faster at the model's shapes to be worth its rounding
 MAX_RELATIVE_ERROR = 0.02  # |loss_bf16 - loss_fp32| / |loss_fp32| on one batch, forward only
@@ -108,8 +115,6 @@ def alternating_medians(fp32: Callable[[], float], bf16: Callable[[], float], se
 
 
 def _cache_file(name: str = "precision") -> Path:
-    from vaelab.data.registry import data_root
-
     return data_root() / f"{name}.json"
 
 
@@ -124,8 +129,6 @@ def read_machine_cache(name: str = "precision") -> dict:
 
 def write_machine_cache(name: str, cache: dict) -> None:
     """Write the cache NAME atomically; a read-only home only means probing again next time."""
-    from vaelab.fileio import atomic_write_json
-
     try:
         atomic_write_json(_cache_file(name), cache)
     except OSError:
@@ -136,8 +139,6 @@ def step_rates(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor],
                seconds: float = PROBE_SECONDS) -> tuple[float, float]:
     """GFLOP/s of the model's whole training step (forward and backward of ``loss_of()``) in fp32 and under bf16
     autocast: medians of timings that alternate between the two. The model's gradients are cleared after."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with counter:
         loss_of().backward()
@@ -220,9 +221,6 @@ def resolve_auto(configs: list) -> tuple[list, list[dict | None]]:
     distinct model, batch size and dataset in this process, and for each config what the probe measured (None where
     nothing was probed; the trainer records it in the run's metrics). A study calls this before it hands its runs to
     workers, so that every run of one model trains in the same precision whichever process or executor runs it."""
-    from vaelab.data import PixelSampler, load_dataset
-    from vaelab.models import build_model
-    from vaelab.objectives import Objective
 
     chosen: dict[str, PrecisionChoice] = {}
     out, probes = [], []

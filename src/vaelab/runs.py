@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,16 @@ from safetensors.torch import save as st_save
 from vaelab import faults
 from vaelab.config import RunConfig
 from vaelab.errors import RunError, StorageError
-from vaelab.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, make_dirs, sha256_bytes,
-                           write_durable)
+from vaelab.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    make_dirs,
+    sha256_bytes,
+    write_durable,
+)
+from vaelab.models import build_model
 
 
 def weights_bytes(weights: dict[str, torch.Tensor]) -> bytes:
@@ -231,8 +240,6 @@ class Run:
     def load_model_and_source(self, device: str | torch.device = "cpu", epoch: int | None = None,
                               snapshot: int | None = None) -> tuple[torch.nn.Module, dict[str, int]]:
         """(model, {"checkpoint_epoch": E} or {"snapshot": N}): the weights and where they came from, read once."""
-        from vaelab.models import build_model
-
         model = build_model(self.config)
         if snapshot is not None:
             path = self.path / "snapshots" / f"epoch-{snapshot:06d}.safetensors"
@@ -269,6 +276,37 @@ class Run:
 
 
 # --- writers used by the trainer -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Progress:
+    """Where a run directory stands against a number of epochs: the one answer to "is this run done?".
+
+    ``state``: "absent" (nothing trained yet), "finished", "failed", or the status file's own word for a run that
+    stopped part-way ("running", "interrupted", "unknown"); ``epochs_done``: the newest checkpoint's epoch."""
+
+    state: str
+    epochs_done: int
+    epochs: int
+
+    @property
+    def done(self) -> bool:
+        """Finished, with at least the epochs asked for."""
+        return self.state == "finished" and self.epochs_done >= self.epochs
+
+    @property
+    def settled(self) -> bool:
+        """Nothing to train without being asked: done, or failed (a retry is a decision of its own)."""
+        return self.done or self.state == "failed"
+
+
+def run_progress(run_dir: str | os.PathLike, epochs: int) -> Progress:
+    """Where the run at ``run_dir`` stands against ``epochs`` (see :class:`Progress`)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        return Progress("absent", 0, epochs)
+    done = CheckpointStore(run_dir / "checkpoints").epochs()
+    return Progress(Run(run_dir).status.get("state", "unknown"), done[0] if done else 0, epochs)
+
+
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:
     atomic_write_json(run_dir / "status.json", {"state": state, "updated": time.time(), **fields})
 

@@ -8,38 +8,33 @@ One loop (:func:`fit`) trains M runs at once through a step function (vaelab.tra
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from vaelab import faults
 from vaelab.allocator import release_freed_memory
 from vaelab.config import RunConfig
 from vaelab.data import Dataset, PixelSampler, load_dataset
-from vaelab.errors import RunError, RunInterrupted, TrainingDiverged
-from vaelab.fileio import atomic_write_text, remove_stale_temporaries
+from vaelab.errors import RunError, TrainingDiverged
+from vaelab.fileio import remove_stale_temporaries
 from vaelab.models import build_model
 from vaelab.objectives import Objective
-from vaelab.runs import CheckpointStore, Run, RunLock, write_metrics, write_snapshot, write_status
+from vaelab.precision import choose_for_batch
+from vaelab.runs import CheckpointStore, Run, write_metrics, write_snapshot, write_status
+from vaelab.session import StopRequest, training_session
+from vaelab.trace import Tracer
 from vaelab.training_step import Member, NotVectorisable, SingleStep, StepFunction
 
 KL_ACTIVE_THRESHOLD = 0.01  # nats; a latent dimension whose average KL exceeds this carries information
 KL_VALUES_MAX_DIMS = 256  # the per-dimension KL vector is stored in full up to this many dimensions
-
-# Config fields that may change when a run is resumed (more epochs, another device); anything else may not.
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "eval_batch_size"), ("train", "snapshot_every"),
-                     ("train", "trace_epochs"), ("train", "precision"), ("train", "compile")}
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -62,7 +57,6 @@ def step_bar(progress: bool | None, total: int, done: int, desc: str):
     """A tqdm bar over optimiser steps on stderr (default: when stderr is a terminal), or None."""
     if not (sys.stderr.isatty() if progress is None else progress):
         return None
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=done, unit="step", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
@@ -107,78 +101,6 @@ def evaluate(model, objective: Objective, x: torch.Tensor, batch_size: int, gene
     return out
 
 
-def _config_changes(old: RunConfig, new: RunConfig) -> list[str]:
-    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
-    changes = []
-    for section in a:
-        if isinstance(a[section], dict):
-            for key in a[section]:
-                if a[section][key] != b[section].get(key) and (section, key) not in RESUMABLE_CHANGES:
-                    changes.append(f"{section}.{key}: {a[section][key]!r} -> {b[section].get(key)!r}")
-        elif a[section] != b[section]:
-            changes.append(f"{section}: {a[section]!r} -> {b[section]!r}")
-    return changes
-
-
-class StopRequest:
-    """Set by SIGINT/SIGTERM while training; the loop stops at the next step boundary and writes a checkpoint.
-    A second SIGINT (Ctrl-C pressed again) interrupts at once (the previous checkpoint stays valid); a SIGTERM after
-    a SIGINT does not (a study forwards SIGTERM to workers that may have had the terminal's SIGINT already)."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self.where: str | None = None  # where the checkpoint was written, e.g. "step 6 of epoch 2"
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """Install the SIGINT/SIGTERM handlers (main thread only; elsewhere Ctrl-C keeps Python's behaviour)."""
-    stop = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum, frame):
-        if stop.signal is not None:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            return
-        stop.signal = signum
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
-    existing = run_dir / "config.yaml"
-    if existing.exists() and not resume:
-        if not overwrite:
-            state = Run(run_dir).status.get("state", "unknown")
-            raise RunError(f"run {run_dir} already exists ({state}); use --resume to continue it, --overwrite to start "
-                           "again, or choose another --name")
-        for child in run_dir.iterdir():
-            if child.name != ".lock":
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-    if existing.exists() and resume:
-        done = CheckpointStore(run_dir / "checkpoints").epochs()
-        if done and done[0] > config.train.epochs:
-            raise RunError(f"cannot resume {run_dir} to {config.train.epochs} epochs: {done[0]} are already done; "
-                           f"give --epochs above {done[0]} to train further")
-        changes = _config_changes(RunConfig.load(existing), config)
-        if changes:
-            raise RunError(f"cannot resume {run_dir} with a different config ({changes[0]}); only train.epochs, "
-                           "train.device, train.eval_batch_size, train.snapshot_every, train.trace_epochs and "
-                           "train.precision may change")
-    atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-
-
 def train(config: RunConfig, out: str | os.PathLike = "runs", *, resume: bool = False, overwrite: bool = False,
           dataset: Dataset | None = None, progress: bool | None = None, log: Callable[[str], None] | None = None,
           precision_probe: dict | None = None) -> Run:
@@ -193,30 +115,6 @@ def train(config: RunConfig, out: str | os.PathLike = "runs", *, resume: bool = 
     with training_session([config], [run_dir], resume=resume, overwrite=overwrite) as stop:
         fit([config], [run_dir], dataset, progress, log, stop, SingleStep, precision_probe)
     return Run(run_dir)
-
-
-@contextlib.contextmanager
-def training_session(configs: list[RunConfig], run_dirs: list[Path], *, resume: bool, overwrite: bool):
-    """Lock the run directories, install the stop handlers (yields the StopRequest) and prepare each directory.
-
-    A KeyboardInterrupt inside (a stop, or a second Ctrl-C) marks every run interrupted and becomes RunInterrupted."""
-    with contextlib.ExitStack() as stack:
-        for d in run_dirs:
-            stack.enter_context(RunLock(d))
-        stop = stack.enter_context(_stop_on_signals())
-        for c, d in zip(configs, run_dirs):
-            _prepare_run_dir(c, d, resume, overwrite)
-        try:
-            yield stop
-        except KeyboardInterrupt:
-            last = []
-            for d in run_dirs:
-                epochs = CheckpointStore(d / "checkpoints").epochs()
-                last.append(epochs[0] if epochs else 0)
-                write_status(d, "interrupted", epoch=last[-1], at=stop.where)
-            if len(run_dirs) == 1:
-                raise RunInterrupted(run_dirs[0], last[0], stop.where) from None
-            raise RunInterrupted(run_dirs[0].parent, 0, stop.where or "the last finished epoch of each run") from None
 
 
 def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None, progress: bool | None, log,
@@ -261,7 +159,6 @@ def resolve_precision(members: list[Member], objective: Objective, pixels: Pixel
     asked = members[0].config.train.precision
     if asked != "auto":
         return asked, given_probe
-    from vaelab.precision import choose_for_batch
 
     choice = choose_for_batch(members[0].model, objective, pixels.test[:members[0].config.train.batch_size])
     if not choice.cached:  # (a cached choice is in the metrics only)
@@ -329,7 +226,6 @@ class _Loop:
         self.loss_fault = (faulty[0], *faults.loss_fault(members[faulty[0]].config.name)) if faulty else None
         self.tracer = None
         if self.t_cfg.trace_every:  # single runs only (vaelab.ensemble does not vectorise traced runs)
-            from vaelab.trace import Tracer
 
             self.tracer = Tracer(members[0].run_dir, pixels.test, y_test, self.t_cfg.trace_per_class, self.step)
             if self.step == 0:
@@ -405,7 +301,7 @@ class _Loop:
             member.history.append({
                 "epoch": epoch, "step": self.step,
                 "train_loss": -float(sums[k, 0]), "train_recon": float(sums[k, 1]), "train_kl": float(sums[k, 2]),
-                "beta": self.objective.beta_at(epoch) if self.objective.name == "elbo" else None,
+                "beta": self.objective.beta_at(epoch) if self.objective.weighs_kl else None,
                 **evaluate(member.model, self.objective, self.pixels.test, self.t_cfg.eval_batch_size, eval_gen),
                 "seconds": round((time.perf_counter() - t0) / self.m, 4),  # a vectorised run's share of the epoch
                 "train_examples_per_s": round(self.m * self.n_train / train_seconds, 1),

@@ -5,15 +5,15 @@ AnalysisResult`` (plain data); :func:`run_analysis` also saves it as JSON plus f
     subject = from_run("runs/my-run")
     results = analyze(subject, only="posterior,likelihood")
 """
+# The submodule vaelab.analysis.diagnose is loaded before the function below takes its name: loaded later (by a study
+# or the registry), it would rebind vaelab.analysis.diagnose to the module, and `from vaelab.analysis import diagnose`
+# would then give a module, not this function.
+import vaelab.analysis.diagnose  # noqa: E402, F401
 from vaelab.analysis.framework.common import AnalysisResult
 from vaelab.analysis.framework.registry import ANALYSES
 from vaelab.analysis.framework.runner import analyze, run_analysis
 from vaelab.analysis.framework.subject import Subject, from_model, from_run
 
-# The submodule vaelab.analysis.diagnose is loaded before the function below takes its name: loaded later (by a study
-# or the registry), it would rebind vaelab.analysis.diagnose to the module, and `from vaelab.analysis import diagnose`
-# would then give a module, not this function.
-import vaelab.analysis.diagnose  # noqa: E402, F401
 
 def diagnose(subject, **params) -> AnalysisResult:
     """Document 000's question for this model; saved as analysis/diagnosis.json (see vaelab.analysis.diagnose)."""

@@ -20,8 +20,10 @@ from __future__ import annotations
 from typing import Callable
 
 from vaelab.analysis.framework.common import AnalysisResult
+from vaelab.analysis.framework.registry import declaration
 from vaelab.analysis.framework.runner import run_analysis
 from vaelab.analysis.samplers import DESCRIPTIONS, FIXES
+from vaelab.errors import NotApplicable
 from vaelab.models.priors import prior_label
 
 # Thresholds of the verdict, stated in the output so a reader can disagree with them.
@@ -42,8 +44,6 @@ STEPS = ("posterior", "prior-gap", "likelihood", "quality", "memorisation", "sam
 
 def diagnose(subject, *, quick: bool = False, seed: int = 0, progress: Callable[[str], None] | None = None) -> AnalysisResult:
     """Run the analyses the verdict needs, then build the table and the verdict (saved as analysis/diagnosis.json)."""
-    from vaelab.errors import NotApplicable
-
     setting = SETTINGS["quick" if quick else "full"]
     results = {}
     for i, name in enumerate(STEPS, 1):
@@ -145,8 +145,6 @@ def intervention(fd: dict) -> tuple[str, str | None]:
 
 def headline(result) -> dict:
     """An analysis result's headline numbers, named as its declaration names them (vaelab.analysis.framework.registry)."""
-    from vaelab.analysis.framework.registry import declaration
-
     return declaration(result.name).numbers(result.data, result.params)
 
 

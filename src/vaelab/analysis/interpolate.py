@@ -14,6 +14,7 @@ import torch
 from vaelab.analysis.framework.common import AnalysisResult, decode_means, encode_all, generator
 from vaelab.analysis.stats.geodesic import fisher_rao_distance, fisher_rao_geodesic, path_length
 from vaelab.errors import NotApplicable
+from vaelab.plotting import pyplot, show_images
 
 ROWS = ("input space", "latent means", "sampled latents", "geodesic, sampled", "geodesic, means")
 
@@ -78,8 +79,6 @@ def interpolation(subject, *, pairs: int = 3, steps: int = 10, seed: int = 0) ->
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.plotting import pyplot, show_images
-
     plt = pyplot()
     for row in result.data["pairs"]:
         key = f"pair{row['pair']}"

@@ -43,6 +43,7 @@ from vaelab.errors import ConfigError, NotApplicable
 from vaelab.models.posteriors import LOG_2PI
 from vaelab.models.priors import prior_of
 from vaelab.objectives import log_weights, renyi_from_log_weights
+from vaelab.plotting import pyplot
 from vaelab.precision import GIVE_UP_SLOWER, alternating_medians
 from vaelab.streams import standard_normal
 
@@ -348,8 +349,6 @@ def likelihood(subject, *, samples: int = 1000, n_images: int = 1000, vr_samples
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.plotting import pyplot
-
     plt = pyplot()
     r = result.data
     fig, ax = plt.subplots(figsize=(5.2, 3.4))

@@ -36,10 +36,15 @@ import math
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
+from sklearn.cluster import KMeans
 
 from vaelab.analysis.framework.common import AnalysisResult, decode_means, encode_all, subsample
+from vaelab.analysis.quality import evaluation_classifier
 from vaelab.analysis.samplers import sampler_latents
+from vaelab.analysis.stats.codes import points_within_budget
 from vaelab.models.priors import prior_of
+from vaelab.plotting import pyplot
 
 THRESHOLD = -3.0
 QUERY_CHUNK, REFERENCE_CHUNK = 2000, 10000  # the largest distance block held at once
@@ -95,8 +100,6 @@ def nearest_neighbours(query, reference, *, exclude_self: bool = False, query_ch
 # --- the data-copying test ----------------------------------------------------------------------------
 def _partition(train: torch.Tensor, cells: int, seed: int):
     """k-means cells of the training features: the fitted model and the training labels."""
-    from sklearn.cluster import KMeans
-
     k = max(1, min(int(cells), train.shape[0]))
     km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(train.numpy())
     return km, km.labels_
@@ -104,8 +107,6 @@ def _partition(train: torch.Tensor, cells: int, seed: int):
 
 def _z_u(l_gen: np.ndarray, l_test: np.ndarray) -> float:
     """Z-scored Mann-Whitney U of generated (m,) against test (n,) distances; < 0 when generated are smaller."""
-    from scipy.stats import rankdata
-
     m, n = len(l_gen), len(l_test)
     ranks = rankdata(np.concatenate([l_gen, l_test]))  # average ranks for ties
     u = ranks[:m].sum() - m * (m + 1) / 2  # #{(q, p): L(q) > L(p)} + ties / 2
@@ -209,8 +210,6 @@ def memorisation(subject, *, n: int = 2000, train_points: int = 10000, cells: in
     """Data-copying test, authenticity and nearest-training-image distances of prior samples, posterior samples,
     and reconstructions of training and test images, in the evaluation classifier's feature space, against
     ``train_points`` training images (the reference set) and ``n`` held-out test images (the baseline)."""
-    from vaelab.analysis.quality import evaluation_classifier
-
     ref, model = subject.reference, subject.model
     classifier, clf_info = evaluation_classifier(ref, log=log)
 
@@ -219,7 +218,6 @@ def memorisation(subject, *, n: int = 2000, train_points: int = 10000, cells: in
 
     train_idx = subsample(ref.x_train.shape[0], train_points, seed)
     test_idx = subsample(ref.x_test.shape[0], n, seed)
-    from vaelab.analysis.stats.codes import points_within_budget
 
     code_idx = train_idx[subsample(train_idx.numel(), points_within_budget(subject.latent_dim, train_points, 3), seed)]
     mu, logvar = encode_all(model, subject.data.x_train[code_idx])  # (fewer codes than images for a huge latent)
@@ -269,8 +267,6 @@ def memorisation(subject, *, n: int = 2000, train_points: int = 10000, cells: in
 
 def plot(result: AnalysisResult, save) -> None:
     """Histograms of the distance to the nearest training image: test images against each set."""
-    from vaelab.plotting import pyplot
-
     plt = pyplot()
     a, rows = result.arrays, result.data["sets"]
     names = [k for k in SETS if f"nn_{k}" in a]

@@ -18,10 +18,11 @@ import math
 import numpy as np
 import torch
 
-from vaelab.analysis.stats.codes import TOP_K, axis_alignment, code_moments, pca, points_within_budget, random_alignment
 from vaelab.analysis.framework.common import AnalysisResult, encode_all, generator, subsample, to_list
+from vaelab.analysis.stats.codes import TOP_K, axis_alignment, code_moments, pca, points_within_budget, random_alignment
 from vaelab.models.posteriors import GaussianPosterior
 from vaelab.models.priors import prior_of
+from vaelab.plotting import pyplot
 
 MAX_SAVED_CODE_DIMS = 16  # test codes are kept (posterior.npz) for scatter plots up to this latent size
 
@@ -141,8 +142,6 @@ def posterior_statistics(subject, *, threshold: float = 0.01, mi_points: int = 5
 
 def plot(result: AnalysisResult, save) -> None:
     """KL per dimension (sorted), Var[mu] against E[sigma^2] per dimension, and the PCA spectrum."""
-    from vaelab.plotting import pyplot
-
     plt = pyplot()
     r = result.data
     thr = result.params["threshold"]

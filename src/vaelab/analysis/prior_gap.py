@@ -37,16 +37,23 @@ import torch
 from scipy import stats
 from scipy.stats import chi2
 
-from vaelab.analysis.stats.codes import (
-    aggregate_covariance, aggregate_samples, bootstrap, complement_kl_lower_bound, gaussian_kl_estimate,
-    informative_subspace, pca, points_within_budget,
-)
 from vaelab.analysis.framework.common import AnalysisResult, encode_all, generator, subsample
 from vaelab.analysis.posterior import mixture_log_density
+from vaelab.analysis.stats.codes import (
+    aggregate_covariance,
+    aggregate_samples,
+    bootstrap,
+    complement_kl_lower_bound,
+    gaussian_kl_estimate,
+    informative_subspace,
+    pca,
+    points_within_budget,
+)
 from vaelab.analysis.stats.two_sample import TestResult, classifier_test, energy_test, knn_test, mmd_test, shell_test
 from vaelab.errors import NotApplicable
 from vaelab.models.posteriors import kl_std_normal_per_dim
 from vaelab.models.priors import Prior, prior_label, prior_of
+from vaelab.plotting import pyplot
 
 # Decision rules, stated in the result so that a reader can disagree with them.
 AUC_GAP = 0.6  # the informative coordinates differ when the classifier's AUC interval lies above this ...
@@ -293,8 +300,6 @@ def aggregate_posterior_gap(subject, *, mixture_points: int = 10000, samples: in
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.plotting import pyplot
-
     plt = pyplot()
     r, a = result.data, result.arrays
     if not a:

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from vaelab.analysis.framework.common import AnalysisResult, encode_all, generator, subsample
+from vaelab.analysis.stats.codes import pca, points_within_budget
 from vaelab.models.posteriors import GaussianPosterior
+from vaelab.plotting import pyplot
 
 FEATURE_SETS = ("mu", "mu+sigma2", "z")
 
@@ -23,9 +28,6 @@ PROBE_COMPONENTS = 256
 def probe_accuracy(train_feats: np.ndarray, y_train: np.ndarray, test_feats: np.ndarray, y_test: np.ndarray,
                    max_iter: int = 500, seed: int = 0) -> float:
     """Test accuracy of a standardised multinomial logistic regression."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
     clf.fit(train_feats, y_train)
@@ -47,7 +49,6 @@ def _reduce(train: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray,
     training features; a linear map, so the probe stays linear)."""
     if train.shape[1] <= PROBE_MAX_FEATURES:
         return train, test
-    from vaelab.analysis.stats.codes import pca
 
     spec = pca(torch.from_numpy(train), PROBE_COMPONENTS, seed)
     mean, v = spec.mean.float().numpy(), spec.components.numpy()
@@ -66,8 +67,6 @@ def probes_at(model, data, train_idx, test_idx, seed: int) -> dict[str, float]:
 def linear_probes(subject, *, train_points: int = 10000, test_points: int = 10000, over_training: bool = True,
                   seed: int = 0) -> AnalysisResult:
     """Probe accuracy on mu, [mu, sigma^2] and z, for the model and (from a run) every snapshot over training."""
-    from vaelab.analysis.stats.codes import points_within_budget
-
     data = subject.data
     d = subject.latent_dim
     train_idx = subsample(data.x_train.shape[0], points_within_budget(d, train_points, arrays=4), seed)
@@ -95,8 +94,6 @@ def linear_probes(subject, *, train_points: int = 10000, test_points: int = 1000
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.plotting import pyplot
-
     plt = pyplot()
     r = result.data
     fig, ax = plt.subplots(figsize=(5.6, 3.6))

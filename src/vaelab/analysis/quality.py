@@ -13,6 +13,7 @@ or a "module:function" string (e.g. Inception weights the user has on disk, for 
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import importlib
 import json
@@ -22,12 +23,17 @@ from typing import Callable
 
 import numpy as np
 import torch
+from safetensors.torch import load as st_load
 from torch import nn
 
 from vaelab.analysis.framework.common import AnalysisResult, decode_means, encode_all, subsample
 from vaelab.analysis.samplers import SAMPLERS, latent_source
 from vaelab.analysis.stats.two_sample import mmd2_unbiased
+from vaelab.data.registry import data_root
 from vaelab.errors import ConfigError
+from vaelab.fileio import atomic_write_bytes, atomic_write_json, make_dirs, sha256_bytes
+from vaelab.plotting import pyplot
+from vaelab.runs import weights_bytes
 
 CLASSIFIER_VERSION = 1
 CLASSIFIER_EPOCHS = {"digits": 40, "mnist": 6, "fashion-mnist": 10}
@@ -68,8 +74,6 @@ class EvalClassifier(nn.Module):
 
 
 def _cache_key(data) -> str:
-    from vaelab.fileio import sha256_bytes
-
     return f"{data.name}-{sha256_bytes(data.x_train[:2000].numpy().tobytes() + data.y_train[:2000].numpy().tobytes())[:12]}"
 
 
@@ -106,11 +110,6 @@ def evaluation_classifier(data, *, root=None, log=None) -> tuple[EvalClassifier,
     """The cached evaluation classifier for this dataset, trained and cached on first use. Processes that ask for
     it at once (a study's workers) train it once: the first holds a lock while it trains, the others wait and load
     what it wrote."""
-    import fcntl
-
-    from vaelab.data.registry import data_root
-    from vaelab.fileio import atomic_write_bytes, atomic_write_json, make_dirs
-    from vaelab.runs import weights_bytes
 
     folder = data_root(root) / "classifiers"
     key = f"{_cache_key(data)}-v{CLASSIFIER_VERSION}"
@@ -140,8 +139,6 @@ def evaluation_classifier(data, *, root=None, log=None) -> tuple[EvalClassifier,
 
 def _load_classifier(wpath, ipath) -> tuple[EvalClassifier, dict] | None:
     """The classifier cached at wpath (weights) and ipath (its info), or None when absent or broken (retrained)."""
-    from safetensors.torch import load as st_load
-
     if not (wpath.exists() and ipath.exists()):
         return None
     try:
@@ -318,8 +315,6 @@ def sample_quality(subject, *, n: int = 2000, neighbourhood_scale: float = 1.0, 
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.plotting import pyplot
-
     plt = pyplot()
     rows = result.data["samplers"]
     names = list(rows)

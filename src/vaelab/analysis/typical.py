@@ -21,9 +21,11 @@ import numpy as np
 import torch
 
 from vaelab.analysis.framework.common import AnalysisResult, encode_all, generator, subsample
+from vaelab.analysis.stats.codes import points_within_budget
 from vaelab.errors import NotApplicable
 from vaelab.models.posteriors import GaussianPosterior
 from vaelab.models.priors import prior_of
+from vaelab.plotting import pyplot
 
 HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
 THEOREM3_DIMS = (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 2000)
@@ -85,8 +87,6 @@ def theorem3_check(dims=THEOREM3_DIMS, sigmas=(1.0, 0.1), mean: float = 0.0, pai
 def typical_set(subject, *, n_images: int = 2000, prior_samples: int = 2000, seed: int = 0,
                 theorem_pairs: int = 20000, delta: float = 1e-3) -> AnalysisResult:
     """Typical-set gap of posterior samples, norms against sqrt(n), and Theorem 3's Monte Carlo check."""
-    from vaelab.analysis.stats.codes import points_within_budget
-
     # float64 temporaries of (images, D) below: hold at most the code budget of them
     idx = subsample(subject.data.x_test.shape[0], points_within_budget(subject.latent_dim, n_images, arrays=10), seed)
     mu, logvar = encode_all(subject.model, subject.data.x_test[idx])
@@ -116,8 +116,6 @@ def typical_set(subject, *, n_images: int = 2000, prior_samples: int = 2000, see
 
 
 def plot(result: AnalysisResult, save) -> None:
-    from vaelab.plotting import pyplot
-
     plt = pyplot()
     r, a = result.data, result.arrays
     n = r["latent_dim"]

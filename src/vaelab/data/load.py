@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
 
 from vaelab.data import idx
 from vaelab.data.registry import DIGITS, DatasetSpec, data_root, dataset_spec
@@ -65,8 +66,6 @@ class Dataset:
 
 
 def _load_digits() -> Dataset:
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     images = np.round(bunch.images).astype(np.uint8)  # (1797, 8, 8) in 0..16
     labels = bunch.target.astype(np.uint8)

@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from vaelab.data.registry import dataset_spec
 from vaelab.models.likelihoods import build_likelihood
 from vaelab.models.networks import ConvDecoder, ConvEncoderBody, MLPDecoder, MLPEncoderBody
 from vaelab.models.posteriors import PosteriorHead
@@ -14,8 +15,6 @@ from vaelab.models.vae import VAE
 
 def build_model(config) -> VAE:
     """The VAE a :class:`vaelab.config.RunConfig` describes."""
-    from vaelab.data.registry import dataset_spec
-
     spec = dataset_spec(config.data.name)
     m = config.model
     image_shape = spec.image_shape

@@ -24,6 +24,11 @@ class Bernoulli(nn.Module):
     """p(x|z) = prod Bernoulli(x; sigmoid(logits)); log p = x*l - softplus(l) (= -BCE with logits, also for grey x)."""
 
     name = "bernoulli"
+    description = "Bernoulli over pixels, the decoder outputs logits"
+
+    @classmethod
+    def from_config(cls, image_shape: tuple[int, int, int], gaussian_std: float | None) -> nn.Module:
+        return cls()
     assume_binary: bool | None = None  # set when the pixel mode is known (no data-dependent check, e.g. under vmap)
 
     def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -53,6 +58,7 @@ class ContinuousBernoulli(Bernoulli):
     """The Bernoulli kernel normalised on [0, 1]: a proper density for grey pixels."""
 
     name = "continuous-bernoulli"
+    description = "the continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) for grey values in [0, 1]"
 
     def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return _sum_pixels(x * logits - F.softplus(logits) + continuous_bernoulli_log_norm(logits))
@@ -72,6 +78,11 @@ class Gaussian(nn.Module):
     """p(x|z) = N(x; mean, sigma^2) per pixel; sigma fixed, or learned per pixel (a parameter of the model)."""
 
     name = "gaussian"
+    description = "Gaussian over pixels, the decoder outputs means; gaussian_std fixed, or learned per pixel if unset"
+
+    @classmethod
+    def from_config(cls, image_shape: tuple[int, int, int], gaussian_std: float | None) -> nn.Module:
+        return cls(image_shape, gaussian_std)
 
     def __init__(self, image_shape: tuple[int, int, int], std: float | None = None):
         super().__init__()
@@ -91,11 +102,10 @@ class Gaussian(nn.Module):
         return mean + torch.exp(self.log_std) * eps
 
 
+LIKELIHOODS: dict[str, type[nn.Module]] = {c.name: c for c in (Bernoulli, Gaussian, ContinuousBernoulli)}  # config names
+
+
 def build_likelihood(name: str, image_shape: tuple[int, int, int], gaussian_std: float | None = None) -> nn.Module:
-    if name == "bernoulli":
-        return Bernoulli()
-    if name == "continuous-bernoulli":
-        return ContinuousBernoulli()
-    if name == "gaussian":
-        return Gaussian(image_shape, gaussian_std)
-    raise ValueError(f"likelihood {name!r} is not one of bernoulli, gaussian, continuous-bernoulli")
+    if name not in LIKELIHOODS:
+        raise ValueError(f"likelihood {name!r} is not one of {', '.join(LIKELIHOODS)}")
+    return LIKELIHOODS[name].from_config(image_shape, gaussian_std)

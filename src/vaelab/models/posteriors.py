@@ -86,6 +86,13 @@ class GaussianPosterior:
         return kl_std_normal_per_dim(self.mu, self.logvar)
 
 
+POSTERIORS = {  # the posterior families a config names, and what each is
+    "diagonal": "N(mu, diag sigma^2), one variance per latent unit",
+    "isotropic": "N(mu, sigma^2 I), a vector mean and one scalar variance per input (document 002)",
+    "deterministic": "z = mu, no sampling (an autoencoder; document 003's quadratic penalty)",
+}
+
+
 class PosteriorHead(nn.Module):
     """Features -> GaussianPosterior. Vector features (B, F) use linear layers; spatial feature maps
     (B, F, s, s) use 1x1 convolutions to C latent channels, giving D = C*s*s."""
@@ -101,8 +108,8 @@ class PosteriorHead(nn.Module):
             self.logvar = layer(n_features, out)
         elif family == "isotropic":
             self.logvar = nn.Linear(n_features, 1)  # one scalar log-variance per input
-        elif family != "deterministic":
-            raise ValueError(f"posterior family {family!r} is not one of diagonal, isotropic, deterministic")
+        elif family not in POSTERIORS:
+            raise ValueError(f"posterior family {family!r} is not one of {', '.join(POSTERIORS)}")
 
     def forward(self, h: torch.Tensor) -> GaussianPosterior:
         # full precision out whatever the layers ran in (bf16 autocast): sampling, densities and KL stay exact

@@ -22,7 +22,6 @@ from torch import nn
 
 from vaelab.models.posteriors import LOG_2PI, GaussianPosterior, std_normal_log_prob
 
-PRIORS = ("standard", "vamp", "mog")
 MIXTURE_CHUNK = 1 << 22  # float64 values of z (and of the (rows, K) log densities) per chunk of log_prob
 
 
@@ -37,7 +36,14 @@ class Prior(nn.Module):
     """The interface every prior follows (see the module docstring)."""
 
     name = "prior"
+    description = ""  # how the config's help and the docs describe it
     is_standard_normal = False
+    mixture = False  # takes K components (model.prior_components)
+
+    @classmethod
+    def from_config(cls, latent_dim: int, image_shape: tuple[int, int, int], n_components: int) -> "Prior":
+        """The prior a config names, over D = ``latent_dim`` (``n_components``: K of a mixture)."""
+        return cls(latent_dim)
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -69,6 +75,7 @@ class StandardNormal(Prior):
     """p(z) = N(0, I): no parameters (the state dict of a standard-prior model is what it always was)."""
 
     name = "standard"
+    description = "N(0, I)"
     is_standard_normal = True
 
     def sample(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -154,6 +161,12 @@ class VampPrior(GaussianMixturePrior):
     weights are registered (and swapped by functional_call) once, as the model's."""
 
     name = "vamp"
+    description = "VampPrior: a mixture of the posteriors of K learned pseudo-inputs"
+    mixture = True
+
+    @classmethod
+    def from_config(cls, latent_dim: int, image_shape: tuple[int, int, int], n_components: int) -> "VampPrior":
+        return cls(n_components, image_shape, latent_dim)
 
     def __init__(self, n_components: int, image_shape: tuple[int, int, int], latent_dim: int,
                  init_mean: float = -0.05, init_std: float = 0.01):
@@ -188,6 +201,12 @@ class MixturePrior(GaussianMixturePrior):
     pi = softmax(logits)."""
 
     name = "mog"
+    description = "a learned mixture of K diagonal Gaussians"
+    mixture = True
+
+    @classmethod
+    def from_config(cls, latent_dim: int, image_shape: tuple[int, int, int], n_components: int) -> "MixturePrior":
+        return cls(n_components, latent_dim)
 
     def __init__(self, n_components: int, latent_dim: int, init: tuple[torch.Tensor, ...] | None = None):
         super().__init__(latent_dim)
@@ -208,15 +227,14 @@ class MixturePrior(GaussianMixturePrior):
         return self.means, self.logvars, torch.log_softmax(self.logits, 0)
 
 
+PRIORS: dict[str, type[Prior]] = {p.name: p for p in (StandardNormal, VampPrior, MixturePrior)}  # config names
+
+
 def build_prior(name: str, latent_dim: int, image_shape: tuple[int, int, int], n_components: int = 500) -> Prior:
     """The prior a config's ``model.prior`` names."""
-    if name == "standard":
-        return StandardNormal(latent_dim)
-    if name == "vamp":
-        return VampPrior(n_components, image_shape, latent_dim)
-    if name == "mog":
-        return MixturePrior(n_components, latent_dim)
-    raise ValueError(f"prior {name!r} is not one of {', '.join(PRIORS)}")
+    if name not in PRIORS:
+        raise ValueError(f"prior {name!r} is not one of {', '.join(PRIORS)}")
+    return PRIORS[name].from_config(latent_dim, image_shape, n_components)
 
 
 def prior_label(description: str) -> str:

@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from vaelab.fileio import atomic_write_bytes
 
@@ -17,8 +18,6 @@ def figure_to_rgb(fig) -> np.ndarray:
 
 def save_gif(frames: list[np.ndarray], path: str | Path, ms_per_frame: int = 120, hold_last_ms: int = 1200) -> str:
     """Frames (H, W, 3) uint8 -> an endlessly looping GIF; the last frame is held a little longer."""
-    from PIL import Image
-
     images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=255) for f in frames]
     durations = [ms_per_frame] * (len(images) - 1) + [hold_last_ms]
     buf = io.BytesIO()

@@ -1,218 +1,27 @@
-"""Figures of the `fixes` study: the ways to get good samples from a big latent, side by side per model setting, and
-the sentences that say which fix wins where.
-
-The study's variants are labelled FIX-SETTING (``standard-200``, ``vamp-800``, ``warmup-spatial``): FIX is how the
-model was trained (the standard prior, the VampPrior, KL warm-up), SETTING the model. The fixes fitted after training
-(ex-post Gaussian, ex-post GMM, two-stage VAE) are samplers of the `quality` analysis, read from the standard-prior
-runs of each setting; q(z) itself (samples of the aggregate posterior) is the floor no sampler of the latent can beat
-by much. Each fix's number is its mean over seeds with their standard deviation; a fix wins only when its mean beats
-every other fix's by more than the two standard deviations added (their +-1 sd bars do not overlap), else the fixes
-within that distance of the best tie, and with one seed no winner is declared at all.
-"""
+"""Figures of the `fixes` study: the ways to get good samples from a big latent, side by side per model setting.
+The numbers, the decision of which fix wins where and the sentences that say so are the study's
+(:mod:`vaelab.studies.fixes`); this module draws them."""
 from __future__ import annotations
 
-import math
-import statistics
-from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import yaml
+from matplotlib.ticker import MaxNLocator
 
 from vaelab.plotting import pyplot
+from vaelab.studies.fixes import (FIXES, FLOOR, REAL, TRAINED, TRAINING, Fix, Ranking, Stat, collapsed, collect, decide,
+                                  fd_of, fd_sentence, fd_stats, runs_of, settings, short, tradeoff_sentence)
 from vaelab.studies.view import Figure, StudyView
 from vaelab.studies.view import save_view_figure as _save
 
-TRAINING = ("standard", "vamp", "warmup")  # the FIX part of a variant label
-
-
-@dataclass(frozen=True)
-class Fix:
-    name: str
-    words: str  # as the sentences and axes name it
-    trained: str  # the FIX part of the variants whose runs it is read from
-    sampler: str  # its sampler in the quality analysis
-    kind: Literal["training", "post-hoc", "floor"]
-
-
-FIXES = (
-    Fix("standard", "the standard prior", "standard", "prior", "training"),
-    Fix("vamp", "the VampPrior", "vamp", "prior", "training"),
-    Fix("warmup", "KL warm-up", "warmup", "prior", "training"),
-    Fix("ex-post-gaussian", "the ex-post Gaussian", "standard", "ex-post-gaussian", "post-hoc"),
-    Fix("ex-post-gmm", "the ex-post GMM", "standard", "ex-post-gmm", "post-hoc"),
-    Fix("two-stage", "the two-stage VAE", "standard", "two-stage", "post-hoc"),
-)
-FLOOR = Fix("posterior", "q(z) itself", "standard", "posterior", "floor")
-REAL = Fix("real-train", "real training images", "standard", "real-train", "floor")  # a reference in precision/recall
-TRAINED = tuple(f for f in FIXES if f.kind == "training")
 COLOURS = {"training": "#DD8452", "post-hoc": "#4C72B0", "floor": "#BBBBBB"}
 MARKERS = {"standard": "o", "vamp": "s", "warmup": "^", "ex-post-gaussian": "D", "ex-post-gmm": "P", "two-stage": "X",
            "posterior": "h", "real-train": "*"}
 
 
-@dataclass(frozen=True)
-class Stat:
-    """A fix's values over seeds: mean, sample standard deviation (0 for one seed) and count."""
-
-    values: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    @property
-    def sd(self) -> float:
-        return statistics.stdev(self.values) if self.n > 1 else 0.0
-
-    def text(self) -> str:
-        """'283 +- 5', '-24.3 +- 0.01', '0.93 +- 0.02': the mean to three significant digits, the sd to the same
-        decimals (or to one significant digit where those would round it to 0); the mean alone for one seed."""
-        m = abs(self.mean)
-        decimals = max(0, 2 - math.floor(math.log10(m))) if m > 0 else 0
-        if self.n < 2:
-            return f"{self.mean:.{decimals}f}"
-        sd = self.sd
-        sd_decimals = decimals if sd == 0 or round(sd, decimals) else -math.floor(math.log10(sd))
-        return f"{self.mean:.{decimals}f} +- {sd:.{sd_decimals}f}"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Who wins among the stats: ``kind`` winner (best beats every other beyond the spread), tie (``tied``: the
-    fixes within the spread of the best, best first), one-seed (best or runner-up has a single seed) or alone (one
-    fix measured)."""
-
-    kind: Literal["winner", "tie", "one-seed", "alone"]
-    best: str
-    runner_up: str | None
-    tied: tuple[str, ...]
-
-
-def decide(stats: dict[str, Stat], better: Literal["low", "high"] = "low") -> Decision | None:
-    """The winner of ``stats`` (name -> Stat), or None when nothing was measured."""
-    if not stats:
-        return None
-    sign = 1 if better == "low" else -1
-    order = sorted(stats, key=lambda k: sign * stats[k].mean)
-    best = stats[order[0]]
-    if len(order) == 1:
-        return Decision("alone", order[0], None, (order[0],))
-    if best.n < 2 or stats[order[1]].n < 2:
-        return Decision("one-seed", order[0], order[1], (order[0],))
-    tied = tuple(k for k in order if sign * (stats[k].mean - best.mean) <= best.sd + stats[k].sd)
-    return Decision("winner" if len(tied) == 1 else "tie", order[0], order[1], tied)
-
-
-def split_label(label: str | None) -> tuple[str, str] | None:
-    """'vamp-800' -> ('vamp', '800'); None for a label that is not FIX-SETTING."""
-    fix, _, setting = (label or "").partition("-")
-    return (fix, setting) if fix in TRAINING and setting else None
-
-
-def settings(view: StudyView) -> list[str]:
-    """The study's model settings, in the order its variants list them."""
-    out = []
-    for v in view.spec.variants:
-        parts = split_label(v.label)
-        if parts and parts[1] not in out:
-            out.append(parts[1])
-    return out
-
-
-def runs_of(rows: list[dict], setting: str, trained: str) -> list[dict]:
-    """The finished runs of variant TRAINED-SETTING, by seed."""
-    mine = [r for r in rows if r.get("status") == "finished" and split_label(r.get("variant")) == (trained, setting)]
-    return sorted(mine, key=lambda r: r.get("seed", 0))
-
-
-def collect(rows: list[dict], setting: str, fixes, value: Callable[[dict, Fix], float | None]) -> dict[str, Stat]:
-    """name -> Stat of ``value(row, fix)`` over the finished runs each fix is read from (a fix with no value is left
-    out)."""
-    out = {}
-    for fix in fixes:
-        vals = [v for v in (value(r, fix) for r in runs_of(rows, setting, fix.trained))
-                if isinstance(v, (int, float)) and math.isfinite(v)]
-        if vals:
-            out[fix.name] = Stat(tuple(float(v) for v in vals))
-    return out
-
-
-def fd_of(row: dict, fix: Fix) -> float | None:
-    """A fix's FD in a results row (the quality analysis's fd_SAMPLER column)."""
-    return row.get(f"fd_{fix.sampler}")
-
-
-def fd_stats(rows: list[dict], setting: str) -> dict[str, Stat]:
-    return collect(rows, setting, FIXES, fd_of)
-
-
-def _words(name: str) -> str:
-    return next(f.words for f in (*FIXES, FLOOR, REAL) if f.name == name)
-
-
-def _short(name: str) -> str:
-    return _words(name).removeprefix("the ")
-
-
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def verdict(stats: dict[str, Stat], decision: Decision, what: str, better: str, note: str = "") -> str:
-    """The clause that names the winner (or the tie) of ``what``: 'the ex-post GMM gives the lowest FD (...)'."""
-    most = "lowest" if better == "low" else "highest"
-    if decision.kind == "tie":
-        if len(decision.tied) == 2:
-            members = _and([f"{_words(k)} ({stats[k].text()})" for k in decision.tied])
-        else:  # names, and the range of their means
-            lo, hi = (Stat((f(stats[k].mean for k in decision.tied),)).text() for f in (min, max))
-            members = f"{_and([_words(k) for k in decision.tied])} ({lo} to {hi})"
-        return f"the {most} {what} is a tie between {members}, closer than their seeds' spread"
-    best = stats[decision.best]
-    seeds = f" over {best.n} seeds" if best.n > 1 else ""
-    return f"{_words(decision.best)} gives the {most} {what} ({best.text()}{seeds}{'; ' + note if note else ''})"
-
-
-def runner_up(stats: dict[str, Stat], decision: Decision) -> str:
-    """What the runner-up says about the verdict ('' for a tie or a single fix)."""
-    other = decision.runner_up
-    if decision.kind == "winner":
-        return f"the runner-up, {_words(other)} ({stats[other].text()}), is further off than the seeds' spread"
-    if decision.kind == "one-seed":
-        return (f"with one seed there is no spread to tell it from the runner-up, {_words(other)} "
-                f"({stats[other].text()}), so no winner is declared")
-    return ""
-
-
-def fd_sentence(where: str, stats: dict[str, Stat], floor: Stat | None) -> str | None:
-    """'At latent 800 the ex-post GMM gives the lowest FD (x +- y over 3 seeds), 52% below the standard prior; ...'."""
-    decision = decide(stats)
-    if decision is None:
-        return None
-    parts = [f"{where[0].upper()}{where[1:]} {verdict(stats, decision, 'FD', 'low')}"]
-    base = stats.get("standard")
-    if base and "standard" not in decision.tied:
-        if decision.kind == "tie":
-            parts[0] += f" (the standard prior: {base.text()})"
-        elif base.mean > 0:
-            change = 1 - stats[decision.best].mean / base.mean
-            side = "below" if change >= 0 else "above"
-            parts[0] += f", {abs(100 * change):.0f}% {side} the standard prior ({base.text()})"
-    parts.append(runner_up(stats, decision))
-    if floor is not None:
-        parts.append(f"q(z) itself reaches {floor.text()}")
-    return "; ".join(p for p in parts if p) + "."
-
-
 def add_finding(view: StudyView, sentence: str | None) -> None:
-    """A sentence for the report's findings (html.findings reads ``view.findings``)."""
+    """A sentence for the report's findings."""
     if sentence:
-        if not hasattr(view, "findings"):
-            view.findings = []  # type: ignore[attr-defined]
         view.findings.append(sentence)
 
 
@@ -242,7 +51,7 @@ def _axis_label(view: StudyView, setting: str, fix: Fix) -> str:
     """The fix's name on an axis, with what it was trained or fitted with."""
     runs = runs_of(view.rows, setting, fix.trained)
     cfg = _config(view, runs[0]) if runs else {}
-    label = _short(fix.name)
+    label = short(fix.name)
     if fix.name == "vamp" and cfg:
         label += f" (K = {cfg['model'].get('prior_components')})"
     elif fix.name == "warmup" and cfg:
@@ -277,7 +86,7 @@ def _missing(notes: list[str], stem: str, setting: str, stats: dict[str, Stat], 
 
 
 def _usable(view: StudyView, stem: str) -> list[str]:
-    found = settings(view)
+    found = settings(view.spec)
     if not found:
         view.notes.append(f"{stem}: no variant is labelled FIX-SETTING with FIX one of {', '.join(TRAINING)}")
     elif not view.finished():
@@ -286,36 +95,11 @@ def _usable(view: StudyView, stem: str) -> list[str]:
     return found
 
 
-def collapsed(rows: list[dict], setting: str) -> list[str]:
-    """The fixes of training whose every measured run uses no latent unit (0 active units): their samples are all
-    one image, whatever latent is drawn."""
-    au = collect(rows, setting, TRAINED, lambda r, f: r.get("active_units"))
-    return [k for k, s in au.items() if max(s.values) == 0]
-
-
-def tradeoff_sentence(where: str, ll: dict[str, Stat], prec: dict[str, Stat], rec: dict[str, Stat],
-                      dead: list[str]) -> str | None:
-    """'At latent 800 the VampPrior gives the highest log-likelihood (...); the ex-post GMM gives the highest recall
-    (...); ...'. Neither the floor nor the reference competes, and a collapsed fix (``dead``) is named instead of
-    winning precision: samples that are all one image can all sit near the data."""
-    parts, competing = [], {f.name for f in FIXES}
-    for stats, what in ((ll, "log-likelihood"), (rec, "recall"), (prec, "precision")):
-        stats = {k: v for k, v in stats.items() if k in competing and not (what == "precision" and k in dead)}
-        decision = decide(stats, "high")
-        if decision is not None:
-            note = "one seed, no winner declared" if decision.kind == "one-seed" else ""
-            parts.append(verdict(stats, decision, what, "high", note))
-    if dead:
-        parts.append(f"{_and([_words(k) for k in dead])} collapsed (0 active units in every seed: "
-                     f"{'its' if len(dead) == 1 else 'their'} samples are all one image, so precision does not count)")
-    return f"{where[0].upper()}{where[1:]} " + "; ".join(parts) + "." if parts else None
-
-
 # --- figures ----------------------------------------------------------------------------------------------
 GREEN = "#2a7a2a"
 
 
-def _bars(ax, view: StudyView, setting: str, stats: dict[str, Stat], decision: Decision | None,
+def _bars(ax, view: StudyView, setting: str, stats: dict[str, Stat], decision: Ranking | None,
           dead: list[str]) -> None:
     """Horizontal bars of mean +- sd per fix and the floor, top to bottom, each seed a dot, the winner outlined."""
     shown = (*FIXES, FLOOR)
@@ -368,10 +152,10 @@ def fixes(view: StudyView, **_) -> list[Figure]:
         drawn |= bool(stats)
         _bars(ax, view, setting, {**stats, **({FLOOR.name: floor} if floor else {})}, decision,
               collapsed(view.rows, setting))
-        short = "" if decision is None else {
-            "winner": f"winner: {_short(decision.best)}", "tie": "tie: " + ", ".join(_short(k) for k in decision.tied),
-            "one-seed": f"lowest, one seed: {_short(decision.best)}", "alone": ""}[decision.kind]
-        ax.set_title(f"{title}\n{short}", fontsize=10)
+        outcome = "" if decision is None else {
+            "winner": f"winner: {short(decision.best)}", "tie": "tie: " + ", ".join(short(k) for k in decision.tied),
+            "one-seed": f"lowest, one seed: {short(decision.best)}", "alone": ""}[decision.kind]
+        ax.set_title(f"{title}\n{outcome}", fontsize=10)
         ax.set_xlabel("FD to test images (lower is better)")
     return _finish(view, fig, drawn, notes, "fixes", "no run has FD numbers (the quality analysis)",
                    "Which fix gives the best samples, per model",
@@ -415,10 +199,8 @@ def _precision_recall(ax, view: StudyView, setting: str, title: str, prec: dict[
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
-def _dots(ax, view: StudyView, setting: str, stats: dict[str, Stat], decision: Decision | None, xlabel: str) -> None:
+def _dots(ax, view: StudyView, setting: str, stats: dict[str, Stat], decision: Ranking | None, xlabel: str) -> None:
     """Mean +- sd per fix of training, top to bottom, each seed a dot; the winner (or the tie) a green star."""
-    from matplotlib.ticker import MaxNLocator
-
     for i, fix in enumerate(TRAINED):
         s = stats.get(fix.name)
         if s is None:

@@ -1,5 +1,5 @@
 """`vaelab report DIR`: one self-contained HTML page for a study (figures embedded as data URIs, no network),
-opening with the scorecard of the document's claims (vaelab.studies.claims), then findings that cite the numbers,
+opening with the scorecard of the document's claims (vaelab.studies.scorecard), then findings that cite the numbers,
 a sortable results table, each document's figures, the animations, the diagnosis verdicts and the config of every
 run."""
 from __future__ import annotations
@@ -11,13 +11,23 @@ import math
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
+import vaelab
+from vaelab.analysis.framework.registry import column, report_columns
+from vaelab.analysis.samplers.catalogue import CATALOGUE
 from vaelab.fileio import atomic_write_text
+from vaelab.report.catalogue import draw
+from vaelab.studies.fixes import fd_column
+from vaelab.studies.scorecard import scorecard
+from vaelab.studies.view import StudyView, mean_sd_by, open_study
+
+PRIOR, GAIN = CATALOGUE["prior"], CATALOGUE["ex-post-gmm"]  # the findings name the fix's largest gain over the prior
+
 
 def report_metrics(spec) -> list[tuple[str, str, str | None]]:
     """(column, words, better) of the numbers the findings cite: the test loss, then every headline number the
     analyses declare for the report, named with the parameters this study ran them with."""
-    from vaelab.analysis.framework.registry import column, report_columns
-
     return [("test_loss", "test loss (nats)", "low")] + [
         (column(a, col, spec.analyses.get(a)), column(a, label, spec.analyses.get(a)), better)
         for a, col, better, label in report_columns()]
@@ -38,18 +48,16 @@ def _data_uri(path: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-def findings(view) -> list[str]:
+def findings(view: StudyView) -> list[str]:
     """Sentences that cite the study's numbers: those the figures computed (``view.findings``, drawn first), then per
-    metric its mean over seeds at each grid value (and variant)."""
-    from vaelab.studies.view import mean_sd_by
-
+    metric its mean over seeds at each grid value (and variant), then the study's Theorem 3 check."""
     rows, spec = view.finished(), view.spec
     metrics = report_metrics(spec)
     out = []
     key = view.grid_key()
     failed = [r for r in view.rows if r.get("status") != "finished"]
     out.append(f"{len(view.rows)} runs, {len(rows)} finished" + (f", {len(failed)} failed (listed below)." if failed else "."))
-    out += getattr(view, "findings", [])  # sentences the figures computed (e.g. which fix wins where)
+    out += view.findings  # sentences the figures computed (e.g. which fix wins where)
     if key and rows:
         keys = list(spec.grid)
         x_key = keys[-1]  # the last grid key runs along each sentence; the others (and variants) split them
@@ -67,16 +75,17 @@ def findings(view) -> list[str]:
                 out.append(f"{words[0].upper() + words[1:]}{' (' + tag + ')' if tag else ''}: {pairs}.")
         for group in groups:
             sub = [r for r in rows if (r.get("variant"), *(r.get(k) for k in keys[:-1])) == group]
-            _, prior, _ = mean_sd_by(sub, x_key, "fd_prior")
-            xs, gmm, _ = mean_sd_by(sub, x_key, "fd_ex-post-gmm")
-            if prior and gmm and len(prior) == len(gmm):
-                best = max(range(len(xs)), key=lambda i: prior[i] - gmm[i])
-                if gmm[best] < prior[best]:
-                    out.append(f"Largest gain from the ex-post mixture: at {short} = {xs[best]}, "
-                               f"FD {_fmt(gmm[best])} against {_fmt(prior[best])} from the prior "
-                               f"({100 * (1 - gmm[best] / prior[best]):.0f}% lower).")
+            _, prior, _ = mean_sd_by(sub, x_key, fd_column(PRIOR.name))
+            xs, fix, _ = mean_sd_by(sub, x_key, fd_column(GAIN.name))
+            if prior and fix and len(prior) == len(fix):
+                best = max(range(len(xs)), key=lambda i: prior[i] - fix[i])
+                if fix[best] < prior[best]:
+                    out.append(f"Largest gain from {GAIN.phrase}: at {short} = {xs[best]}, "
+                               f"FD {_fmt(fix[best])} against {_fmt(prior[best])} from {PRIOR.phrase} "
+                               f"({100 * (1 - fix[best] / prior[best]):.0f}% lower).")
                 else:
-                    out.append(f"The ex-post mixture did not lower the FD of prior samples at any {short}.")
+                    out.append(f"{GAIN.phrase[0].upper()}{GAIN.phrase[1:]} did not lower the FD of prior samples "
+                               f"at any {short}.")
     elif rows and spec.variants:  # a study of variants only: one value per variant, mean over seeds
         for col, words, _ in metrics:
             xs, mean, sd = mean_sd_by(rows, "variant", col)
@@ -90,7 +99,7 @@ def findings(view) -> list[str]:
             vals = [r[col] for r in rows if isinstance(r.get(col), (int, float))]
             if vals:
                 out.append(f"{words[0].upper() + words[1:]}: " + ", ".join(f"{_fmt(r[col])} ({r['run']})" for r in rows if isinstance(r.get(col), (int, float))) + ".")
-    for row in getattr(view, "theorem", []) or []:
+    for row in view.theorem or []:
         if row["n"] == max(r["n"] for r in view.theorem):
             out.append(f"Theorem 3 at n = {row['n']}, sigma = {row['sigma']}: P(|f_n(Z1) - f_n(Z2)| < delta) = "
                        f"{row['p_within_delta']:.3f}; per-dimension log-density spread {row['per_dim_diff_sd']:.4f} "
@@ -100,17 +109,11 @@ def findings(view) -> list[str]:
 
 def write_report(folder: str | Path) -> Path:
     """Draw the study's figures from its runs and write folder/report.html atomically; return its path."""
-    import jinja2
-
-    import vaelab
-    from vaelab.report.catalogue import draw
-    from vaelab.studies.claims import open_study, scorecard
-
     folder = Path(folder)
     view = open_study(folder)
     spec, rows = view.spec, view.rows
     figures = draw(view)
-    claims = [o.to_json() for o in scorecard(folder, view)]  # after the figures: it reads what they computed
+    claims = [o.to_json() for o in scorecard(folder, view)]
     sections = []
     stills = [f for f in figures if f.kind == "image"]
     anims = [f for f in figures if f.kind == "animation"]

@@ -16,7 +16,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from vaelab.errors import RunError
 from vaelab.fileio import atomic_write_text, make_dirs
+from vaelab.report.catalogue import draw
+from vaelab.report.html import findings
+from vaelab.studies import provenance
+from vaelab.studies.claims import counts_text, outcome_counts
+from vaelab.studies.scorecard import scorecard
+from vaelab.studies.view import open_study
 
 INDEX_TITLE = "# Reproductions"
 MAX_ANIMATION_BYTES = 1 << 20  # animations (GIF) larger than this stay in the study's report only
@@ -61,12 +68,6 @@ def scorecard_markdown(outcomes: list) -> list[str]:
 def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions") -> Path:
     """Write the reproduction page of the study in ``folder`` under ``to`` (atomically, replacing an older page of
     the same study) and rewrite ``to``'s index; return the page's path."""
-    from vaelab.errors import RunError
-    from vaelab.report.catalogue import draw
-    from vaelab.report.html import findings
-    from vaelab.studies import provenance
-    from vaelab.studies.claims import counts_text, open_study, outcome_counts, scorecard
-
     folder, to = Path(folder), Path(to)
     view = open_study(folder)
     spec = view.spec

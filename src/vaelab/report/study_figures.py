@@ -6,11 +6,14 @@ analysis that was not asked for) is left out with the reason, never drawn from p
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Callable
 
 import numpy as np
 
+from vaelab.analysis.framework.registry import column
 from vaelab.plotting import pyplot, show_images
+from vaelab.studies import theorem
 from vaelab.studies.view import Figure, StudyView, latent_panels, mean_sd_by, panel_row
 from vaelab.studies.view import save_view_figure as _save
 
@@ -122,10 +125,10 @@ def reconstructions_grid(view: StudyView, **_) -> list[Figure]:
                          "Top three rows: test images; bottom three: their reconstructions from the posterior mean.")
 
 
-def theorem3(view: StudyView, dims=(1, 10, 100, 1000), sigmas=(1.0, 0.1), pairs=20000, delta=1e-3, **_) -> list[Figure]:
-    from vaelab.analysis.typical import theorem3_check
-
-    rows = theorem3_check(dims=tuple(dims), sigmas=tuple(sigmas), pairs=pairs, delta=delta)
+def theorem3(view: StudyView, **_) -> list[Figure]:
+    """The study's Theorem 3 check (vaelab.studies.theorem, with its figure options), drawn."""
+    options = theorem.TheoremOptions.of(view.spec)
+    rows, sigmas, pairs, delta = theorem.rows(view), options.sigmas, options.pairs, options.delta
     view.notes.append("theorem3: " + json.dumps([{k: r[k] for k in ("sigma", "n", "p_within_delta", "per_dim_diff_sd")} for r in rows]))
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -140,7 +143,6 @@ def theorem3(view: StudyView, dims=(1, 10, 100, 1000), sigmas=(1.0, 0.1), pairs=
         ax.legend(fontsize=8)
     axes[0].set_ylabel(f"P(|f_n(Z1) - f_n(Z2)| < {delta})")
     axes[1].set_ylabel("median log10 |f_n(Z1) - f_n(Z2)|")
-    view.theorem = rows  # type: ignore[attr-defined]
     return [_save(view, fig, "theorem3", "Theorem 3 by Monte Carlo",
                   f"{pairs} pairs per point. For h > 0 the probability goes to 1; for sigma < 0.242 (h < 0) densities "
                   "grow like exp(-n h) and their difference grows too, so the theorem needs h > 0.")]
@@ -183,8 +185,6 @@ def pca_spectra(view: StudyView, **_) -> list[Figure]:
 def components_vs_alpha(view: StudyView, **_) -> list[Figure]:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.4, 3.6))
-    from vaelab.analysis.framework.registry import column
-
     params = view.spec.analyses.get("posterior")
     _lines_by(view, "objective.alpha", "model.latent_dim", column("posterior", "pca_above_{threshold:g}", params), ax,
               column("posterior", "components with eigenvalue > {threshold:g}", params))
@@ -232,8 +232,6 @@ def probes_over_epochs(view: StudyView, **_) -> list[Figure]:
 
 
 def copy_run_figure(view: StudyView, analysis: str, stem: str, title: str, caption: str, prefer: Callable | None = None) -> list[Figure]:
-    import shutil
-
     rows = view.first_seed()
     if prefer:
         rows = sorted(rows, key=prefer)

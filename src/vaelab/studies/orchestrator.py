@@ -1,30 +1,37 @@
-"""Run a study: expand its grid, execute the runs (skipping finished ones, resuming interrupted ones), gather one
-results row per run into results.csv, draw the comparison figures, and write report.html.
+"""Execute a study: expand its grid, execute the runs (skipping finished ones, resuming interrupted ones), gather one
+results row per run into results.csv, and store the study-level checks with them. The report (figures and
+report.html) is drawn by the report layer: :func:`vaelab.report.run_study` executes a study and writes its report.
 
     OUT/<study>/study.yaml      the spec as run (after --scale)
     OUT/<study>/runs/<run>/     one vaelab run directory per run (the contract of vaelab.runs)
     OUT/<study>/results.csv     one row per run: its grid coordinates, status and headline numbers
-    OUT/<study>/figures/        the study's comparison figures
-    OUT/<study>/report.html     everything above, self-contained
+    OUT/<study>/theorem3.json   Theorem 3's Monte Carlo check, for a study that draws or claims it (vaelab.studies.theorem)
     OUT/<study>/provenance.json each invocation: command, wall time, peak memory, machine, version
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
+from tqdm.auto import tqdm
 
+from vaelab.data.load import is_present
+from vaelab.errors import DataError
 from vaelab.fileio import atomic_write_text, make_dirs, remove_stale_temporaries
+from vaelab.precision import resolve_auto
+from vaelab.studies import provenance, theorem
+from vaelab.studies.tasks import RunTask, group_tasks
+from vaelab.studies.pools import LocalExecutor
 from vaelab.studies.results import write_results
 from vaelab.studies.spec import StudySpec
-
 
 
 def study_dir(out: str | Path, spec: StudySpec) -> Path:
@@ -34,25 +41,21 @@ def study_dir(out: str | Path, spec: StudySpec) -> Path:
 def require_datasets(study: str, names: set[str]) -> None:
     """Refuse a study whose datasets are not all present, with the command that fetches them (DataError, exit 2),
     instead of starting runs that would each fail with the same error."""
-    from vaelab.data.load import is_present
-    from vaelab.errors import DataError
-
     missing = sorted(n for n in names if not is_present(n))
     if missing:
         fetch = " && ".join(f"vaelab data fetch {n}" for n in missing)
         raise DataError(f"study {study} needs {', '.join(missing)}, which is not present; run `{fetch}` first")
 
 
-def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, progress: bool | None = None,
-              tracking: dict | None = None, retry_failed: bool = False, report: bool = True, vectorize: bool = True,
-              log: Callable[[str], None] | None = None) -> Path:
-    """Run every run of ``spec`` (already scaled) with ``executor`` (local by default); return the study folder.
+def execute_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, progress: bool | None = None,
+                  tracking: dict | None = None, retry_failed: bool = False, vectorize: bool = True,
+                  log: Callable[[str], None] | None = None, finish: Callable[[Path], Any] | None = None) -> Path:
+    """Run every run of ``spec`` (already scaled) with ``executor`` (local by default) and write the study's results;
+    return the study folder.
 
-    ``vectorize``: runs that differ only in seed are trained together as one vectorised model (vaelab.ensemble)."""
-    from vaelab.precision import resolve_auto
-    from vaelab.studies import provenance
-    from vaelab.studies.pools import LocalExecutor
-
+    ``vectorize``: runs that differ only in seed are trained together as one vectorised model (vaelab.ensemble).
+    ``finish``: called with the study folder once its results are written, as part of the invocation that
+    provenance.json times (the report layer writes the report here)."""
     log = log or (lambda m: print(m, file=sys.stderr))
     planned = spec.expand()
     require_datasets(spec.name, {r.config.data.name for r in planned})  # before any run or folder
@@ -66,25 +69,18 @@ def run_study(spec: StudySpec, out: str | Path = "studies", *, executor=None, pr
     # (not where the runs ask for GPUs: the workers' trainer decides there, on their device)
     configs, probes = (resolve_auto([r.config for r in planned]) if not spec.gpus_per_run
                        else ([r.config for r in planned], [None] * len(planned)))
-    tasks = [{"name": r.name, "config": c.model_dump(mode="json"), "runs_dir": str(folder / "runs"),
-              "analyses": spec.analyses, "coordinates": r.coordinates(), "retry_failed": retry_failed,
-              "tracking": tracking, "precision_probe": probe} for r, c, probe in zip(planned, configs, probes)]
+    tasks = [RunTask(r.name, c.model_dump(mode="json"), str(folder / "runs"), spec.analyses, r.coordinates(),
+                     retry_failed, tracking, probe) for r, c, probe in zip(planned, configs, probes)]
     executor = executor or LocalExecutor()
-    if vectorize:
-        from vaelab.studies.one_run import group_tasks
-
-        jobs = group_tasks(tasks)
-    else:
-        jobs = tasks
+    jobs = group_tasks(tasks) if vectorize else tasks
     done = False
     try:
         with _terminate_as_interrupt():
             rows = _run_all(spec, tasks, jobs, executor, progress, log)
         write_results(folder, rows)
-        if report:
-            from vaelab.report.html import write_report
-
-            write_report(folder)  # (the caller says where: the CLI prints the path once)
+        theorem.save(folder, spec)
+        if finish is not None:
+            finish(folder)
         done = True
     finally:  # an interrupted invocation counts towards the study's wall time too
         provenance.record(folder, started, time.perf_counter() - t0,
@@ -123,12 +119,10 @@ def _run_all(spec, tasks, jobs, executor, progress, log) -> list[dict]:
     state = {"running": 0, "failed": 0, "done": 0}
     t0 = time.time()
     if show:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(tasks), unit="run", desc=spec.name, file=sys.stderr, dynamic_ncols=True)
 
     def started(task):
-        state["running"] += len(task.get("group", [task]))
+        state["running"] += len(task.members)
         if bar is not None:
             bar.set_postfix_str(f"running {state['running']}, failed {state['failed']}")
 
@@ -152,4 +146,12 @@ def _run_all(spec, tasks, jobs, executor, progress, log) -> list[dict]:
             log(line)
     if bar is not None:
         bar.close()
-    return [rows[t["name"]] for t in tasks if t["name"] in rows]
+    return [rows[t.name] for t in tasks if t.name in rows]
+
+
+def __getattr__(name: str):
+    """Transitional, until the CLI imports it from its home (then delete this): ``run_study`` writes the report, so
+    it lives in the report layer (vaelab.report.run_study)."""
+    if name == "run_study":
+        return importlib.import_module("vaelab.report").run_study
+    raise AttributeError(f"module 'vaelab.studies.orchestrator' has no attribute {name!r}")

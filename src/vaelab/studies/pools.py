@@ -1,16 +1,20 @@
 """Executors run a study's independent runs: locally in parallel processes, or as Ray tasks on a cluster.
 
-Both take the same plain-dict tasks (see :func:`vaelab.studies.one_run.execute_task`) and yield result rows as runs
+Both take the same tasks (:mod:`vaelab.studies.tasks`, run by :func:`vaelab.studies.one_run.execute_task`) and yield result rows as runs
 finish, so the study's progress display and results table do not care where a run ran."""
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
-from typing import Any, Callable, Iterator
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Iterator
 
-from vaelab.errors import ConfigError, StorageError
-
-Task = dict[str, Any]
+from vaelab.errors import ConfigError, RunInterrupted, StorageError
+from vaelab.studies.one_run import execute_task
+from vaelab.studies.tasks import Task
 
 
 def available_cores() -> int:
@@ -31,20 +35,16 @@ class LocalExecutor:
         self.workers = max(1, workers or self.cores)
 
     def run(self, tasks: list[Task], on_start: Callable[[Task], None] | None = None) -> Iterator[dict]:
-        from vaelab.studies.one_run import execute_task
-
         workers = min(self.workers, len(tasks)) or 1
         threads = max(1, self.cores // workers)
         for t in tasks:
-            t["threads"] = threads
+            t.threads = threads
         if workers == 1:
             for t in tasks:
                 if on_start:
                     on_start(t)
                 yield from execute_task(t)
             return
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         pending = list(tasks)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
@@ -85,8 +85,6 @@ class RayExecutor:
     def run(self, tasks: list[Task], on_start: Callable[[Task], None] | None = None) -> Iterator[dict]:
         import ray
 
-        from vaelab.studies.one_run import execute_task
-
         started_here = False
         if not ray.is_initialized():
             if self.address:
@@ -99,7 +97,7 @@ class RayExecutor:
             remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=2)(execute_task)
             refs = {}
             for t in tasks:
-                t["threads"] = max(1, int(self.cpus))
+                t.threads = max(1, int(self.cpus))
                 if on_start:
                     on_start(t)
                 refs[remote.remote(t)] = t
@@ -126,8 +124,6 @@ def _worker_init() -> None:
     meant for the study never kills a worker between two steps of its work. A worker whose study process died
     (SIGKILL, a crash) would otherwise wait for work forever: a watchdog sends it SIGTERM, so a run it is training
     checkpoints at the next step boundary, and then the worker exits."""
-    import threading
-    import time
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
@@ -148,7 +144,6 @@ STOP_WAIT_S = 60.0
 def _stop_workers(pool, running: dict) -> None:
     """Ctrl-C of the study: ask every worker to stop (SIGTERM: training checkpoints at the next step boundary), wait
     for them a while, then end those still busy (their work is atomic; a re-run resumes it)."""
-    from concurrent.futures import wait
 
     processes = list(getattr(pool, "_processes", {}).values())
     for p in processes:
@@ -161,13 +156,12 @@ def _stop_workers(pool, running: dict) -> None:
 
 
 def _result(fut, task: Task) -> list[dict]:
-    from vaelab.errors import RunInterrupted
 
     try:
         return fut.result()
     except RunInterrupted:  # a worker was sent SIGINT/SIGTERM: its runs checkpointed and will resume on a re-run
-        return [{"run": t["name"], "status": "interrupted", "reason": "stopped by a signal; run the study again to "
-                 "continue", **t.get("coordinates", {})} for t in task.get("group", [task])]
+        return [{"run": t.name, "status": "interrupted", "reason": "stopped by a signal; run the study again to "
+                 "continue", **t.coordinates} for t in task.members]
     except StorageError:  # the disk is full or read-only: every further run would fail the same way
         raise
     except Exception as exc:  # noqa: BLE001 - a worker process that died: report its runs as failed
@@ -175,8 +169,7 @@ def _result(fut, task: Task) -> list[dict]:
 
 
 def _failed(task: Task, reason: str) -> list[dict]:
-    return [{"run": t["name"], "status": "failed", "reason": reason, **t.get("coordinates", {})}
-            for t in task.get("group", [task])]
+    return [{"run": t.name, "status": "failed", "reason": reason, **t.coordinates} for t in task.members]
 
 
 def make_executor(kind: str, *, workers: int | None = None, address: str | None = None, cpus_per_run: float = 1.0,

@@ -19,15 +19,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import vaelab
+from vaelab.fileio import atomic_write_text
+from vaelab.precision import cpu_signature
+
 PROVENANCE = "provenance.json"
 
 
 def machine() -> dict[str, Any]:
     """The CPU (model, the flags that decide bf16 speed), cores, torch threads and version, and the GPU if any."""
-    import torch
-
-    from vaelab.precision import cpu_signature
-
     out: dict[str, Any] = {"cpu": cpu_signature(), "cores": os.cpu_count(), "torch": torch.__version__}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
@@ -37,8 +39,6 @@ def machine() -> dict[str, Any]:
 def version() -> str:
     """vaelab's version, with the git commit of the source tree when it is a checkout (``0.1.0+g37e56d9``, and
     ``-dirty`` when the tree had uncommitted changes)."""
-    import vaelab
-
     text = getattr(vaelab, "__version__", "unknown")
     try:
         commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=Path(vaelab.__file__).parent,
@@ -61,7 +61,7 @@ def command_line() -> str:
     prog = Path(sys.argv[0]).name if sys.argv else ""
     if prog in ("vaelab", "__main__.py"):
         return " ".join(["vaelab", *sys.argv[1:]])
-    return "vaelab.studies.run_study(...) from " + (" ".join(sys.argv) or "python")
+    return "vaelab.report.run_study(...) from " + (" ".join(sys.argv) or "python")
 
 
 def read(folder: str | Path) -> dict[str, Any]:
@@ -99,8 +99,6 @@ def record(folder: str | Path, started: dt.datetime, seconds: float, runs_traine
     runs' training ended during it (:func:`newly_trained`); ``complete``: the invocation ran to its
     end, results and report written (False for an interrupted one); ``code``: :func:`version` taken when the
     invocation started (the source may change while a long study runs)."""
-    from vaelab.fileio import atomic_write_text
-
     entry = {"command": command_line(), "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
              "peak_rss_gb": peak_rss_gb(), "runs_trained": runs_trained, "counted_from": "run status",
              "complete": complete, "machine": machine(), "vaelab": code or version()}

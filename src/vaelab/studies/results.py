@@ -1,15 +1,21 @@
 """A study's results table: results.csv (one row per run, for people and spreadsheets) and results.json (the same
-rows, for the report), written atomically."""
+rows, for the report and the claims), written atomically; and :class:`StudyResults`, a study folder's results opened
+for reading."""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import numpy as np
+
+from vaelab.analysis.framework.runner import saved_results
 from vaelab.fileio import atomic_write_text
+from vaelab.runs import Run
 
 FIRST_COLUMNS = ["run", "status", "reason"]
 
@@ -47,9 +53,6 @@ TRAINING_COLUMNS = [  # (column, label, better): the numbers of a run's last met
 def run_numbers(run_dir: Path) -> dict[str, Any]:
     """The numbers a results table shows for one run: its last metrics row, then each saved analysis's headline
     numbers as its declaration names them (vaelab.analysis.framework.registry), formatted with the parameters it ran with."""
-    from vaelab.analysis.framework.runner import saved_results
-    from vaelab.runs import Run
-
     out: dict[str, Any] = {}
     try:
         metrics = Run(run_dir).metrics
@@ -63,3 +66,43 @@ def run_numbers(run_dir: Path) -> dict[str, Any]:
     for decl, result, params in saved_results(run_dir):
         out.update(decl.numbers(result, params))
     return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+
+
+@dataclass
+class StudyResults:
+    """A study folder's results, read: its spec as run, one row per run (results.json: the run's name, status, grid
+    coordinates and headline numbers), each run's saved analyses, and the study's Theorem 3 check where it has one
+    (``theorem``: the rows of :mod:`vaelab.studies.theorem`, stored with the results). The claims decide from this;
+    the report's figures read it through :class:`vaelab.studies.view.StudyView`."""
+
+    folder: Path
+    spec: Any  # the StudySpec as run (vaelab.studies.spec, which builds on the claims, which read this)
+    rows: list[dict[str, Any]]
+    theorem: Optional[list[dict[str, Any]]] = None
+
+    def run_dir(self, row) -> Path:
+        return self.folder / "runs" / row["run"]
+
+    def analysis(self, row, name: str) -> dict | None:
+        """The run's saved result of analysis ``name`` (None where it has none)."""
+        try:
+            return json.loads((self.run_dir(row) / "analysis" / f"{name}.json").read_text()).get("result")
+        except (OSError, ValueError):
+            return None
+
+    def arrays(self, row, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays analysis ``name`` saved for the run (None where it saved none)."""
+        path = self.run_dir(row) / "analysis" / f"{name}.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    def finished(self) -> list[dict]:
+        return [r for r in self.rows if r.get("status") == "finished"]
+
+    def label(self, row) -> str:
+        """'variant, latent_dim = 20': the run's place in the study (its name where it has none)."""
+        parts = [str(row["variant"])] if row.get("variant") else []
+        parts += [f"{k.rsplit('.', 1)[-1]} = {row.get(k)}" for k in self.spec.grid]
+        return ", ".join(parts) or row["run"]

@@ -18,6 +18,8 @@
 """
 from __future__ import annotations
 
+import copy
+import difflib
 import itertools
 import math
 import re
@@ -26,7 +28,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from vaelab.config import safe_load_yaml
+from vaelab.analysis.framework.registry import declaration
+from vaelab.config import build_config, safe_load_yaml
 from vaelab.errors import ConfigError
 from vaelab.studies.claims import RULES, Claim, check_claims
 
@@ -88,8 +91,6 @@ class StudySpec(BaseModel):
     @classmethod
     def _declared_analyses(cls, v: dict) -> dict:
         """Each analysis is one vaelab declares, with parameters its declaration accepts (checked before any run)."""
-        from vaelab.analysis.framework.registry import declaration
-
         for name, params in v.items():
             try:
                 declaration(name).validate(params or {}, "analyses: ")
@@ -144,8 +145,6 @@ class StudySpec(BaseModel):
 
     def expand(self) -> list["PlannedRun"]:
         """Every run of the study: variants x grid x seeds, each a validated RunConfig."""
-        from vaelab.config import build_config
-
         if self.no_runs:
             return []
         keys = list(self.grid)
@@ -214,8 +213,6 @@ def _short(key: str, value: Any) -> str:
 
 def _apply_dotted(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of ``base`` with dotted keys ('model.latent_dim') set."""
-    import copy
-
     out = copy.deepcopy(base)
     for key, value in updates.items():
         parts = key.split(".")
@@ -258,8 +255,6 @@ def load_study(name_or_path: str | Path) -> StudySpec:
 def study_error(exc: ValidationError, raw: dict | None = None) -> str:
     """The first validation error of a study spec as one line, with the closest valid key for unknown ones; a claim
     is named by its id (``claims[samples-degrade].rule.metric``) where the spec gives one."""
-    import difflib
-
     err = exc.errors()[0]
     loc = list(err["loc"])
     if loc[:1] == ["claims"] and len(loc) > 1 and isinstance(loc[1], int):

@@ -1,16 +1,20 @@
-"""A study folder opened for reading (:class:`StudyView`) and the :class:`Figure` records its comparison figures
-return; the helpers every figure module shares."""
+"""A study folder opened for drawing its report (:class:`StudyView`, :func:`open_study`) and the :class:`Figure`
+records its comparison figures return; the helpers every figure module shares."""
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+import yaml
+from pydantic import ValidationError
 
+from vaelab.errors import ConfigError, RunError
 from vaelab.plotting import pyplot, save_figure
+from vaelab.studies import theorem
+from vaelab.studies.results import StudyResults, read_results
+from vaelab.studies.spec import StudySpec, study_error
 
 
 @dataclass
@@ -27,36 +31,16 @@ class Figure:
 
 
 @dataclass
-class StudyView:
-    """A study folder opened for reading: its spec, rows, and each run's analysis JSON/NPZ."""
+class StudyView(StudyResults):
+    """A study's results (:class:`StudyResults`) as the report draws them: with the notes its figures leave (a
+    figure left out and why) and the sentences they compute for the findings (which fix wins where)."""
 
-    folder: Path
-    spec: Any
-    rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
 
     @property
     def fig_dir(self) -> Path:
         return self.folder / "figures"
-
-    def run_dir(self, row) -> Path:
-        return self.folder / "runs" / row["run"]
-
-    def analysis(self, row, name: str) -> dict | None:
-        try:
-            return json.loads((self.run_dir(row) / "analysis" / f"{name}.json").read_text()).get("result")
-        except (OSError, ValueError):
-            return None
-
-    def arrays(self, row, name: str) -> dict[str, np.ndarray] | None:
-        path = self.run_dir(row) / "analysis" / f"{name}.npz"
-        if not path.exists():
-            return None
-        with np.load(path) as npz:
-            return {k: npz[k] for k in npz.files}
-
-    def finished(self) -> list[dict]:
-        return [r for r in self.rows if r.get("status") == "finished"]
 
     def grid_key(self) -> str | None:
         return next(iter(self.spec.grid), None)
@@ -75,10 +59,22 @@ class StudyView:
         """first_seed() runs whose latent dimension (from their posterior analysis) passes ``accept``."""
         return [r for r in self.first_seed() if accept((self.analysis(r, "posterior") or {}).get("latent_dim", 0))]
 
-    def label(self, row) -> str:
-        parts = [str(row["variant"])] if row.get("variant") else []
-        parts += [f"{k.rsplit('.', 1)[-1]} = {row.get(k)}" for k in self.spec.grid]
-        return ", ".join(parts) or row["run"]
+
+def open_study(folder: str | Path) -> StudyView:
+    """A study folder opened for reading: its spec as run, its results and its stored Theorem 3 check; a folder that
+    is not a study is a one-line error."""
+    folder = Path(folder)
+    spec_path = folder / "study.yaml"
+    if not spec_path.is_file():
+        raise RunError(f"{folder} is not a vaelab study folder (no study.yaml); run `vaelab study NAME` first")
+    try:
+        raw = yaml.safe_load(spec_path.read_text())
+        spec = StudySpec(**raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{spec_path}: {study_error(exc, raw)}") from None
+    except (OSError, yaml.YAMLError, TypeError) as exc:
+        raise RunError(f"cannot read {spec_path}: {exc}") from None
+    return StudyView(folder, spec, read_results(folder), theorem.load(folder, spec))
 
 
 def save_view_figure(view: StudyView, fig, stem: str, title: str, caption: str) -> Figure:

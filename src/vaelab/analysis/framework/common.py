@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 DEFAULT_BATCH = 1000
 
@@ -38,8 +39,6 @@ def blas_threads(limit: int | None = None):
     Their OpenBLAS otherwise starts one thread per core whatever torch was told: in a study's worker (one torch
     thread beside other workers) its threads fight for the busy cores, and a mixture fit's small products ran
     hundreds of times slower (3.2 s against 4 ms for one M-step of 10 components on 10,000 x 20 codes)."""
-    from threadpoolctl import threadpool_limits
-
     return threadpool_limits(limits=limit or torch.get_num_threads(), user_api="blas")
 
 

@@ -14,6 +14,9 @@ import numpy as np
 from vaelab.allocator import release_freed_memory
 from vaelab.analysis.framework.common import blas_threads
 from vaelab.analysis.framework.registry import ANALYSES, DIAGNOSIS, Analysis, declaration, parse_names, split_params
+from vaelab.errors import NotApplicable
+from vaelab.fileio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from vaelab.plotting import save_figure
 
 
 def _jsonable(obj):
@@ -30,8 +33,6 @@ def _jsonable(obj):
 
 def run_analysis(subject, name: str, **params):
     """Run one analysis on ``subject``; when the subject has a folder, save JSON, arrays and figures there."""
-    from vaelab.fileio import atomic_write_bytes, atomic_write_json
-
     decl = declaration(name)
     name, params = decl.name, decl.validate(params)
     fn, plot = decl.load()
@@ -44,8 +45,6 @@ def run_analysis(subject, name: str, **params):
     result.requested = {k: v for k, v in params.items() if not callable(v)}  # (progress callbacks are not data)
     if subject.out_dir is not None:
         out = Path(subject.out_dir)
-        from vaelab.fileio import remove_stale_temporaries
-        from vaelab.plotting import save_figure
 
         for sub in ("analysis", "figures"):
             remove_stale_temporaries(out / sub)  # left by an analysis that was killed
@@ -74,7 +73,6 @@ def analyze(subject, only: list[str] | str | None = None, settings: dict[str, An
     to this model, e.g. geodesics of a deterministic encoder}."""
     names = parse_names(only) if not isinstance(only, list) else parse_names(",".join(only))
     per = split_params(names, settings or {})
-    from vaelab.errors import NotApplicable
 
     results = {}
     for i, name in enumerate(names, 1):

@@ -11,8 +11,10 @@ from typing import Any
 
 import torch
 
+from vaelab.analysis.framework.common import model_device
 from vaelab.data import Dataset, PixelSampler, load_dataset
 from vaelab.errors import DataError, RunError
+from vaelab.runs import Run
 
 DYNAMIC_TRAIN_DRAW_OFFSET = 1  # the fixed binarized draw of the training set used to analyse dynamic-pixel runs
 
@@ -44,8 +46,6 @@ class Subject:
 
     @property
     def device(self) -> torch.device:
-        from vaelab.analysis.framework.common import model_device
-
         return model_device(self.model)
 
     @property
@@ -80,8 +80,6 @@ def from_run(path, *, device: str = "cpu", epoch: int | None = None, snapshot: i
     """Open a run directory for analysis: its newest valid checkpoint (or ``epoch`` / ``snapshot``) and its data.
 
     A run that is still training is analysed at its last complete checkpoint; ``source`` says which one."""
-    from vaelab.runs import Run
-
     run = Run(path)
     cfg = run.config
     if snapshot is None and epoch is None and not run.checkpoints.epochs():

@@ -14,12 +14,17 @@ import torch
 from scipy.stats import norm
 from sklearn.mixture import GaussianMixture
 
-from vaelab.analysis.stats.codes import Subspace, aggregate_samples, informative_subspace, pca, points_within_budget
-from vaelab.analysis.framework.common import AnalysisResult, blas_threads, decode_means, encode_all, generator, subsample
+from vaelab.analysis.framework.common import (
+    blas_threads,
+    encode_all,
+    generator,
+    subsample,
+)
 from vaelab.analysis.samplers.catalogue import FIXES, INTERVENTIONS, SAMPLERS
 from vaelab.analysis.samplers.two_stage import TwoStageVAE
+from vaelab.analysis.stats.codes import Subspace, aggregate_samples, informative_subspace, pca, points_within_budget
 from vaelab.errors import ConfigError
-from vaelab.models.priors import Prior, StandardNormal, prior_label, prior_of
+from vaelab.models.priors import Prior, StandardNormal, prior_of
 
 GRID_POINTS = {2: 10, 3: 5, 4: 3}  # points per axis: 10x10 in 2-D, 5 slices of 5x5 in 3-D, 3^4 in 4-D
 

@@ -30,9 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.special import digamma
+from scipy.stats import norm
 
 from vaelab.analysis.framework.common import DEFAULT_BATCH, model_device
 from vaelab.errors import ConfigError
+from vaelab.models.posteriors import GaussianPosterior, kl_std_normal_per_dim
 
 EXACT_SVD = 2048  # exact spectrum when min(N, D) is at most this (SVD or a Gram matrix); randomised top-k above
 TOP_K = 256  # components the randomised SVD returns
@@ -61,8 +63,6 @@ class CodeMoments:
 @torch.no_grad()
 def code_moments(model, x: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> CodeMoments:
     """Stream the encoder over x (N, C, H, W) and accumulate per-dimension moments; memory O(batch x D)."""
-    from vaelab.models.posteriors import kl_std_normal_per_dim
-
     device = model_device(model)
     # float64 temporaries of (batch, D): keep each batch near 2^22 values for a big latent
     batch_size = max(16, min(batch_size, (1 << 22) // math.prod(model.latent_shape)))
@@ -263,7 +263,6 @@ def bootstrap(statistic, u: torch.Tensor, rounds: int = 200, seed: int = 0, leve
     vals = np.asarray([v for v in vals if math.isfinite(v)])
     if not math.isfinite(est) or vals.size < 2:
         return est, est
-    from scipy.stats import norm
 
     half = float(norm.ppf(0.5 + level / 2)) * float(vals.std(ddof=1))
     return est - half, est + half
@@ -273,8 +272,6 @@ def bootstrap(statistic, u: torch.Tensor, rounds: int = 200, seed: int = 0, leve
 def aggregate_samples(mu: torch.Tensor, logvar: torch.Tensor | None, n: int, g: torch.Generator,
                       pick: torch.Tensor | None = None) -> torch.Tensor:
     """n draws of q(z) = (1/N) sum_n q(z|x_n): a random code, then z ~ N(mu, diag sigma^2): (n, D) float32."""
-    from vaelab.models.posteriors import GaussianPosterior
-
     if pick is None:
         pick = torch.randint(0, mu.shape[0], (n,), generator=g, device=mu.device)
     q = GaussianPosterior(mu[pick].float(), None if logvar is None else logvar[pick].float())

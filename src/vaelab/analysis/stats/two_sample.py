@@ -24,6 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import stats
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from vaelab.analysis.framework.common import blas_threads
 
@@ -326,11 +331,6 @@ def classifier_test(a, b, *, seed: int = 0, hidden: tuple[int, ...] = (64,), lev
     accuracy on a 10% validation split and stops after ``patience`` epochs without a gain. (scikit-learn's
     defaults, alpha 1e-4 and 10 epochs of patience, stop on the noisy validation accuracy before the net has
     learnt anything: at 1000 samples per side it missed 3 of 64 coordinates with variance 4 most of the time.)"""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     a, b = _pair(a, b)
     x = np.concatenate([a, b])

@@ -1,0 +1,46 @@
+"""``read``: a metric beats another (or a number) by a relative ``margin`` in every run: a deterministic read of one
+trained model, for studies of one seed and for properties that need no seeds (a geodesic's shape)."""
+from __future__ import annotations
+
+import math
+from typing import Literal, Union
+
+from pydantic import Field
+
+from vaelab.studies import intervals
+from vaelab.studies.claims.decisions import HELD, INCONCLUSIVE, NOT_HELD, Decision, all_of
+from vaelab.studies.claims.reader import Reader
+from vaelab.studies.claims.rules.base import Direction, RuleBase
+
+
+class Read(RuleBase):
+    kind: Literal["read"]
+    metric: str
+    direction: Direction
+    than: Union[float, str]
+    margin: float = Field(0.0, ge=0, description="relative: 0.2 is by more than 20%")
+
+    def decide(self, reader: Reader) -> Decision:
+        rows, failed = reader.select(self.where)
+        missing = reader.missing(rows, self.metric, failed, self.where) or (
+            reader.missing(rows, self.than, [], self.where) if isinstance(self.than, str) else None)
+        if missing:
+            return missing
+        sign = 1 if self.direction == "greater" else -1
+        parts = []
+        for r in rows:
+            a = reader.value(r, self.metric)
+            b = reader.value(r, self.than) if isinstance(self.than, str) else self.than
+            change = (a - b) / abs(b) if b else math.copysign(math.inf, a - b) if a != b else 0.0
+            shown = f"{reader.name(self.metric)} {intervals.number(a)} vs {intervals.number(b)} ({100 * change:+.0f}%)"
+            if sign * change > self.margin:
+                parts.append((reader.label(r), Decision(HELD, shown)))
+            elif sign * change <= 0:
+                parts.append((reader.label(r), Decision(NOT_HELD, shown)))
+            else:
+                parts.append((reader.label(r), Decision(INCONCLUSIVE, shown,
+                                                        f"within the {100 * self.margin:g}% margin")))
+        than = reader.name(self.than) if isinstance(self.than, str) else intervals.number(self.than)
+        d = all_of(parts, every=False)
+        rule_text = f"{self.direction} than {than}" + (f" by more than {100 * self.margin:g}%" if self.margin else "")
+        return Decision(d.outcome, d.measurement, f"{rule_text}, read per run" + (f"; {d.why}" if d.why else ""))
