@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import torch
 
 from vaelab.fileio import atomic_write_text
+from vaelab.precision import cpu_info
 from vaelab.studies.provenance import machine as provenance_machine
 from vaelab.trainer import make_optimizer
 
@@ -94,9 +95,8 @@ def machine() -> dict[str, Any]:
     """The machine's facts: vaelab's record (``cpu``: model, flags, threads and torch in one line; ``cores``;
     ``torch``; ``gpu`` if any), and apart: the CPU's model, its flags that decide bf16 speed one by one, torch's
     threads and build, Python, the C library and the kernel's transparent-huge-page mode."""
-    facts = provenance_machine()
-    model, flags = (facts["cpu"].split(" | ") + ["", ""])[:2]  # vaelab.precision.cpu_signature: "model | flags | ..."
-    return {**facts, "cpu_model": model, "cpu_flags": {f: f in flags.split() for f in CPU_FLAGS},
+    model, flags = cpu_info()
+    return {**provenance_machine(), "cpu_model": model, "cpu_flags": {f: f in flags for f in CPU_FLAGS},
             "threads": torch.get_num_threads(),
             "torch_build": {"cuda": torch.version.cuda, "git": torch.version.git_version,
                             "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),

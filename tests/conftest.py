@@ -1,5 +1,7 @@
 import os
 
+import sys
+
 import pytest
 import torch
 
@@ -82,3 +84,15 @@ def fake_idx_dataset(folder, n_train=6, n_test=3, seed=1):
     for role, raw in raws.items():
         (src / files[role].name).write_bytes(idx.gzip_bytes(raw))
     return DatasetSpec("fashion-mnist", "fake", (1, 28, 28), n_train, n_test, 10, files, mirrors=()), src, raws
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`vaelab ARGS` through the real entry point (one-line errors, exit statuses), in this process:
+    (exit status, stdout, stderr)."""
+    from vaelab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["vaelab", *map(str, args)])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out = capsys.readouterr()
+    return stop.value.code, out.out, out.err

@@ -71,10 +71,10 @@ def test_alternate_runs_the_contenders_in_turn_and_times_each_call():
 
 
 def test_alternate_with_the_real_clock_sees_known_sleeps():
+    """perf_counter by default: a call is never timed shorter than it slept (a loaded host may make it longer)."""
     rounds = harness.alternate({"long": lambda r: time.sleep(0.03), "short": lambda r: time.sleep(0.01)}, 3)
-    med = harness.medians(rounds.seconds)
-    assert 0.03 <= med["long"] < 0.08 and 0.01 <= med["short"] < 0.05
-    assert 1.4 < harness.ratio(rounds.seconds["long"], rounds.seconds["short"]) <= 3.1
+    assert all(0.03 <= s < 2 for s in rounds.seconds["long"]) and all(0.01 <= s < 2 for s in rounds.seconds["short"])
+    assert rounds.values == {"long": [None] * 3, "short": [None] * 3}
 
 
 def test_quartiles_against_hand_computed_values():
@@ -110,7 +110,9 @@ def test_peak_memory_counts_a_childs_own_children():
 def test_children_side_by_side_are_measured_apart():
     big = harness.spawn(harness.python("import time; x = b'x' * (80 << 20); time.sleep(0.1)"))
     small = harness.spawn(harness.python("import time; time.sleep(0.1)"))
-    assert small.wait().peak_rss_mb < 40 and big.wait().peak_rss_mb >= 80
+    small_child, big_child = small.wait(), big.wait()
+    assert small_child.peak_rss_mb < 40 and big_child.peak_rss_mb >= 80
+    assert small_child.seconds >= 0.1 and big_child.seconds >= 0.1  # the child's own wall time, sleep included
 
 
 def test_a_failing_child_ends_the_script_with_its_error():
@@ -119,7 +121,7 @@ def test_a_failing_child_ends_the_script_with_its_error():
     assert harness.run_child(harness.python("raise SystemExit(3)"), check=False).returncode == 3
 
 
-def test_common_arguments(monkeypatch):
+def test_common_arguments():
     threads = torch.get_num_threads()
     try:
         ap = harness.parser("doc", "allocator-{setting}", repeats=2, threads=1)

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab.analysis.stats.codes import (
-    aggregate_covariance, code_moments, complement_kl_lower_bound, gaussian_kl_estimate, informative_subspace, pca,
-    points_within_budget, wishart_log_det_bias,
-)
+from vaelab.analysis.stats.codes import (aggregate_covariance, code_moments, complement_kl_lower_bound,
+                                         gaussian_kl_estimate, informative_subspace, pca, points_within_budget,
+                                         wishart_log_det_bias)
 from vaelab.analysis.posterior import count_agreement, mixture_log_density
 from vaelab.models.posteriors import GaussianPosterior
 

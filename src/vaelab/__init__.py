@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import importlib
+
 from vaelab import allocator as _allocator
 
 __version__ = "0.1.0"
@@ -23,14 +25,13 @@ _LAZY = {
     "load_dataset": "vaelab.data", "fetch_dataset": "vaelab.data", "Dataset": "vaelab.data",
     "Objective": "vaelab.objectives",
     "VaelabError": "vaelab.errors",
+    "fit_sampler": "vaelab.analysis.samplers", "FittedSampler": "vaelab.analysis.samplers",
 }
 
 
 def __getattr__(name: str):
     """Import heavy modules (torch) only when first used, so `vaelab --help` starts fast."""
     if name in _LAZY:
-        import importlib
-
         module = importlib.import_module(_LAZY[name])
         return getattr(module, name)
     raise AttributeError(f"module 'vaelab' has no attribute {name!r}")

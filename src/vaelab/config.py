@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vaelab.data.registry import DATASETS, dataset_spec
+from vaelab.data.registry import DATASETS, dataset_spec, known_datasets, user_spec
 from vaelab.errors import ConfigError
 from vaelab.models.build import count_parameters
 from vaelab.models.likelihoods import LIKELIHOODS
@@ -46,7 +46,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which images, how many, and how pixels are presented."""
 
-    name: str = Field("digits", description="dataset: digits, mnist or fashion-mnist")
+    name: str = Field("digits", description="dataset: digits, mnist, fashion-mnist or one added with `vaelab data add`")
     pixels: Literal["continuous", "dynamic", "fixed"] = Field(
         "dynamic", description="continuous grey values, dynamic (fresh draw per epoch) or fixed binarization")
     binarize_seed: int = Field(0, ge=0, description="seed of the fixed binarization (and of the test set's draw)")
@@ -56,10 +56,12 @@ class DataConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        if v not in DATASETS:
-            close = difflib.get_close_matches(v, list(DATASETS), n=1)
+        if v not in DATASETS and user_spec(v) is None:  # a built-in, or one added with `vaelab data add`
+            known = list(known_datasets())
+            close = difflib.get_close_matches(v, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown dataset {v!r}{hint}; known: {', '.join(DATASETS)}")
+            raise ValueError(f"unknown dataset {v!r}{hint}; known: {', '.join(known)} "
+                             "(add your own with `vaelab data add NAME SOURCE`)")
         return v
 
 

@@ -13,17 +13,30 @@ convolutions, whose bf16 kernels differ from the matrix products' (cached by the
 
 bf16 is chosen only when it is faster by ``MIN_SPEEDUP`` and one forward pass of the model under bf16 autocast gives
 the fp32 loss to within ``MAX_RELATIVE_ERROR`` (the losses themselves are always computed in fp32).
+
+**A noisy machine cannot fool it** (:func:`alternating_rounds`, docs/machine-probes.md). The two precisions are timed
+in alternating rounds (fp32 then bf16, then bf16 then fp32, ...), each round's ratio fp32 time / bf16 time is one
+observation, and the decision is taken only when an interval on the median of those ratios lies wholly on one side
+of MIN_SPEEDUP; otherwise more rounds are measured (within PROBE_BUDGET_S) and, still undecided, the run trains in
+fp32 and nothing is cached. A cached decision records when (UTC), under what load (os.getloadavg(), the rounds'
+spread) and with what interval it was taken; a run that finds it re-checks it with one short alternating round and
+probes afresh when the check lands clearly on the other side of the threshold. The compile probe
+(vaelab.training_step, ``train.compile: auto``) decides eager against compiled steps the same way, and
+:func:`machine_report` (``vaelab doctor``) shows what both decided here.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import math
+import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -36,13 +49,26 @@ from vaelab.objectives import Objective
 
 MIN_SPEEDUP = 1.15  # bf16 must be this much faster at the model's shapes to be worth its rounding
 MAX_RELATIVE_ERROR = 0.02  # |loss_bf16 - loss_fp32| / |loss_fp32| on one batch, forward only
-PROBE_SECONDS = 0.15  # per precision and shape, after a warm-up
 GIVE_UP_SLOWER = 2.0  # a first timed bf16 call this many times slower than fp32's ends the probe (no bf16 hardware)
+
+# How the alternating rounds decide (alternating_rounds, median_interval).
+CONFIDENCE = 0.98  # two-sided, spent over the looks: the look at MIN_ROUNDS * 2^j rounds has 1 - 0.02 / 2^(j+1)
+MIN_ROUNDS = 8  # the first look: 8 rounds are the fewest whose [min, max] covers the median with 99% (look 0's)
+MAX_ROUNDS = 1024  # the last look; a ratio still undecided there sits within noise of the threshold
+PROBE_BUDGET_S = 3.0  # rounds go on while undecided for this long (the first MIN_ROUNDS always run, up to MAX_PROBE_S)
+MAX_PROBE_S = 60.0
+MIN_ROUND_S = 1e-3  # each side of a round repeats its call until it lasts about this long (timer, scheduler)
+WARMUP_AGREE = 0.10  # warm once two successive calls of each side agree within 10%
+WARMUP_CALLS = 10  # at most this many calls of each before the timed rounds
+RECHECK_ROUNDS = 3  # a cached decision's check: one warm-up, then this many alternating rounds
+RECHECK_CLEAR = 1.25  # the check contradicts the decision when its ratio lies this factor beyond the threshold
+NOISE_CANNOT_EXPLAIN = 10.0  # on a CPU with bf16 arithmetic, only a first round this much slower ends the probe
 
 
 @dataclass
 class PrecisionChoice:
-    """What `auto` chose and why: the rates (GFLOP/s) measured at the model's shapes."""
+    """What `auto` chose and why: the rates (GFLOP/s) measured at the model's shapes, and how they were measured
+    (``probe``: the interval, rounds, when and under what load, whether a cached decision was re-checked)."""
 
     precision: str  # "fp32" or "bf16"
     fp32_gflops: float | None  # None where nothing was probed
@@ -50,22 +76,39 @@ class PrecisionChoice:
     reason: str
     cached: bool = False
     relative_error: float | None = None
+    probe: dict = field(default_factory=dict)
 
     def as_metrics(self) -> dict:
-        return {k: (round(v, 1) if isinstance(v, float) and k.endswith("gflops") else v) for k, v in asdict(self).items()}
+        out = {k: (round(v, 1) if isinstance(v, float) and k.endswith("gflops") else v)
+               for k, v in asdict(self).items() if k != "probe"}
+        return {**out, **{k: v for k, v in self.probe.items() if k not in out and k != "decision"}}
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """The CPU's model name and all its flags (x86 ``flags``, Arm ``Features``); empty flags where unreadable."""
+    model, flags = platform.processor(), []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return model, flags
+    lines = text.splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), model)
+    first = next((line for line in lines if line.startswith(("flags", "Features"))), "")
+    return model, first.split(":", 1)[1].split() if ":" in first else []
 
 
 def cpu_signature() -> str:
     """CPU model, the flags that decide bf16 speed, threads and torch version: what a cached probe is valid for."""
-    model, flags = platform.processor(), ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), model)
-        first = next((line for line in text.splitlines() if line.startswith("flags")), "")
-        flags = " ".join(sorted(f for f in first.split() if f.startswith(("amx", "avx512_bf16", "avx512f", "avx2"))))
-    except OSError:
-        pass
-    return f"{model} | {flags} | threads {torch.get_num_threads()} | torch {torch.__version__}"
+    model, flags = cpu_info()
+    chosen = " ".join(sorted(f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512f", "avx2"))))
+    return f"{model} | {chosen} | threads {torch.get_num_threads()} | torch {torch.__version__}"
+
+
+def bf16_arithmetic() -> bool | None:
+    """Whether the CPU computes in bf16 (AMX or AVX-512 BF16 on x86, the bf16 feature on Arm); None where its flags
+    cannot be read. Without it PyTorch emulates bf16 at 1/20 to 1/450 of the fp32 rate (benchmarks/README.md)."""
+    flags = set(cpu_info()[1])
+    return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"}) if flags else None
 
 
 def linear_shapes(model: torch.nn.Module, batch: int) -> list[tuple[int, int, int]]:
@@ -73,9 +116,209 @@ def linear_shapes(model: torch.nn.Module, batch: int) -> list[tuple[int, int, in
     return sorted({(batch, m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)})
 
 
-def gemm_rates(shapes: list[tuple[int, int, int]], seconds: float = PROBE_SECONDS) -> tuple[float, float]:
+# --- alternating rounds and the interval that decides -------------------------------------------------------
+def median_interval(values: list[float], confidence: float) -> tuple[float, float, float] | None:
+    """A distribution-free interval on the median of ``values``: (x_(k), x_(n+1-k), coverage) with the largest k
+    whose coverage 1 - 2 P(Binomial(n, 1/2) <= k - 1) is at least ``confidence``; None when n is too small.
+
+    Why order statistics: a round's ratio is skewed and heavy-tailed (a burst of load hits one side of one round),
+    and the rounds are few. The interval assumes only independent rounds from one continuous distribution: no
+    normality, no symmetry, and its coverage is exact at every n, where a bootstrap of a median from 8-30 rounds
+    is coarse and under-covers (it resamples the few values it has)."""
+    n = len(values)
+    ordered, k, below = sorted(values), 0, 0.0
+    for j in range(n // 2):  # P(B <= j), summed in logs (2^-n underflows past n = 1074)
+        below += math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) - n * math.log(2))
+        if 2 * below > 1 - confidence:
+            break
+        k, coverage = j + 1, 1 - 2 * below
+    return (ordered[k - 1], ordered[n - k], coverage) if k else None
+
+
+def look_confidence(look: int) -> float:
+    """The confidence of look ``look`` (0, 1, ...; at MIN_ROUNDS * 2^look rounds): 1 - (1 - CONFIDENCE) / 2^(look+1),
+    so that all looks together err (on either side) with probability at most 1 - CONFIDENCE."""
+    return 1 - (1 - CONFIDENCE) / 2 ** (look + 1)
+
+
+@dataclass
+class Rounds:
+    """One alternating measurement of a baseline (fp32, eager) against a candidate (bf16, compiled): each round's
+    per-call seconds of both, and the verdict of the interval on the median of their ratios base / candidate."""
+
+    base: list[float] = field(default_factory=list)
+    cand: list[float] = field(default_factory=list)
+    first: tuple[float, float] = (math.nan, math.nan)  # the first (cold) call of each: kernel selection, JIT, compiling
+    warmup_calls: int = 0  # calls of each before the first timed round (the cold one included)
+    seconds: float = 0.0  # the whole measurement's wall time
+    early_stop: bool = False  # the first timed round found the candidate ``give_up`` times slower
+    threshold: float | None = None
+    interval: tuple[float, float] | None = None  # at the last look
+    confidence: float | None = None  # the last look's coverage
+    verdict: str | None = None  # "faster": the candidate beats the threshold; "slower": it does not; None: undecided
+
+    @property
+    def ratios(self) -> list[float]:
+        return [a / b for a, b in zip(self.base, self.cand)]
+
+    @property
+    def ratio(self) -> float:
+        """The candidate's speed-up: the median of the rounds' base / candidate times."""
+        return statistics.median(self.ratios)
+
+    @property
+    def spread(self) -> float:
+        """The ratios' interquartile range over their median (0 with fewer than two rounds)."""
+        r = self.ratios
+        if len(r) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(r, n=4, method="inclusive")
+        return (q3 - q1) / statistics.median(r)
+
+    def look(self, confidence: float) -> None:
+        """Take the interval at ``confidence`` and its verdict against the threshold."""
+        found = median_interval(self.ratios, confidence)
+        if found is None:
+            return
+        lo, hi, self.confidence = found
+        self.interval = (lo, hi)
+        self.verdict = "faster" if lo > self.threshold else "slower" if hi < self.threshold else None
+
+    def record(self) -> dict[str, Any]:
+        """What a cache entry and a run's metrics keep of it."""
+        interval = [round(v, 4) for v in self.interval] if self.interval else None
+        return {"ratio": round(self.ratio, 4), "interval": interval,
+                "confidence": round(self.confidence, 4) if self.confidence else None, "rounds": len(self.base),
+                "spread": round(self.spread, 4), "warmup_calls": self.warmup_calls,
+                "probe_s": round(self.seconds, 3), "early_stop": self.early_stop}
+
+
+def _agree(a: float, b: float) -> bool:
+    return abs(a - b) <= WARMUP_AGREE * min(a, b)
+
+
+def warm_up(calls: list[Callable[[], float]], most: int = WARMUP_CALLS, seconds: float = math.inf,
+            stop: Callable[[tuple[float, ...]], bool] = lambda times: False) -> list[tuple[float, ...]]:
+    """Call each of ``calls`` (each returns the seconds it took) in turn, again and again, until two successive
+    timings of every one agree within WARMUP_AGREE, ``most`` calls have been made, the calls after the first have
+    taken ``seconds``, or ``stop(timings)`` says so; returns every turn's timings. The first turn carries one-time
+    costs (allocation, kernel selection, oneDNN's JIT on AMX, compiling); the last is the first warm one."""
+    turns = [tuple(c() for c in calls)]
+    start = time.perf_counter()
+    while len(turns) < most and (len(turns) < 2 or time.perf_counter() - start < seconds):
+        turns.append(tuple(c() for c in calls))
+        if stop(turns[-1]) or all(_agree(a, b) for a, b in zip(turns[-1], turns[-2])):
+            break
+    return turns
+
+
+def alternating_rounds(base: Callable[[], float], cand: Callable[[], float], threshold: float | None = None, *,
+                       budget_s: float = PROBE_BUDGET_S, give_up: float = math.inf, recheck: bool = False,
+                       min_rounds: int = MIN_ROUNDS, min_seconds: float = 0.0) -> Rounds:
+    """Time ``base()`` against ``cand()`` (each returns the seconds it took) in alternating rounds until the interval
+    on the median of the rounds' ratios base / cand excludes ``threshold``.
+
+    Warm-up: both are called in turn until two successive timings of each agree (:func:`warm_up`, for at most
+    ``budget_s``); that agreeing turn is the first timed round. A first round that finds ``cand`` more than ``give_up`` times slower ends it
+    (``early_stop``). Then each round calls both, in the order base, cand and cand, base in turn (a drift in the
+    machine's speed cancels within each pair of rounds), each repeated to last about MIN_ROUND_S. Looks at
+    MIN_ROUNDS * 2^j rounds, each with its share of 1 - CONFIDENCE (:func:`look_confidence`), and a last one when
+    ``budget_s`` (after the first MIN_ROUNDS) or MAX_PROBE_S runs out or MAX_ROUNDS are reached; the verdict stays
+    None when none excluded the threshold.
+
+    ``recheck``: RECHECK_ROUNDS rounds, no verdict (a cached decision's check). ``threshold`` None: at least
+    ``min_rounds`` rounds over at least ``min_seconds``, no verdict (plain medians, :func:`alternating_medians`)."""
+    start = time.perf_counter()
+    out = Rounds(threshold=threshold)
+    turns = warm_up([base, cand], seconds=budget_s, stop=lambda t: t[1] > give_up * t[0])
+    out.first, out.warmup_calls = turns[0], len(turns) - 1
+    out.base.append(turns[-1][0])
+    out.cand.append(turns[-1][1])
+    if out.cand[0] > give_up * out.base[0]:
+        out.early_stop, out.seconds = True, time.perf_counter() - start
+        return out
+    sides = [(base, max(1, int(MIN_ROUND_S / max(out.base[0], 1e-9))), out.base),
+             (cand, max(1, int(MIN_ROUND_S / max(out.cand[0], 1e-9))), out.cand)]
+    timed, look, looked_at = time.perf_counter(), 0, 0
+    while True:
+        n, elapsed = len(out.base), time.perf_counter() - timed
+        if recheck or threshold is None:
+            if n >= (RECHECK_ROUNDS if recheck else min_rounds) and (recheck or elapsed >= min_seconds):
+                break
+        else:
+            if n == MIN_ROUNDS << look:
+                out.look(look_confidence(look))
+                look, looked_at = look + 1, n
+                if out.verdict is not None:
+                    break
+            if (n >= MIN_ROUNDS and elapsed >= budget_s) or elapsed >= MAX_PROBE_S or n >= MAX_ROUNDS:
+                if looked_at != n:
+                    out.look(look_confidence(look))
+                break
+        for call, repeats, times in (sides if n % 2 == 0 else sides[::-1]):
+            times.append(sum(call() for _ in range(repeats)) / repeats)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def contradicts(chose_candidate: bool, ratio: float, threshold: float) -> bool:
+    """Whether a check's ``ratio`` lies clearly (RECHECK_CLEAR) on the other side of ``threshold`` from a cached
+    decision that chose the candidate (bf16, compiled) or the baseline."""
+    return ratio < threshold / RECHECK_CLEAR if chose_candidate else ratio > threshold * RECHECK_CLEAR
+
+
+def when_and_load() -> dict[str, Any]:
+    """When (UTC) a decision is taken and the machine's load then (1, 5 and 15 minute averages)."""
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "load": load}
+
+
+def alternating_medians(fp32: Callable[[], float], bf16: Callable[[], float], seconds: float,
+                        rounds: int) -> tuple[float, float]:
+    """Median seconds of ``fp32()`` and ``bf16()`` (each returns the seconds it took), called alternately so that both
+    see the same load: warm-up calls until two successive timings agree (the agreeing one is the first round), then
+    rounds for 2 x ``seconds`` and at least ``rounds`` of them, unless the first timed round finds bf16 more than
+    GIVE_UP_SLOWER times slower.
+
+    That early stop matters on CPUs without bf16 arithmetic (no AVX-512 BF16, no AMX), where bf16 runs 17-450x
+    slower than fp32 (3.7 against 80-110 GFLOP/s at the documents' MLP shapes, 0.3 against 130 at 2048^3 on one AVX2
+    machine): a full probe of document 000's 8x8x1024 conv step would spend minutes in bf16 to learn nothing more."""
+    out = alternating_rounds(fp32, bf16, None, give_up=GIVE_UP_SLOWER, min_rounds=rounds, min_seconds=2 * seconds)
+    return statistics.median(out.base), statistics.median(out.cand)
+
+
+# --- the rates, measured and cached -------------------------------------------------------------------------
+class Rates(tuple):
+    """A tuple of numbers as the probes return them ((fp32, bf16) GFLOP/s, or with ``cached``), carrying how they
+    were measured: ``rounds`` (:class:`Rounds`) and ``record`` (the decision as the cache and the metrics keep it).
+    A plain tuple in their place (a caller's own measure) counts as a decision at its point ratio."""
+
+    rounds: Rounds | None
+    record: dict
+
+    def __new__(cls, values, rounds: Rounds | None = None, record: dict | None = None):
+        self = super().__new__(cls, values)
+        self.rounds, self.record = rounds, record or {}
+        return self
+
+
+def timed_rates(fp32: Callable[[], float], bf16: Callable[[], float], flop: float, seconds: float = PROBE_BUDGET_S,
+                recheck: bool = False) -> Rates:
+    """(fp32 GFLOP/s, bf16 GFLOP/s) of work of ``flop`` FLOPs timed by ``fp32()`` and ``bf16()`` (each does it once and
+    returns its seconds) in alternating rounds against MIN_SPEEDUP (``seconds``: their budget while undecided); the
+    rates are ``flop`` over each side's median time, the rounds ride along. A first round of bf16 GIVE_UP_SLOWER
+    times slower ends it on a CPU without bf16 arithmetic; elsewhere only NOISE_CANNOT_EXPLAIN times slower does."""
+    give_up = GIVE_UP_SLOWER if bf16_arithmetic() is False else max(GIVE_UP_SLOWER, NOISE_CANNOT_EXPLAIN)
+    rounds = alternating_rounds(fp32, bf16, MIN_SPEEDUP, budget_s=seconds, give_up=give_up, recheck=recheck)
+    return Rates((flop / statistics.median(rounds.base) / 1e9, flop / statistics.median(rounds.cand) / 1e9), rounds)
+
+
+def gemm_rates(shapes: list[tuple[int, int, int]], seconds: float = PROBE_BUDGET_S, recheck: bool = False) -> Rates:
     """GFLOP/s of one training step's products at ``shapes`` (forward x @ W^T, backward dY @ W and dY^T @ x) in fp32
-    and in bf16 on the CPU: medians of timings that alternate between the two, so that both see the same load."""
+    and in bf16 on the CPU, from alternating rounds (:func:`timed_rates`)."""
     def operands(dtype):
         return [(torch.randn(b, i, dtype=dtype), torch.randn(o, i, dtype=dtype), torch.randn(b, o, dtype=dtype))
                 for b, i, o in shapes]
@@ -90,28 +333,32 @@ def gemm_rates(shapes: list[tuple[int, int, int]], seconds: float = PROBE_SECOND
 
     flop = sum(3 * 2 * b * i * o for b, i, o in shapes)
     fp32, bf16 = operands(torch.float32), operands(torch.bfloat16)
-    t32, t16 = alternating_medians(lambda: step(fp32), lambda: step(bf16), seconds, rounds=5)
-    return flop / t32 / 1e9, flop / t16 / 1e9
+    return timed_rates(lambda: step(fp32), lambda: step(bf16), flop, seconds, recheck)
 
 
-def alternating_medians(fp32: Callable[[], float], bf16: Callable[[], float], seconds: float,
-                        rounds: int) -> tuple[float, float]:
-    """Median seconds of ``fp32()`` and ``bf16()`` (each returns the seconds it took), called alternately so that both
-    see the same load: one warm-up call each (allocations, kernel selection), then rounds for 2 x ``seconds`` and at
-    least ``rounds`` of them, unless the first timed round finds bf16 more than GIVE_UP_SLOWER times slower.
+def step_rates(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor], seconds: float = PROBE_BUDGET_S,
+               recheck: bool = False) -> Rates:
+    """GFLOP/s of the model's whole training step (forward and backward of ``loss_of()``) in fp32 and under bf16
+    autocast, from alternating rounds (:func:`timed_rates`). The model's gradients are cleared after."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_of().backward()
+    flop = max(counter.get_total_flops(), 1)
 
-    That early stop matters on CPUs without bf16 arithmetic (no AVX-512 BF16, no AMX), where bf16 runs 17-450x
-    slower than fp32 (3.7 against 80-110 GFLOP/s at the documents' MLP shapes, 0.3 against 130 at 2048^3 on one AVX2
-    machine): a full probe of document 000's 8x8x1024 conv step would spend minutes in bf16 to learn nothing more."""
-    fp32(), bf16()
-    times: tuple[list[float], list[float]] = ([], [])
-    start = time.perf_counter()
-    while time.perf_counter() - start < 2 * seconds or len(times[0]) < rounds:
-        times[0].append(fp32())
-        times[1].append(bf16())
-        if len(times[0]) == 1 and times[1][0] > GIVE_UP_SLOWER * times[0][0]:
-            break
-    return statistics.median(times[0]), statistics.median(times[1])
+    def step(bf16: bool) -> float:
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_of()
+        loss.backward()
+        return time.perf_counter() - t0
+
+    rates = timed_rates(lambda: step(False), lambda: step(True), flop, seconds, recheck)
+    model.zero_grad(set_to_none=True)
+    return rates
+
+
+def has_convolutions(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
 
 
 def _cache_file(name: str = "precision") -> Path:
@@ -135,44 +382,65 @@ def write_machine_cache(name: str, cache: dict) -> None:
         pass
 
 
-def step_rates(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor],
-               seconds: float = PROBE_SECONDS) -> tuple[float, float]:
-    """GFLOP/s of the model's whole training step (forward and backward of ``loss_of()``) in fp32 and under bf16
-    autocast: medians of timings that alternate between the two. The model's gradients are cleared after."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        loss_of().backward()
-    flop = max(counter.get_total_flops(), 1)
-
-    def step(bf16: bool) -> float:
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_of()
-        loss.backward()
-        return time.perf_counter() - t0
-
-    t32, t16 = alternating_medians(lambda: step(False), lambda: step(True), seconds, rounds=3)
-    model.zero_grad(set_to_none=True)
-    return flop / t32 / 1e9, flop / t16 / 1e9
+def _decision(fp32: float, bf16: float, rounds: Rounds | None) -> dict[str, Any]:
+    """What measured rates decide: ``decision`` (bf16 or fp32 by speed) and whether it may be cached (``decided``)."""
+    if rounds is None:  # rates alone: their point ratio decides
+        return {"decision": "bf16" if bf16 >= MIN_SPEEDUP * fp32 else "fp32", "decided": True, "ratio": bf16 / fp32,
+                "interval": None, "rounds": None}
+    if rounds.early_stop:  # cached only where the flags say there is no bf16 arithmetic: one round proves no more
+        return {**rounds.record(), "decision": "fp32", "decided": bf16_arithmetic() is False}
+    return {**rounds.record(), "decision": "bf16" if rounds.verdict == "faster" else "fp32",
+            "decided": rounds.verdict is not None}
 
 
-def has_convolutions(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+def is_decision(entry: Any) -> bool:
+    """Whether a cache entry (precision or compile) was written by a probe that records when, under what load and
+    with what interval it decided; older entries are probed afresh."""
+    return isinstance(entry, dict) and "when" in entry and "interval" in entry
 
 
-def probe_rates(shapes: list, use_cache: bool = True,
-                measure: Callable[[], tuple[float, float]] | None = None) -> tuple[float, float, bool]:
+def _trusted(entry: Any) -> bool:
+    return is_decision(entry) and entry.get("decision") in ("bf16", "fp32") \
+        and all(isinstance(entry.get(k), (int, float)) for k in ("fp32", "bf16"))
+
+
+def cache_key(shapes: list) -> str:
+    """Where precision.json keeps the decision for ``shapes`` on this machine (CPU, threads, torch)."""
+    return hashlib.sha256(f"{cpu_signature()} | {shapes}".encode()).hexdigest()[:16]
+
+
+def probe_rates(shapes: list, use_cache: bool = True, measure: Callable[[], tuple[float, float]] | None = None,
+                recheck: Callable[[], tuple[float, float]] | None = None) -> Rates:
     """(fp32 GFLOP/s, bf16 GFLOP/s, whether they came from the cache) at ``shapes`` on this machine: the matrix
-    products at those (batch, in, out) shapes, or ``measure()`` (a whole step) keyed by ``shapes``."""
-    key = hashlib.sha256(f"{cpu_signature()} | {shapes}".encode()).hexdigest()[:16]
+    products at those (batch, in, out) shapes, or ``measure()`` (a whole step) keyed by ``shapes``; ``.record`` says
+    what they decide and how they were measured.
+
+    Only a decided measurement is cached. A cached one with an interval is re-checked by ``recheck()`` (the products'
+    own by default: one short alternating round) and measured afresh when the check contradicts it; a fresh
+    measurement that is undecided then leaves the old entry in place (this run falls back to fp32)."""
+    if measure is None:
+        measure, recheck = (lambda: gemm_rates(shapes)), (lambda: gemm_rates(shapes, recheck=True))
+    key = cache_key(shapes)
     cache = read_machine_cache() if use_cache else {}
-    if key in cache:
-        return cache[key]["fp32"], cache[key]["bf16"], True
-    fp32, bf16 = measure() if measure is not None else gemm_rates(shapes)
-    if use_cache:
-        cache[key] = {"fp32": fp32, "bf16": bf16, "cpu": cpu_signature(), "shapes": shapes}
+    entry, checked = cache.get(key), {}
+    if _trusted(entry):
+        kept = {k: v for k, v in entry.items() if k not in ("fp32", "bf16", "cpu", "shapes")}
+        if recheck is None or entry.get("interval") is None:  # nothing to check it with, or decided by the flags
+            return Rates((entry["fp32"], entry["bf16"], True), record={**kept, "rechecked": False})
+        check = recheck()
+        ratio = check.rounds.ratio if getattr(check, "rounds", None) else check[1] / check[0]
+        checked = {"rechecked": True, "recheck_ratio": round(ratio, 4)}
+        if not contradicts(entry["decision"] == "bf16", ratio, MIN_SPEEDUP):
+            return Rates((entry["fp32"], entry["bf16"], True), record={**kept, **checked})
+        checked["reprobed"] = True
+    measured = measure()
+    fp32, bf16 = measured
+    record = {**_decision(fp32, bf16, getattr(measured, "rounds", None)), **when_and_load()}
+    if use_cache and record["decided"]:
+        cache[key] = {"fp32": fp32, "bf16": bf16, "cpu": cpu_signature(), "shapes": shapes,
+                      **{k: v for k, v in record.items() if k != "decided"}}
         write_machine_cache("precision", cache)
-    return fp32, bf16, False
+    return Rates((fp32, bf16, False), getattr(measured, "rounds", None), {**record, **checked})
 
 
 def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
@@ -185,16 +453,24 @@ def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
         if loss_of is None:
             return PrecisionChoice("fp32", None, None, "a model with convolutions and no step to probe; fp32")
         shapes: list = ["step", batch, [[n, list(p.shape)] for n, p in model.named_parameters()]]
-        fp32, bf16, cached = probe_rates(shapes, use_cache, lambda: step_rates(model, loss_of))
+        probed = probe_rates(shapes, use_cache, lambda: step_rates(model, loss_of),
+                             lambda: step_rates(model, loss_of, recheck=True))
         what = "training steps"
     else:
         shapes = linear_shapes(model, batch)
         if not shapes:
             return PrecisionChoice("fp32", None, None, "no linear layers to probe; fp32")
-        fp32, bf16, cached = probe_rates(shapes, use_cache)
+        probed = probe_rates(shapes, use_cache)
         what = "products"
-    if bf16 < MIN_SPEEDUP * fp32:
-        return PrecisionChoice("fp32", fp32, bf16, f"bf16 {what} run at {bf16 / fp32:.2f}x the fp32 rate here", cached)
+    fp32, bf16, cached = probed
+    record = dict(getattr(probed, "record", None) or {})
+    ratio = record.get("ratio", bf16 / fp32)
+    said = f"bf16 {what} run at {ratio:.2f}x the fp32 rate here" + how_decided(record)
+    if record.get("decided") is False:
+        return PrecisionChoice("fp32", fp32, bf16, f"{said}: undecided against {MIN_SPEEDUP}x, so fp32 (not cached)",
+                               cached, probe=record)
+    if record.get("decision", "bf16" if bf16 >= MIN_SPEEDUP * fp32 else "fp32") == "fp32":
+        return PrecisionChoice("fp32", fp32, bf16, said, cached, probe=record)
     error = None
     if loss_of is not None:
         with torch.no_grad():
@@ -203,9 +479,21 @@ def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
                 low = float(loss_of())
         error = abs(low - ref) / max(abs(ref), 1e-12)
         if not error <= MAX_RELATIVE_ERROR:
-            return PrecisionChoice("fp32", fp32, bf16, f"bf16 is {bf16 / fp32:.2f}x faster but changes the loss by "
-                                   f"{100 * error:.1f}% (limit {100 * MAX_RELATIVE_ERROR:g}%)", cached, error)
-    return PrecisionChoice("bf16", fp32, bf16, f"bf16 {what} run at {bf16 / fp32:.2f}x the fp32 rate here", cached, error)
+            return PrecisionChoice("fp32", fp32, bf16, f"bf16 is {ratio:.2f}x faster but changes the loss by "
+                                   f"{100 * error:.1f}% (limit {100 * MAX_RELATIVE_ERROR:g}%)", cached, error, record)
+    return PrecisionChoice("bf16", fp32, bf16, said, cached, error, record)
+
+
+def how_decided(record: dict) -> str:
+    """' (98.9% interval 1.62-1.95, 64 rounds)' or what else decided a probe's record, '' for bare rates."""
+    if record.get("early_stop"):
+        return f" on a first round{'; this CPU has no bf16 arithmetic' if bf16_arithmetic() is False else ''}"
+    if record.get("interval"):
+        lo, hi = record["interval"]
+        return f" ({100 * record['confidence']:.1f}% interval {lo:.2f}-{hi:.2f}, {record['rounds']} rounds)"
+    if record.get("rounds"):
+        return f" ({record['rounds']} rounds, too few for an interval)"
+    return ""
 
 
 def choose_for_batch(model: torch.nn.Module, objective, x: torch.Tensor) -> PrecisionChoice:
@@ -242,3 +530,23 @@ def resolve_auto(configs: list) -> tuple[list, list[dict | None]]:
         out.append(c.model_copy(update={"train": c.train.model_copy(update={"precision": chosen[key].precision})}))
         probes.append(chosen[key].as_metrics())
     return out, probes
+
+
+def machine_report(caches: tuple[str, ...] = ("precision",)) -> dict[str, Any]:
+    """What this machine is and what its probes measured and chose (``vaelab doctor``): the CPU (model, flags,
+    whether it has bf16 arithmetic), threads, torch, load now, and every cached precision and compile decision,
+    each marked with whether it was taken on this machine as it is now (the same CPU signature, or one of its
+    GPUs for a compile decision on CUDA)."""
+    model, flags = cpu_info()
+    signature = cpu_signature()
+    cpu = {"model": model, "bf16_flags": sorted(f for f in flags if "bf16" in f or f.startswith("amx")),
+           "simd_flags": sorted(f for f in flags if f.startswith(("avx", "fma", "sse4", "asimd", "sve"))),
+           "bf16_arithmetic": bf16_arithmetic(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "signature": signature, **when_and_load()}
+    here = {signature, *(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))}
+    decisions = {}
+    for name in caches:
+        entries = [{"key": k, "here": isinstance(v, dict) and v.get("cpu") in here, "trusted": is_decision(v),
+                    **(v if isinstance(v, dict) else {"value": v})} for k, v in read_machine_cache(name).items()]
+        decisions[name] = {"file": str(_cache_file(name)), "entries": entries}
+    return {"machine": cpu, **decisions}

@@ -30,15 +30,8 @@ from safetensors.torch import save as st_save
 from vaelab import faults
 from vaelab.config import RunConfig
 from vaelab.errors import RunError, StorageError
-from vaelab.fileio import (
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    fsync_dir,
-    make_dirs,
-    sha256_bytes,
-    write_durable,
-)
+from vaelab.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, make_dirs,
+                           sha256_bytes, write_durable)
 from vaelab.models import build_model
 
 

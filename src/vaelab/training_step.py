@@ -21,7 +21,8 @@ from torch import nn
 from vaelab.config import RunConfig
 from vaelab.errors import RunError
 from vaelab.objectives import Objective
-from vaelab.precision import cpu_signature, read_machine_cache, write_machine_cache
+from vaelab.precision import (alternating_rounds, contradicts, cpu_signature, how_decided, is_decision,
+                              read_machine_cache, warm_up, when_and_load, write_machine_cache)
 from vaelab.runs import CheckpointStore
 
 
@@ -82,15 +83,27 @@ def noise_shape(config: RunConfig, batch: int, latent_dim: int) -> tuple[int, ..
     return (config.objective.samples, batch, latent_dim)
 
 
-# train.compile: auto. It times PROBE_STEPS eager steps (after PROBE_STEPS of warm-up); with at least AUTO_WORTH_S
-# seconds of such steps left (a 10% faster step then pays back about 10 s of compiling) it compiles, times
-# PROBE_STEPS compiled steps and keeps the faster step for the rest of the run. The choice is cached per machine
-# and step (data_root()/compile.json, COMPILE_CACHE): every later run of the same step here makes it from its first
-# step, so reruns give the same numbers (compiled and eager steps round differently, and a fresh probe can tip
-# either way under another load; the probing run itself mixed both).
-PROBE_STEPS = 30
+# train.compile: auto (SingleStep._probe, at the run's first step, on its first batch). It times the eager step
+# (forward and backward of the loss, warm-up calls until two successive ones agree, at most PROBE_STEPS); with at
+# least AUTO_WORTH_S seconds of such steps left (a 10% faster step then pays back about 10 s of compiling) it
+# compiles and times eager against compiled steps in alternating rounds (vaelab.precision.alternating_rounds), for
+# at most PROBE_SHARE of those seconds while undecided: compiled is kept when the interval on the median of the
+# rounds' ratios eager / compiled lies above COMPILE_MIN_SPEEDUP, eager when below; undecided, the run goes on eagerly
+# and nothing is cached. These probe steps train nothing (their gradients are dropped, their noise is their own),
+# so the run trains as it would have without them.
+# A decision is cached per machine and step (data_root()/compile.json, COMPILE_CACHE) with when, under what load and
+# with what interval it was taken: every later run of the same step here makes it from its first step, so reruns
+# give the same numbers (compiled and eager steps round differently). Such a run re-checks it first: a cached
+# "compiled" with one short alternating round (probed afresh when it finds compiled clearly slower, see
+# vaelab.precision.contradicts); a cached "eager" against its own record, since checking it by compiling would cost
+# what the choice saves: it is probed afresh when the eager step now runs RECORD_DRIFT times faster than it did then
+# (a decision taken under a load since gone).
+PROBE_STEPS = 10
 AUTO_WORTH_S = 100.0
 COMPILE_CACHE = "compile"
+COMPILE_MIN_SPEEDUP = 1.05  # compiled steps must be this much faster to be worth their rounding and compile time
+PROBE_SHARE = 0.02  # of the eager steps' time left: the longest the rounds go on while undecided (after the first 8)
+RECORD_DRIFT = 2.0
 
 
 class SingleStep:
@@ -110,8 +123,6 @@ class SingleStep:
         self.mode, self.steps_left = member.config.train.compile, steps_left
         self.graph = self._compile() if self.mode == "on" else None
         self.compile_probe: dict | None = None  # what auto measured (recorded in the next metrics row)
-        self.calls, self.last_call, self.intervals = 0, None, {"eager": [], "compiled": []}
-        self.probe_key: str | None = None  # where auto's choice is cached (see COMPILE_CACHE)
 
     @property
     def compiled(self) -> bool:
@@ -127,7 +138,7 @@ class SingleStep:
 
     def __call__(self, x, generators, progress):
         if self.mode == "auto" and self.compile_probe is None:
-            self._probe(x)
+            self._probe(x, self.objective.beta_at(progress))
         shape = noise_shape(self.config, x.shape[1], self.latent_dim)
         eps = torch.randn(shape, generator=generators[0], device=x.device) if shape else None
         beta = self.objective.beta_at(progress)
@@ -137,63 +148,100 @@ class SingleStep:
             try:  # beta as a tensor: a changing Python float would recompile the graph every step of a warm-up
                 loss, sums = self.graph(x[0], eps, torch.tensor(beta, device=x.device))
             except Exception as exc:  # torch.compile's own failures fall back to eager; any other error is re-raised
-                if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
-                    raise
-                warnings.warn(f"{self.config.name}: torch.compile failed ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0][:200]}); training on without it", stacklevel=2)
-                self.graph, self.mode = None, "off"
+                self._compile_failed(exc)
                 loss, sums = self._terms(x[0], eps, beta)
         return loss.reshape(1), sums.detach().double().reshape(1, 3)
 
-    def _cache_key(self, x: torch.Tensor) -> str:
-        """What a step's speed depends on: the machine, device, precision, batch shape, model, objective, pixels."""
+    def _compile_failed(self, exc: Exception) -> None:
+        """After ``exc`` from the compiled graph: torch.compile's own failures warn and leave the run eager; any
+        other error is re-raised."""
+        if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise exc
+        warnings.warn(f"{self.config.name}: torch.compile failed ({type(exc).__name__}: "
+                      f"{str(exc).strip().splitlines()[0][:200]}); training on without it", stacklevel=3)
+        self.graph, self.mode = None, "off"
+
+    def _cache_key(self, x: torch.Tensor) -> tuple[str, dict]:
+        """What a step's speed depends on (the machine, device, precision, batch shape, model, objective, pixels):
+        its hash, the cache's key, and a description of the step for ``vaelab doctor``."""
         device = x.device.type
         precision = str(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else "fp32"
         machine = torch.cuda.get_device_name(x.device) if device == "cuda" else cpu_signature()
         parts = [machine, device, precision, list(x.shape[1:]), self.config.model.model_dump(mode="json"),
                  self.config.objective.model_dump(mode="json"), self.config.data.pixels]
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+        m = self.config.model
+        step = {"model": m.arch or f"{m.network} {m.hidden if m.network == 'mlp' else m.conv_channels}",
+                "objective": self.config.objective.name, "batch": list(x.shape[1:]), "device": device,
+                "precision": precision.replace("torch.bfloat16", "bf16")}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16], {"cpu": machine, **step}
 
-    def _probe(self, x: torch.Tensor) -> None:
-        """train.compile: auto, called at the start of every step until it has decided (see PROBE_STEPS)."""
-        if self.calls == 0:
-            self.probe_key = self._cache_key(x)
-            cached = read_machine_cache(COMPILE_CACHE).get(self.probe_key)
-            if isinstance(cached, dict) and isinstance(cached.get("eager_step_ms"), (int, float)) \
-                    and cached.get("choice") in ("compiled", "eager"):  # decided here before: the same choice
-                self._decide(cached["eager_step_ms"] / 1e3, cached, cached=True)
-                return
-        now = time.perf_counter()
-        if self.last_call is not None and self.calls > PROBE_STEPS:
-            self.intervals["compiled" if self.graph is not None else "eager"].append(now - self.last_call)
-        self.calls, self.last_call = self.calls + 1, now
-        eager, compiled = self.intervals["eager"], self.intervals["compiled"]
-        if len(eager) == PROBE_STEPS and self.graph is None:
-            self._decide(statistics.median(eager), None)
-        elif len(compiled) == PROBE_STEPS + 1:  # the first compiled interval includes compiling
-            e, c = statistics.median(eager), statistics.median(compiled[1:])
-            measured = {"eager_step_ms": round(1e3 * e, 3), "compiled_step_ms": round(1e3 * c, 3),
-                        "compile_s": round(compiled[0] - c, 2), "choice": "compiled" if c < e else "eager"}
-            write_machine_cache(COMPILE_CACHE, {**read_machine_cache(COMPILE_CACHE), self.probe_key: measured})
-            self._decide(e, measured)
+    def _side_step(self, graph, x: torch.Tensor, eps: torch.Tensor | None, beta: float) -> float:
+        """Seconds of one forward and backward pass of the loss on ``x``, eager (``graph`` None) or compiled. It
+        trains nothing: its gradients are dropped and its noise ``eps`` is the probe's own. On a GPU the device is
+        synchronised before and after (its kernels run asynchronously)."""
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda device: None)
+        sync(x.device)
+        t0 = time.perf_counter()
+        terms = graph(x, eps, torch.tensor(beta, device=x.device)) if graph is not None else self._terms(x, eps, beta)
+        terms[0].backward()
+        sync(x.device)
+        seconds = time.perf_counter() - t0
+        for p in self.trained.parameters():
+            p.grad = None
+        return seconds
 
-    def _decide(self, eager_step: float, measured: dict | None, cached: bool = False) -> None:
-        """Settle auto's choice from the eager step's seconds and the timed compiled steps (``measured``: now, or
-        on an earlier run here when ``cached``). Before compiling, too little training left to repay it means eager."""
-        tag = {"cached": True} if cached else {}
-        if measured is None or cached:
-            left = eager_step * (self.steps_left - self.calls)
-            if left < AUTO_WORTH_S:
-                self.compile_probe = {"eager_step_ms": round(1e3 * eager_step, 3), "choice": "eager",
-                                      "reason": f"{left:.0f} s of steps left, under {AUTO_WORTH_S:.0f} s", **tag}
-                return
-        if measured is None:  # worth trying: compile, then time the compiled steps
-            self.graph = self._compile()
+    def _probe(self, x: torch.Tensor, beta: float) -> None:
+        """train.compile: auto, at the run's first step (see PROBE_STEPS): sets ``compile_probe`` and ``graph``."""
+        key, step = self._cache_key(x)
+        cached = read_machine_cache(COMPILE_CACHE).get(key)
+        cached = cached if is_decision(cached) and cached.get("choice") in ("compiled", "eager") else None
+        shape = noise_shape(self.config, x.shape[1], self.latent_dim)
+        eps = torch.randn(shape, generator=torch.Generator(device=x.device).manual_seed(0), device=x.device) \
+            if shape else None
+        eager = lambda: self._side_step(None, x[0], eps, beta)  # noqa: E731
+        eager_s = min(warm_up([eager], PROBE_STEPS)[-2:])[0]
+        left, tag = eager_s * self.steps_left, ({"cached": True} if cached else {})
+        if left < AUTO_WORTH_S:
+            self.compile_probe = {"eager_step_ms": round(1e3 * eager_s, 3), "choice": "eager",
+                                  "reason": f"{left:.0f} s of steps left, under {AUTO_WORTH_S:.0f} s", **tag}
             return
-        self.compile_probe = {**measured, **tag}
-        if measured["choice"] == "compiled":
-            self.graph = self.graph or self._compile()
+        note: dict = {}
+        if cached and cached["choice"] == "eager":
+            drift = cached["eager_step_ms"] / (1e3 * eager_s)
+            note = {"rechecked": True, "eager_step_now_ms": round(1e3 * eager_s, 3)}
+            if drift < RECORD_DRIFT:
+                self.compile_probe = {**cached, **tag, **note}
+                return
+            note["reprobed"] = True
+        self.graph = self._compile()
+        compiled = lambda: self._side_step(self.graph, x[0], eps, beta)  # noqa: E731
+        try:
+            if cached and cached["choice"] == "compiled":
+                check = alternating_rounds(eager, compiled, COMPILE_MIN_SPEEDUP, recheck=True)
+                note = {"rechecked": True, "recheck_ratio": round(check.ratio, 4)}
+                if not contradicts(True, check.ratio, COMPILE_MIN_SPEEDUP):
+                    self.compile_probe = {**cached, **tag, **note}
+                    return
+                note["reprobed"] = True
+            rounds = alternating_rounds(eager, compiled, COMPILE_MIN_SPEEDUP, budget_s=PROBE_SHARE * left)
+        except Exception as exc:
+            self._compile_failed(exc)
+            self.compile_probe = {"eager_step_ms": round(1e3 * eager_s, 3), "choice": "eager",
+                                  "reason": "torch.compile failed", **note}
+            return
+        e, c = statistics.median(rounds.base), statistics.median(rounds.cand)
+        measured = {"eager_step_ms": round(1e3 * e, 3), "compiled_step_ms": round(1e3 * c, 3),
+                    "compile_s": round(max(rounds.first[1] - c, 0.0), 2),
+                    "choice": "compiled" if rounds.verdict == "faster" else "eager",
+                    **rounds.record(), **when_and_load(), **step}
+        measured["reason"] = f"compiled steps run at {rounds.ratio:.2f}x the eager speed" + how_decided(measured)
+        if rounds.verdict is not None:
+            write_machine_cache(COMPILE_CACHE, {**read_machine_cache(COMPILE_CACHE), key: measured})
         else:
+            measured["decided"] = False
+            measured["reason"] += f": undecided against {COMPILE_MIN_SPEEDUP}x, so eager (not cached)"
+        self.compile_probe = {**measured, **note}
+        if measured["choice"] == "eager":
             self.graph = None
 
     def sync(self) -> None:

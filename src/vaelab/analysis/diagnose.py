@@ -13,7 +13,8 @@ The diagnosis measures, at any latent size:
   and whose complement come, independently, from the prior or from q(z) (vaelab.analysis.samplers);
 - over-fitting as a train/test gap and as memorisation (the data-copying test, vaelab.analysis.memorisation);
 - the fixes side by side (ex-post Gaussian, ex-post mixture, two-stage VAE, on the informative coordinates), and
-  names the one that works best for this model with the FD it reaches.
+  names the one that works best for this model with the FD it reaches; the fitted fixes are saved under
+  OUT/analysis/fixes/<sampler>/ (vaelab.analysis.samplers.fitted) for `vaelab sample` to draw from without refitting.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Callable
 from vaelab.analysis.framework.common import AnalysisResult
 from vaelab.analysis.framework.registry import declaration
 from vaelab.analysis.framework.runner import run_analysis
-from vaelab.analysis.samplers import DESCRIPTIONS, FIXES
+from vaelab.analysis.samplers import DESCRIPTIONS, FIXES, fix_folder, save_fixes
 from vaelab.errors import NotApplicable
 from vaelab.models.priors import prior_label
 
@@ -54,6 +55,7 @@ def diagnose(subject, *, quick: bool = False, seed: int = 0, progress: Callable[
         except NotApplicable:
             results[name] = None
     data = summarise(results)
+    data["fixes"] = keep_fixes(subject, results.get("quality"), seed, progress)
     gap = results["prior-gap"]
     params = {"quick": quick, "seed": seed, "thresholds": {
         "active_and_pca": results["posterior"].params["threshold"],
@@ -62,6 +64,22 @@ def diagnose(subject, *, quick: bool = False, seed: int = 0, progress: Callable[
         "overfit_relative": OVERFIT_RELATIVE, "overfit_nats": OVERFIT_NATS, "fd_better": FD_BETTER,
         "intervention_dominates": INTERVENTION_DOMINATES}}
     return AnalysisResult("diagnosis", params, data)
+
+
+def keep_fixes(subject, quality: AnalysisResult | None, seed: int = 0,
+               progress: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Save the fixes the quality analysis fitted (taken from the subject's cache, not refitted; fitted with the
+    quality analysis' defaults when it did not run) under OUT/analysis/fixes/<sampler>/; returns each one's folder
+    relative to OUT ({} when results stay in memory)."""
+    if subject.out_dir is None:
+        return {}
+    kept = ("fit_points", "threshold", "max_informative", "gmm_components", "seed")
+    options = {"seed": seed} if quality is None else {k: quality.params[k] for k in kept}
+    saved = save_fixes(subject, fix_folder(subject.out_dir, ""), **options)
+    if progress:
+        progress(f"saved the fitted fixes ({', '.join(saved)}) in {fix_folder(subject.out_dir, '')}; "
+                 "`vaelab sample` draws from them without refitting")
+    return {name: str(path.relative_to(subject.out_dir)) for name, path in saved.items()}
 
 
 def _ci(t: dict, digits: int = 2) -> str:

@@ -19,8 +19,11 @@ from vaelab.plotting import pyplot, show_images
 ROWS = ("input space", "latent means", "sampled latents", "geodesic, sampled", "geodesic, means")
 
 
-def pick_pairs(y: torch.Tensor, n_pairs: int, seed: int) -> list[tuple[int, int]]:
-    """n_pairs (i, j) index pairs of test images with different labels, seeded."""
+def pick_pairs(y: torch.Tensor | None, n_pairs: int, seed: int, n: int | None = None) -> list[tuple[int, int]]:
+    """n_pairs (i, j) index pairs of test images with different labels, seeded; without labels (``y`` None, ``n``
+    images), pairs of different images."""
+    if y is None:
+        y = torch.arange(n)  # every image its own class
     g = generator(seed)
     pairs = []
     order = torch.randperm(y.shape[0], generator=g).tolist()
@@ -43,7 +46,7 @@ def interpolation(subject, *, pairs: int = 3, steps: int = 10, seed: int = 0) ->
     g = generator(seed, subject.device)
     t = torch.linspace(0, 1, steps)
     arrays, rows = {}, []
-    for p, (i, j) in enumerate(pick_pairs(y, pairs, seed)):
+    for p, (i, j) in enumerate(pick_pairs(y, pairs, seed, x.shape[0])):
         xi, xj = x[i:i + 1], x[j:j + 1]
         mu, logvar = encode_all(subject.model, torch.cat([xi, xj]))
         m1, m2 = mu[0].double(), mu[1].double()
@@ -68,7 +71,7 @@ def interpolation(subject, *, pairs: int = 3, steps: int = 10, seed: int = 0) ->
         fine = torch.linspace(0, 1, 513, dtype=torch.float64)[:, None]
         hull_len = path_length((1 - fine) * m1 + fine * m2, (1 - fine) * s1 + fine * s2)
         sig_mid = geo_sigma[steps // 2] if steps % 2 else 0.5 * (geo_sigma[steps // 2 - 1] + geo_sigma[steps // 2])
-        rows.append({"pair": p, "test_indices": [i, j], "labels": [int(y[i]), int(y[j])],
+        rows.append({"pair": p, "test_indices": [i, j], "labels": [int(y[i]), int(y[j])] if y is not None else [-1, -1],
                      "fisher_rao_distance": float(fisher_rao_distance(m1, s1, m2, s2)),
                      "straight_line_fisher_length": float(hull_len),
                      "euclidean_mean_distance": float((m1 - m2).norm()),
@@ -89,7 +92,8 @@ def plot(result: AnalysisResult, save) -> None:
         for ax, name, r in zip(axes, ROWS, imgs):
             show_images(ax, r, ncol=r.shape[0])
             ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-        fig.suptitle(f"Interpolations {row['labels'][0]} -> {row['labels'][1]}: Fisher-Rao distance "
+        ends = row["labels"] if min(row["labels"]) >= 0 else [f"image {k}" for k in row["test_indices"]]  # unlabelled
+        fig.suptitle(f"Interpolations {ends[0]} -> {ends[1]}: Fisher-Rao distance "
                      f"{row['fisher_rao_distance']:.2f}, straight line {row['straight_line_fisher_length']:.2f}")
         save(fig, str(row["pair"]))
     if "curve_geodesic" in result.arrays:

@@ -134,7 +134,8 @@ def posterior_statistics(subject, *, threshold: float = 0.01, mi_points: int = 5
                      "note": "deterministic encoder: no posterior variance, KL or finite I(x; z)"})
     params = {"threshold": threshold, "mi_points": mi_points, "pca_points": int(pca_idx.numel()), "seed": seed,
               "split": "test"}
-    arrays = {"y_test": subject.data.y_test.numpy()}
+    y_test = subject.data.y_test  # unlabelled data: -1 for every image
+    arrays = {"y_test": y_test.numpy() if y_test is not None else np.full(x.shape[0], -1, dtype=np.int64)}
     if d <= MAX_SAVED_CODE_DIMS:  # the 2-D/3-D scatter figures of studies
         arrays["mu_test"] = encode_all(subject.model, x)[0].cpu().numpy()
     return AnalysisResult("posterior", params, data, arrays)

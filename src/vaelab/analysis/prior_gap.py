@@ -39,16 +39,8 @@ from scipy.stats import chi2
 
 from vaelab.analysis.framework.common import AnalysisResult, encode_all, generator, subsample
 from vaelab.analysis.posterior import mixture_log_density
-from vaelab.analysis.stats.codes import (
-    aggregate_covariance,
-    aggregate_samples,
-    bootstrap,
-    complement_kl_lower_bound,
-    gaussian_kl_estimate,
-    informative_subspace,
-    pca,
-    points_within_budget,
-)
+from vaelab.analysis.stats.codes import (aggregate_covariance, aggregate_samples, bootstrap, complement_kl_lower_bound,
+                                         gaussian_kl_estimate, informative_subspace, pca, points_within_budget)
 from vaelab.analysis.stats.two_sample import TestResult, classifier_test, energy_test, knn_test, mmd_test, shell_test
 from vaelab.errors import NotApplicable
 from vaelab.models.posteriors import kl_std_normal_per_dim

@@ -68,6 +68,7 @@ def linear_probes(subject, *, train_points: int = 10000, test_points: int = 1000
                   seed: int = 0) -> AnalysisResult:
     """Probe accuracy on mu, [mu, sigma^2] and z, for the model and (from a run) every snapshot over training."""
     data = subject.data
+    data.require_labels("the linear probes")
     d = subject.latent_dim
     train_idx = subsample(data.x_train.shape[0], points_within_budget(d, train_points, arrays=4), seed)
     test_idx = subsample(data.x_test.shape[0], points_within_budget(d, test_points, arrays=4), seed)

@@ -79,6 +79,7 @@ def _cache_key(data) -> str:
 
 def train_classifier(data, *, epochs: int | None = None, seed: int = 0, log=None) -> tuple[EvalClassifier, dict]:
     """Train the evaluation classifier on grey images (Adam 1e-3, batch 128); returns it and its test accuracy."""
+    data.require_labels("the evaluation classifier")
     epochs = epochs or CLASSIFIER_EPOCHS.get(data.name, 10)
     torch.manual_seed(seed)
     model = EvalClassifier(data.image_shape, data.n_classes)
@@ -109,7 +110,8 @@ def train_classifier(data, *, epochs: int | None = None, seed: int = 0, log=None
 def evaluation_classifier(data, *, root=None, log=None) -> tuple[EvalClassifier, dict]:
     """The cached evaluation classifier for this dataset, trained and cached on first use. Processes that ask for
     it at once (a study's workers) train it once: the first holds a lock while it trains, the others wait and load
-    what it wrote."""
+    what it wrote. Unlabelled data has no classifier: :class:`NotApplicable`."""
+    data.require_labels("the evaluation classifier (sample quality and memorisation)")
 
     folder = data_root(root) / "classifiers"
     key = f"{_cache_key(data)}-v{CLASSIFIER_VERSION}"

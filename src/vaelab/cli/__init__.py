@@ -5,9 +5,12 @@
     train.py        train, resume, info
     analysis.py     analyze, diagnose
     studies.py      study, report, reproduction, scorecard
-    data.py         data list, data fetch, data info
+    sample.py       sample (from a fitted fix)
+    data.py         data list, data add, data fetch, data info
+    doctor.py       doctor (what this machine measured and chose)
 """
-from vaelab.cli import train, analysis, studies, data  # noqa: F401  (in this order: each adds its commands to the app)
+# In this order, each adds its commands to the app (the order `vaelab --help` lists them in).
+from vaelab.cli import train, analysis, sample, studies, data, doctor  # noqa: F401  # isort: skip
 from vaelab.cli.base import app, main, printable
 
 __all__ = ["app", "main", "printable"]

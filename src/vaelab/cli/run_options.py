@@ -34,7 +34,7 @@ class RunFlag:
 # flag (the train command's parameter) -> what it sets; applied in this order (an --arch before the sizes it implies)
 RUN_FLAGS: dict[str, RunFlag] = {
     "name": RunFlag("name", "Run name: the folder under --out"),
-    "dataset": RunFlag("data.name"),
+    "dataset": RunFlag("data.name", " or one added with `vaelab data add`"),
     "pixels": RunFlag("data.pixels", " binarization"),
     "train_size": RunFlag("data.train_size", "Use only the first N training images"),
     "arch": RunFlag("model.arch", "MLP as the documents write it: INPUT-HIDDEN-...-LATENT, e.g. 784-256-32-8-2"),
@@ -117,7 +117,7 @@ def _unwrap_optional(annotation: Any) -> Any:
 
 def choices(dotted: str) -> tuple[str, ...]:
     """The values a field accepts when it is a Literal, read from its annotation at run time; () for other fields."""
-    if dotted == "data.name":  # any registered dataset (a str checked against the registry)
+    if dotted == "data.name":  # the built-in datasets (a str checked against the registry, which users add to)
         return tuple(DATASETS)
     annotation = _unwrap_optional(field(dotted).annotation)
     return typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else ()

@@ -11,14 +11,15 @@ import typer
 
 from vaelab.cli.base import app, err, fail, json_option, progress_option
 from vaelab.errors import RunInterrupted
-from vaelab.report.html import write_report
-from vaelab.report.reproduction import write_reproduction
-from vaelab.studies.claims import open_study, render_text, scorecard
-from vaelab.studies.orchestrator import require_datasets, run_study, study_dir
+from vaelab.report import run_study, write_report, write_reproduction
+from vaelab.studies.claims import render_text
+from vaelab.studies.orchestrator import require_datasets, study_dir
 from vaelab.studies.pools import make_executor
 from vaelab.studies.results import read_results
+from vaelab.studies.scorecard import scorecard
 from vaelab.studies.spec import StudySpec, builtin_studies, load_study
 from vaelab.studies.tracking import parse_tracking
+from vaelab.studies.view import open_study
 
 
 class Executor(str, Enum):

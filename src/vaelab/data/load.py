@@ -13,7 +13,8 @@ from sklearn.datasets import load_digits
 from vaelab.data import idx
 from vaelab.data.registry import DIGITS, DatasetSpec, data_root, dataset_spec
 from vaelab.data.sources import verify_content
-from vaelab.errors import DataError
+from vaelab.data.user import load_user_arrays
+from vaelab.errors import DataError, NotApplicable
 from vaelab.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 
 DIGITS_SPLIT_SEED = 0
@@ -23,34 +24,54 @@ DIGITS_SHA256 = "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a82
 
 @dataclass
 class Dataset:
-    """Images as float32 tensors in [0, 1] of shape (N, C, H, W); labels as int64 (N,)."""
+    """Images as float32 tensors in [0, 1] of shape (N, C, H, W); labels as int64 (N,), or None for unlabelled data
+    (both or neither)."""
 
     name: str
     x_train: torch.Tensor
-    y_train: torch.Tensor
+    y_train: torch.Tensor | None
     x_test: torch.Tensor
-    y_test: torch.Tensor
+    y_test: torch.Tensor | None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
     @property
-    def n_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+    def labelled(self) -> bool:
+        return self.y_train is not None and self.y_test is not None
+
+    def require_labels(self, what: str) -> None:
+        """Refuse unlabelled data, in one line, for ``what`` (an analysis that needs class labels)."""
+        if not self.labelled:
+            raise NotApplicable(f"{what} needs class labels and dataset {self.name!r} has none; add the images in one "
+                                "subfolder per class (or an .npz with y) to run it")
+
+    @property
+    def n_classes(self) -> int | None:
+        """The number of classes (the largest label + 1); None for unlabelled data."""
+        if not self.labelled:
+            return None
+        return int(max(self.y_train.max(), self.y_test.max() if len(self.y_test) else 0)) + 1
 
     @classmethod
-    def from_arrays(cls, name, x_train, y_train, x_test, y_test) -> "Dataset":
-        """Wrap user arrays. Images: (N, C, H, W) or (N, H, W), values in [0, 1]; labels (N,)."""
+    def from_arrays(cls, name, x_train, y_train=None, x_test=None, y_test=None) -> "Dataset":
+        """Wrap user arrays. Images: (N, C, H, W) or (N, H, W), values in [0, 1] (or uint8 0..255); labels (N,) or
+        None (unlabelled: both None)."""
+        if x_test is None:
+            raise DataError("test images: x_test is required")
+        if (y_train is None) != (y_test is None):
+            raise DataError("labels: give both y_train and y_test (labelled data) or neither (unlabelled)")
         out = []
         for what, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-            x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-            y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+            x = np.asarray(x)
+            x = torch.as_tensor(x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x, dtype=torch.float32)
+            y = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.int64)
             if x.ndim == 3:
                 x = x.unsqueeze(1)
             if x.ndim != 4:
                 raise DataError(f"{what} images: expected shape (N, C, H, W) or (N, H, W), got {tuple(x.shape)}")
-            if y.shape != (x.shape[0],):
+            if y is not None and y.shape != (x.shape[0],):
                 raise DataError(f"{what} labels: expected shape ({x.shape[0]},), got {tuple(y.shape)}")
             if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
                 raise DataError(f"{what} images: expected finite values in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
@@ -61,8 +82,8 @@ class Dataset:
 
     def subset(self, train_size: int | None = None, test_size: int | None = None) -> "Dataset":
         """The first ``train_size`` / ``test_size`` images (a slice for quick runs)."""
-        return Dataset(self.name, self.x_train[:train_size], self.y_train[:train_size],
-                       self.x_test[:test_size], self.y_test[:test_size])
+        return Dataset(self.name, self.x_train[:train_size], None if self.y_train is None else self.y_train[:train_size],
+                       self.x_test[:test_size], None if self.y_test is None else self.y_test[:test_size])
 
 
 def _load_digits() -> Dataset:
@@ -132,18 +153,38 @@ def _load_idx_dataset(spec: DatasetSpec, root) -> Dataset:
                    images(arrays["test_x"]), labels(arrays["test_y"]))
 
 
+def _load_user_dataset(spec: DatasetSpec, root) -> Dataset:
+    """A dataset added with `vaelab data add`, its files verified against the manifest's checksums."""
+    arrays = load_user_arrays(spec, root)
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32))
+
+    def labels(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.from_numpy(a.astype(np.int64))
+
+    return Dataset(spec.name, images(arrays["x_train"]), labels(arrays["y_train"]),
+                   images(arrays["x_test"]), labels(arrays["y_test"]))
+
+
 def load_dataset(name: str, root=None, train_size: int | None = None, test_size: int | None = None) -> Dataset:
-    """A registered dataset in memory: images (N, C, H, W) float32 in [0, 1], labels (N,) int64."""
-    spec = dataset_spec(name)
-    data = _load_digits() if spec.name == "digits" else _load_idx_dataset(spec, root)
+    """A registered dataset in memory: images (N, C, H, W) float32 in [0, 1], labels (N,) int64 (None for a user
+    dataset without labels)."""
+    spec = dataset_spec(name, root)
+    if spec.user:
+        data = _load_user_dataset(spec, root)
+    else:
+        data = _load_digits() if spec.name == "digits" else _load_idx_dataset(spec, root)
     if train_size is not None or test_size is not None:
         data = data.subset(train_size, test_size)
     return data
 
 
 def is_present(name: str, root=None) -> bool:
-    spec = dataset_spec(name)
+    spec = dataset_spec(name, root)
     if spec.embedded:
         return True
+    if spec.user:
+        return all((data_root(root) / spec.name / f).exists() for f in spec.checksums)
     folder = data_root(root) / spec.name
     return all((folder / f.name).exists() for f in spec.files.values())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,16 @@ class DatasetSpec:
     image_shape: tuple[int, int, int]  # (C, H, W)
     n_train: int
     n_test: int
-    n_classes: int
+    n_classes: int | None  # None: a user dataset without labels
     files: dict[str, IdxFile] = field(default_factory=dict)  # role -> file; roles: train_x, train_y, test_x, test_y
     mirrors: tuple[str, ...] = ()
     embedded: bool = False
+    user: bool = False  # added with `vaelab data add`: lives in data_root()/NAME with its manifest
+    checksums: dict[str, str] = field(default_factory=dict)  # user datasets: file name -> sha256
+
+    @property
+    def labelled(self) -> bool:
+        return self.n_classes is not None
 
     @property
     def n_pixels(self) -> int:
@@ -101,13 +108,48 @@ DIGITS = DatasetSpec(
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (DIGITS, MNIST, FASHION_MNIST)}
 
 
-def dataset_spec(name: str) -> DatasetSpec:
-    """The spec of a registered dataset, or a one-line error that suggests the closest name."""
+USER_MANIFEST = "dataset.json"  # the manifest of a user dataset, in data_root()/NAME/
+
+
+def user_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpec | None:
+    """The spec of the user dataset ``name`` from its manifest, or None when there is none (or it is unreadable)."""
+    if name in DATASETS or not name or "/" in name or name.startswith("."):
+        return None
+    try:
+        meta = json.loads((data_root(root) / name / USER_MANIFEST).read_text())
+        return DatasetSpec(name=name, description=meta["description"], image_shape=tuple(meta["image_shape"]),
+                           n_train=int(meta["n_train"]), n_test=int(meta["n_test"]), n_classes=meta["n_classes"],
+                           user=True, checksums=dict(meta["sha256"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def user_datasets(root: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
+    """Every user dataset in the data folder (added with `vaelab data add`), by name."""
+    folder = data_root(root)
+    if not folder.is_dir():
+        return {}
+    specs = (user_spec(p.name, root) for p in sorted(folder.iterdir()) if (p / USER_MANIFEST).is_file())
+    return {spec.name: spec for spec in specs if spec is not None}
+
+
+def known_datasets(root: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
+    """The built-in datasets, then the user datasets of the data folder."""
+    return {**DATASETS, **user_datasets(root)}
+
+
+def dataset_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpec:
+    """The spec of a built-in or user dataset, or a one-line error that suggests the closest name."""
     if name in DATASETS:
         return DATASETS[name]
-    close = difflib.get_close_matches(name, list(DATASETS), n=1)
+    spec = user_spec(name, root)
+    if spec is not None:
+        return spec
+    known = list(known_datasets(root))
+    close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise DataError(f"unknown dataset {name!r}{hint}; known datasets: {', '.join(DATASETS)}")
+    raise DataError(f"unknown dataset {name!r}{hint}; known datasets: {', '.join(known)} "
+                    f"(add your own with `vaelab data add NAME SOURCE`)")
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

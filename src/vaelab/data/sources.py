@@ -198,7 +198,9 @@ def fetch_dataset(name: str, root=None, *, force: bool = False, offline: bool | 
     Sources are tried in order until every file is present and verified. ``offline`` (default: the
     environment variable ``VAELAB_OFFLINE``) skips the mirrors.
     """
-    spec = dataset_spec(name)
+    spec = dataset_spec(name, root)
+    if spec.user:
+        raise DataError(f"{name!r} is your own dataset (added with `vaelab data add`); there is nothing to fetch")
     if spec.embedded:
         log(f"{name} is embedded in scikit-learn; nothing to fetch")
         return data_root(root)

@@ -9,8 +9,8 @@ import yaml
 from matplotlib.ticker import MaxNLocator
 
 from vaelab.plotting import pyplot
-from vaelab.studies.fixes import (FIXES, FLOOR, REAL, TRAINED, TRAINING, Fix, Ranking, Stat, collapsed, collect, decide,
-                                  fd_of, fd_sentence, fd_stats, runs_of, settings, short, tradeoff_sentence)
+from vaelab.studies.fixes import (FIXES, FLOOR, REAL, TRAINED, TRAINING, Fix, Ranking, Stat, collapsed, collect,
+                                  decide, fd_of, fd_sentence, fd_stats, runs_of, settings, short, tradeoff_sentence)
 from vaelab.studies.view import Figure, StudyView
 from vaelab.studies.view import save_view_figure as _save
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaelab.report.animations import figure_to_rgb, save_gif
 from vaelab.plotting import pyplot, show_images
+from vaelab.report.animations import figure_to_rgb, save_gif
 from vaelab.studies.view import Figure, StudyView, latent_panels
 from vaelab.studies.view import save_view_figure as _save
 

@@ -19,5 +19,6 @@ def __getattr__(name: str):
     if name == "run_study":
         warnings.warn("vaelab.studies.run_study moved to vaelab.report.run_study (vaelab.studies.execute_study runs a "
                       "study without writing its report)", DeprecationWarning, stacklevel=2)
-        return importlib.import_module("vaelab.report").run_study
+        globals()[name] = importlib.import_module("vaelab.report").run_study  # warned once
+        return globals()[name]
     raise AttributeError(f"module 'vaelab.studies' has no attribute {name!r}")

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from scipy import stats
+
 LEVEL = 0.95
 
 
@@ -52,10 +54,13 @@ def number(x: float, width: float = 0.0, signed: bool = False) -> str:
     return f"{x:{'+' if signed else ''}.{decimals}f}"
 
 
-def _t(df: float) -> float:
-    from scipy.stats import t
+def z() -> float:
+    """The standard normal quantile of the level's two-sided interval (1.96 at 95%)."""
+    return float(stats.norm.ppf(0.5 + LEVEL / 2))
 
-    return float(t.ppf(0.5 + LEVEL / 2, df))
+
+def _t(df: float) -> float:
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df))
 
 
 def _var(xs: Sequence[float]) -> float:
@@ -103,22 +108,18 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> Interval | None:
 def sd_ratio(a: Sequence[float], b: Sequence[float]) -> Interval | None:
     """sd(a) / sd(b) with its interval from the F distribution (None unless each group has two values or more, or
     when b has no spread at all)."""
-    from scipy.stats import f
-
     if len(a) < 2 or len(b) < 2 or _var(b) == 0:
         return None
     ratio = _var(a) / _var(b)
     da, db = len(a) - 1, len(b) - 1
-    lo = ratio / f.ppf(0.5 + LEVEL / 2, da, db)
-    hi = ratio / f.ppf(0.5 - LEVEL / 2, da, db)
+    lo = ratio / stats.f.ppf(0.5 + LEVEL / 2, da, db)
+    hi = ratio / stats.f.ppf(0.5 - LEVEL / 2, da, db)
     return Interval(math.sqrt(ratio), math.sqrt(lo), math.sqrt(hi), len(a) + len(b))
 
 
 def proportion(p: float, n: int) -> Interval:
     """A share ``p`` of ``n`` independent trials with its Wilson interval."""
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + LEVEL / 2))
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    q = z()
+    centre = (p + q * q / (2 * n)) / (1 + q * q / n)
+    half = q * math.sqrt(p * (1 - p) / n + q * q / (4 * n * n)) / (1 + q * q / n)
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib
 import signal
 import sys
 import threading
@@ -28,10 +27,10 @@ from vaelab.errors import DataError
 from vaelab.fileio import atomic_write_text, make_dirs, remove_stale_temporaries
 from vaelab.precision import resolve_auto
 from vaelab.studies import provenance, theorem
-from vaelab.studies.tasks import RunTask, group_tasks
 from vaelab.studies.pools import LocalExecutor
 from vaelab.studies.results import write_results
 from vaelab.studies.spec import StudySpec
+from vaelab.studies.tasks import RunTask, group_tasks
 
 
 def study_dir(out: str | Path, spec: StudySpec) -> Path:
@@ -147,11 +146,3 @@ def _run_all(spec, tasks, jobs, executor, progress, log) -> list[dict]:
     if bar is not None:
         bar.close()
     return [rows[t.name] for t in tasks if t.name in rows]
-
-
-def __getattr__(name: str):
-    """Transitional, until the CLI imports it from its home (then delete this): ``run_study`` writes the report, so
-    it lives in the report layer (vaelab.report.run_study)."""
-    if name == "run_study":
-        return importlib.import_module("vaelab.report").run_study
-    raise AttributeError(f"module 'vaelab.studies.orchestrator' has no attribute {name!r}")

@@ -60,7 +60,7 @@ class Headline:
 
 
 def lookup(result: dict, path: str) -> Any:
-    """result['a']['b'] for the path 'a.b' (None where a part is missing)."""
+    """``result["a"]["b"]`` for the path ``"a.b"`` (None where a part is missing)."""
     node: Any = result
     for part in path.split("."):
         node = node.get(part) if isinstance(node, dict) else None

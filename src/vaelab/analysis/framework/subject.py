@@ -101,7 +101,10 @@ def from_model(model, data: Dataset, *, name: str = "model", out_dir: str | Path
     for attr in ("encode", "decode", "log_likelihood", "latent_shape", "image_shape"):
         if not hasattr(model, attr):
             raise RunError(f"model {type(model).__name__} has no {attr!r}; wrap a plain torch module with "
-                           "vaelab.analysis.adapters.TorchModelAdapter or a pythae model with from_pythae")
+                           "vaelab.analysis.adapters.TorchModelAdapter (or from_torch), a pythae model with "
+                           "from_pythae, a diffusers AutoencoderKL with from_diffusers")
     if tuple(data.image_shape) != tuple(model.image_shape):
         raise DataError(f"dataset images are {tuple(data.image_shape)} but the model expects {tuple(model.image_shape)}")
-    return Subject(model, data, name, Path(out_dir) if out_dir else None, {"model": type(model).__name__}, None, seed)
+    told = getattr(model, "source", None)  # adapters say what they read (which latent, which pixel range)
+    source = {"model": type(model).__name__, **(told if isinstance(told, dict) else {})}
+    return Subject(model, data, name, Path(out_dir) if out_dir else None, source, None, seed)

@@ -14,12 +14,7 @@ import torch
 from scipy.stats import norm
 from sklearn.mixture import GaussianMixture
 
-from vaelab.analysis.framework.common import (
-    blas_threads,
-    encode_all,
-    generator,
-    subsample,
-)
+from vaelab.analysis.framework.common import (blas_threads, encode_all, generator, subsample)
 from vaelab.analysis.samplers.catalogue import FIXES, INTERVENTIONS, SAMPLERS
 from vaelab.analysis.samplers.two_stage import TwoStageVAE
 from vaelab.analysis.stats.codes import Subspace, aggregate_samples, informative_subspace, pca, points_within_budget
@@ -46,10 +41,12 @@ class ExPostGMM:
                                        max_iter=200).fit(x)
         return self
 
-    def sample(self, n: int) -> torch.Tensor:
-        self.gmm.random_state = self.seed  # reproducible draws
+    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """n draws (n, k) float32; the same ``seed`` (default: the fit's) gives the same draws on every call."""
+        seed = self.seed if seed is None else seed
+        self.gmm.random_state = seed  # reproducible draws
         z, _ = self.gmm.sample(n)
-        return torch.from_numpy(z[np.random.default_rng(self.seed).permutation(n)]).float()
+        return torch.from_numpy(z[np.random.default_rng(seed).permutation(n)]).float()
 
     def log_density(self, z: torch.Tensor) -> np.ndarray:
         return self.gmm.score_samples(z.double().cpu().numpy())
@@ -140,7 +137,8 @@ class LatentSource:
             self._fitted[name] = model
         return self._fitted[name]
 
-    def _complement(self) -> ComplementGaussian:
+    def complement(self) -> ComplementGaussian:
+        """The diagonal Gaussian of q(z)'s complement that the fixes draw the rest of the latent from."""
         if "complement" not in self._fitted:
             self._fitted["complement"] = ComplementGaussian(self.subspace).fit(self._fit_codes())
         return self._fitted["complement"]
@@ -163,7 +161,7 @@ class LatentSource:
         if name in FIXES:
             model = self.fix(name)
             u = model.sample(n) if model is not None else torch.zeros((n, 0))
-            return sub.combine(u, self._complement().sample(n, g))
+            return sub.combine(u, self.complement().sample(n, g))
         raise ConfigError(f"sampler {name!r} is not one of {', '.join(SAMPLERS)}")
 
 

@@ -164,12 +164,13 @@ class TwoStageVAE:
         return self
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
+    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
         """n codes (n, k) float32 on the CPU: u ~ N(0, I) (n, kappa) -> decoder mean -> un-standardised. The same
-        seed gives the same draws on every call."""
+        ``seed`` (default: the fit's) gives the same draws on every call."""
         if self.net is None:
             raise RuntimeError("TwoStageVAE.sample before fit")
-        u = torch.randn((n, self.net.decoder.n_in), generator=generator(self.seed + SAMPLE_SEED_OFFSET))
+        seed = self.seed if seed is None else seed
+        u = torch.randn((n, self.net.decoder.n_in), generator=generator(seed + SAMPLE_SEED_OFFSET))
         return (self.net.decoder(u) * self.std + self.mean).float()
 
     @torch.no_grad()

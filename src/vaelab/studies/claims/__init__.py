@@ -21,8 +21,6 @@ The package, one job a module:
 - :mod:`.claim`: a claim and its rule, checked and decided;
 - :mod:`.render`: the scorecard as text.
 """
-import importlib
-
 from vaelab.studies.claims.claim import Claim, check_claims, decide_claim, decide_claims
 from vaelab.studies.claims.decisions import (HELD, INCONCLUSIVE, NOT_HELD, OUTCOMES, ClaimOutcome, Decision,
                                              outcome_counts)
@@ -34,15 +32,3 @@ from vaelab.studies.claims.rules import RULES, Rule, RuleBase
 __all__ = ["HELD", "INCONCLUSIVE", "METRICS", "NOT_HELD", "OUTCOMES", "REFERENCES", "RULES", "Claim", "ClaimOutcome",
            "Decision", "Reader", "Rule", "RuleBase", "check_claims", "check_metric", "check_where", "counts_text",
            "decide_claim", "decide_claims", "expected_typical_gap", "outcome_counts", "render_text"]
-
-
-_MOVED = {"open_study": "vaelab.studies.view", "scorecard": "vaelab.studies.scorecard"}
-
-
-def __getattr__(name: str):
-    """Transitional, until the CLI imports them from their homes (then delete this): ``open_study`` and
-    ``scorecard`` read a study folder, so they live above the spec (vaelab.studies.view, vaelab.studies.scorecard),
-    which builds on this package."""
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'vaelab.studies.claims' has no attribute {name!r}")

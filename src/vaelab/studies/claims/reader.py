@@ -76,6 +76,16 @@ class Reader:
         return Selection([r for r in rows if r.get("status") == "finished" and self.matches(r, where)],
                          [r for r in rows if r.get("status") != "finished" and self.matches(r, where, False)])
 
+    def measured(self, where: dict, *metrics: str) -> tuple[list[dict], Optional[Decision]]:
+        """The finished runs ``where`` selects, and the inconclusive decision when not all of them are there with
+        every one of ``metrics`` (None when they are)."""
+        rows, failed = self.select(where)
+        for metric in metrics:
+            missing = self.missing(rows, metric, failed, where)
+            if missing:
+                return rows, missing
+        return rows, None
+
     def label(self, row: dict) -> str:
         seeds = len({r.get("seed") for r in self.results.rows}) > 1
         return self.results.label(row) + (f", seed {row.get('seed')}" if seeds else "")

@@ -43,9 +43,8 @@ class Compare(RuleBase):
     def _than(self, reader: Reader) -> Decision:
         """One set of runs: the metric against another metric of the same runs, or a number."""
         name = reader.name(self.metric)
-        rows, failed = reader.select(self.where)
-        missing = reader.missing(rows, self.metric, failed, self.where) or (
-            reader.missing(rows, self.than, [], self.where) if isinstance(self.than, str) else None)
+        than = (self.than,) if isinstance(self.than, str) else ()  # a metric of the same runs, or a number
+        rows, missing = reader.measured(self.where, self.metric, *than)
         if missing:
             return missing
         other = reader.name(self.than) if isinstance(self.than, str) else intervals.number(self.than)
@@ -62,8 +61,7 @@ class Compare(RuleBase):
         name = reader.name(self.metric)
         sides = []
         for group in (self.a, self.b):
-            rows, failed = reader.select({**self.where, **group})
-            missing = reader.missing(rows, self.metric, failed, {**self.where, **group})
+            rows, missing = reader.measured({**self.where, **group}, self.metric)
             if missing:
                 return missing
             sides.append(reader.numbers(rows, self.metric))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from pydantic import Field, model_validator
-from scipy.stats import norm
 
 from vaelab.studies import intervals
 from vaelab.studies.claims.decisions import HELD, INCONCLUSIVE, NOT_HELD, Decision, all_of, equivalent
@@ -36,8 +35,7 @@ class Near(RuleBase):
         return [k for k in (self.across, self.by) if k]
 
     def decide(self, reader: Reader) -> Decision:
-        rows, failed = reader.select(self.where)
-        missing = reader.missing(rows, self.metric, failed, self.where)
+        rows, missing = reader.measured(self.where, self.metric)
         if missing:
             return missing
         if self.reference:  # per grid point (and variant): its seeds' mean against the reference
@@ -57,9 +55,9 @@ class Near(RuleBase):
         if len(ses) < len(rows):
             return Decision(INCONCLUSIVE, f"{intervals.number(value)}", f"a run lacks {reader.name(self.se)}")
         se = sum(ses) / len(ses)
-        z = float(norm.ppf(0.5 + intervals.LEVEL / 2))
+        half = intervals.z() * se / abs(ref)
         dev = value / ref - 1
-        iv = Interval(dev, dev - z * se / abs(ref), dev + z * se / abs(ref), 1)
+        iv = Interval(dev, dev - half, dev + half, 1)
         return equivalent(iv, self.tolerance, f"{intervals.number(value)} against {intervals.number(ref)} "
                                               f"({iv.text(signed=True, scale=100, unit='%')})")
 

@@ -21,9 +21,8 @@ class Read(RuleBase):
     margin: float = Field(0.0, ge=0, description="relative: 0.2 is by more than 20%")
 
     def decide(self, reader: Reader) -> Decision:
-        rows, failed = reader.select(self.where)
-        missing = reader.missing(rows, self.metric, failed, self.where) or (
-            reader.missing(rows, self.than, [], self.where) if isinstance(self.than, str) else None)
+        than = (self.than,) if isinstance(self.than, str) else ()  # a metric of the same runs, or a number
+        rows, missing = reader.measured(self.where, self.metric, *than)
         if missing:
             return missing
         sign = 1 if self.direction == "greater" else -1

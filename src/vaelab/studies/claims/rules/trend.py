@@ -26,8 +26,7 @@ class Trend(RuleBase):
         return [k for k in (self.over, self.by) if k]
 
     def decide(self, reader: Reader) -> Decision:
-        rows, failed = reader.select(self.where)
-        missing = reader.missing(rows, self.metric, failed, self.where)
+        rows, missing = reader.measured(self.where, self.metric)
         if missing:
             return missing
         return all_of([(label, self._slope(reader, group)) for label, group in groups(rows, self.by)], every=True)
