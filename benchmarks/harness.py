@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from vaelab.cpu import cpu_info
 from vaelab.fileio import atomic_write_text
-from vaelab.precision import cpu_info
 from vaelab.studies.provenance import machine as provenance_machine
 from vaelab.trainer import make_optimizer
 

@@ -182,6 +182,20 @@ def test_without_bf16_arithmetic_fp32_is_decided_after_one_round(monkeypatch):
     assert again.cached and again.precision == "fp32" and again.probe["rechecked"] is False and len(calls) == 2
 
 
+def test_without_bf16_arithmetic_a_load_that_slows_fp32_never_makes_it_bf16(monkeypatch):
+    """Measured on an AVX2-only CPU at load 7: tiny fp32 products with two threads on two busy cores ran at 0.1
+    GFLOP/s against emulated bf16's 0.7, and the interval excluded 1.15x. Emulated bf16 is never faster at the same
+    products, so that verdict is the load's: fp32, nothing cached. The same timings on a CPU with bf16 arithmetic
+    decide bf16 (the rule is the flags', not the timings')."""
+    bf16_hardware(monkeypatch, False)
+    machine(monkeypatch, noisy(0.010, 0.1, random.Random(0)), noisy(0.002, 0.1, random.Random(1)))
+    choice = choose_precision(model(), 16, torch.device("cpu"))
+    assert choice.precision == "fp32" and choice.probe["emulated"] and "no bf16 arithmetic" in choice.reason
+    assert cached_entry() is None
+    bf16_hardware(monkeypatch, True)
+    assert choose_precision(model(), 16, torch.device("cpu")).precision == "bf16"
+
+
 @pytest.mark.parametrize("present", [True, None])
 def test_one_slow_round_on_a_cpu_that_may_have_bf16_is_fp32_but_not_cached(monkeypatch, present):
     """On a CPU whose flags say bf16 arithmetic (or cannot be read), one very slow round could be a burst of load:

@@ -14,24 +14,17 @@ convolutions, whose bf16 kernels differ from the matrix products' (cached by the
 bf16 is chosen only when it is faster by ``MIN_SPEEDUP`` and one forward pass of the model under bf16 autocast gives
 the fp32 loss to within ``MAX_RELATIVE_ERROR`` (the losses themselves are always computed in fp32).
 
-**A noisy machine cannot fool it** (:func:`alternating_rounds`, docs/machine-probes.md). The two precisions are timed
-in alternating rounds (fp32 then bf16, then bf16 then fp32, ...), each round's ratio fp32 time / bf16 time is one
-observation, and the decision is taken only when an interval on the median of those ratios lies wholly on one side
-of MIN_SPEEDUP; otherwise more rounds are measured (within PROBE_BUDGET_S) and, still undecided, the run trains in
-fp32 and nothing is cached. A cached decision records when (UTC), under what load (os.getloadavg(), the rounds'
-spread) and with what interval it was taken; a run that finds it re-checks it with one short alternating round and
-probes afresh when the check lands clearly on the other side of the threshold. The compile probe
-(vaelab.training_step, ``train.compile: auto``) decides eager against compiled steps the same way, and
-:func:`machine_report` (``vaelab doctor``) shows what both decided here.
+**A noisy machine cannot fool it**: the two precisions are timed in alternating rounds and a decision is taken
+only when an interval on the median of the rounds' ratios excludes MIN_SPEEDUP (:mod:`vaelab.timing`); an undecided
+probe trains in fp32 and caches nothing, and a cached decision is re-checked by one short round when a run starts.
+:func:`machine_report` (``vaelab doctor``) shows what was decided here, when and under what load.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,18 +34,19 @@ from typing import Any, Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from vaelab.cpu import bf16_arithmetic, cpu_info, cpu_signature  # noqa: F401
 from vaelab.data import PixelSampler, load_dataset
 from vaelab.data.registry import data_root
 from vaelab.fileio import atomic_write_json
 from vaelab.models import build_model
 from vaelab.objectives import Objective
+from vaelab.timing import CONFIDENCE, Rounds, look_confidence, median_interval, when_and_load  # noqa: F401
 
 MIN_SPEEDUP = 1.15  # bf16 must be this much faster at the model's shapes to be worth its rounding
 MAX_RELATIVE_ERROR = 0.02  # |loss_bf16 - loss_fp32| / |loss_fp32| on one batch, forward only
 GIVE_UP_SLOWER = 2.0  # a first timed bf16 call this many times slower than fp32's ends the probe (no bf16 hardware)
 
 # How the alternating rounds decide (alternating_rounds, median_interval).
-CONFIDENCE = 0.98  # two-sided, spent over the looks: the look at MIN_ROUNDS * 2^j rounds has 1 - 0.02 / 2^(j+1)
 MIN_ROUNDS = 8  # the first look: 8 rounds are the fewest whose [min, max] covers the median with 99% (look 0's)
 MAX_ROUNDS = 1024  # the last look; a ratio still undecided there sits within noise of the threshold
 PROBE_BUDGET_S = 3.0  # rounds go on while undecided for this long (the first MIN_ROUNDS always run, up to MAX_PROBE_S)
@@ -84,115 +78,12 @@ class PrecisionChoice:
         return {**out, **{k: v for k, v in self.probe.items() if k not in out and k != "decision"}}
 
 
-def cpu_info() -> tuple[str, list[str]]:
-    """The CPU's model name and all its flags (x86 ``flags``, Arm ``Features``); empty flags where unreadable."""
-    model, flags = platform.processor(), []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return model, flags
-    lines = text.splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), model)
-    first = next((line for line in lines if line.startswith(("flags", "Features"))), "")
-    return model, first.split(":", 1)[1].split() if ":" in first else []
-
-
-def cpu_signature() -> str:
-    """CPU model, the flags that decide bf16 speed, threads and torch version: what a cached probe is valid for."""
-    model, flags = cpu_info()
-    chosen = " ".join(sorted(f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512f", "avx2"))))
-    return f"{model} | {chosen} | threads {torch.get_num_threads()} | torch {torch.__version__}"
-
-
-def bf16_arithmetic() -> bool | None:
-    """Whether the CPU computes in bf16 (AMX or AVX-512 BF16 on x86, the bf16 feature on Arm); None where its flags
-    cannot be read. Without it PyTorch emulates bf16 at 1/20 to 1/450 of the fp32 rate (benchmarks/README.md)."""
-    flags = set(cpu_info()[1])
-    return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"}) if flags else None
-
-
 def linear_shapes(model: torch.nn.Module, batch: int) -> list[tuple[int, int, int]]:
     """(batch, in, out) of every Linear layer, each once."""
     return sorted({(batch, m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)})
 
 
 # --- alternating rounds and the interval that decides -------------------------------------------------------
-def median_interval(values: list[float], confidence: float) -> tuple[float, float, float] | None:
-    """A distribution-free interval on the median of ``values``: (x_(k), x_(n+1-k), coverage) with the largest k
-    whose coverage 1 - 2 P(Binomial(n, 1/2) <= k - 1) is at least ``confidence``; None when n is too small.
-
-    Why order statistics: a round's ratio is skewed and heavy-tailed (a burst of load hits one side of one round),
-    and the rounds are few. The interval assumes only independent rounds from one continuous distribution: no
-    normality, no symmetry, and its coverage is exact at every n, where a bootstrap of a median from 8-30 rounds
-    is coarse and under-covers (it resamples the few values it has)."""
-    n = len(values)
-    ordered, k, below = sorted(values), 0, 0.0
-    for j in range(n // 2):  # P(B <= j), summed in logs (2^-n underflows past n = 1074)
-        below += math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) - n * math.log(2))
-        if 2 * below > 1 - confidence:
-            break
-        k, coverage = j + 1, 1 - 2 * below
-    return (ordered[k - 1], ordered[n - k], coverage) if k else None
-
-
-def look_confidence(look: int) -> float:
-    """The confidence of look ``look`` (0, 1, ...; at MIN_ROUNDS * 2^look rounds): 1 - (1 - CONFIDENCE) / 2^(look+1),
-    so that all looks together err (on either side) with probability at most 1 - CONFIDENCE."""
-    return 1 - (1 - CONFIDENCE) / 2 ** (look + 1)
-
-
-@dataclass
-class Rounds:
-    """One alternating measurement of a baseline (fp32, eager) against a candidate (bf16, compiled): each round's
-    per-call seconds of both, and the verdict of the interval on the median of their ratios base / candidate."""
-
-    base: list[float] = field(default_factory=list)
-    cand: list[float] = field(default_factory=list)
-    first: tuple[float, float] = (math.nan, math.nan)  # the first (cold) call of each: kernel selection, JIT, compiling
-    warmup_calls: int = 0  # calls of each before the first timed round (the cold one included)
-    seconds: float = 0.0  # the whole measurement's wall time
-    early_stop: bool = False  # the first timed round found the candidate ``give_up`` times slower
-    threshold: float | None = None
-    interval: tuple[float, float] | None = None  # at the last look
-    confidence: float | None = None  # the last look's coverage
-    verdict: str | None = None  # "faster": the candidate beats the threshold; "slower": it does not; None: undecided
-
-    @property
-    def ratios(self) -> list[float]:
-        return [a / b for a, b in zip(self.base, self.cand)]
-
-    @property
-    def ratio(self) -> float:
-        """The candidate's speed-up: the median of the rounds' base / candidate times."""
-        return statistics.median(self.ratios)
-
-    @property
-    def spread(self) -> float:
-        """The ratios' interquartile range over their median (0 with fewer than two rounds)."""
-        r = self.ratios
-        if len(r) < 2:
-            return 0.0
-        q1, _, q3 = statistics.quantiles(r, n=4, method="inclusive")
-        return (q3 - q1) / statistics.median(r)
-
-    def look(self, confidence: float) -> None:
-        """Take the interval at ``confidence`` and its verdict against the threshold."""
-        found = median_interval(self.ratios, confidence)
-        if found is None:
-            return
-        lo, hi, self.confidence = found
-        self.interval = (lo, hi)
-        self.verdict = "faster" if lo > self.threshold else "slower" if hi < self.threshold else None
-
-    def record(self) -> dict[str, Any]:
-        """What a cache entry and a run's metrics keep of it."""
-        interval = [round(v, 4) for v in self.interval] if self.interval else None
-        return {"ratio": round(self.ratio, 4), "interval": interval,
-                "confidence": round(self.confidence, 4) if self.confidence else None, "rounds": len(self.base),
-                "spread": round(self.spread, 4), "warmup_calls": self.warmup_calls,
-                "probe_s": round(self.seconds, 3), "early_stop": self.early_stop}
-
-
 def _agree(a: float, b: float) -> bool:
     return abs(a - b) <= WARMUP_AGREE * min(a, b)
 
@@ -265,15 +156,6 @@ def contradicts(chose_candidate: bool, ratio: float, threshold: float) -> bool:
     """Whether a check's ``ratio`` lies clearly (RECHECK_CLEAR) on the other side of ``threshold`` from a cached
     decision that chose the candidate (bf16, compiled) or the baseline."""
     return ratio < threshold / RECHECK_CLEAR if chose_candidate else ratio > threshold * RECHECK_CLEAR
-
-
-def when_and_load() -> dict[str, Any]:
-    """When (UTC) a decision is taken and the machine's load then (1, 5 and 15 minute averages)."""
-    try:
-        load = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        load = None
-    return {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "load": load}
 
 
 def alternating_medians(fp32: Callable[[], float], bf16: Callable[[], float], seconds: float,
@@ -389,6 +271,10 @@ def _decision(fp32: float, bf16: float, rounds: Rounds | None) -> dict[str, Any]
                 "interval": None, "rounds": None}
     if rounds.early_stop:  # cached only where the flags say there is no bf16 arithmetic: one round proves no more
         return {**rounds.record(), "decision": "fp32", "decided": bf16_arithmetic() is False}
+    if rounds.verdict == "faster" and bf16_arithmetic() is False:
+        # Emulated bf16 is never faster than fp32 at the same products; a "faster" verdict here came from the load
+        # (e.g. fp32's threads descheduled on oversubscribed cores), so it decides nothing and is not cached.
+        return {**rounds.record(), "decision": "fp32", "decided": False, "emulated": True}
     return {**rounds.record(), "decision": "bf16" if rounds.verdict == "faster" else "fp32",
             "decided": rounds.verdict is not None}
 
@@ -400,8 +286,11 @@ def is_decision(entry: Any) -> bool:
 
 
 def _trusted(entry: Any) -> bool:
+    """A cache entry to use (after its re-check): a decision with rates, and never bf16 on a CPU without bf16
+    arithmetic (such an entry was written under a load that skewed the timing, before that rule existed)."""
     return is_decision(entry) and entry.get("decision") in ("bf16", "fp32") \
-        and all(isinstance(entry.get(k), (int, float)) for k in ("fp32", "bf16"))
+        and all(isinstance(entry.get(k), (int, float)) for k in ("fp32", "bf16")) \
+        and not (entry["decision"] == "bf16" and bf16_arithmetic() is False)
 
 
 def cache_key(shapes: list) -> str:
@@ -466,6 +355,9 @@ def choose_precision(model: torch.nn.Module, batch: int, device: torch.device,
     record = dict(getattr(probed, "record", None) or {})
     ratio = record.get("ratio", bf16 / fp32)
     said = f"bf16 {what} run at {ratio:.2f}x the fp32 rate here" + how_decided(record)
+    if record.get("emulated"):
+        return PrecisionChoice("fp32", fp32, bf16, f"{said}, but this CPU has no bf16 arithmetic (the load skewed the "
+                               "timing: emulated bf16 is not faster), so fp32 (not cached)", cached, probe=record)
     if record.get("decided") is False:
         return PrecisionChoice("fp32", fp32, bf16, f"{said}: undecided against {MIN_SPEEDUP}x, so fp32 (not cached)",
                                cached, probe=record)

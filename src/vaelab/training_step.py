@@ -19,11 +19,13 @@ import torch
 from torch import nn
 
 from vaelab.config import RunConfig
+from vaelab.cpu import cpu_signature
 from vaelab.errors import RunError
 from vaelab.objectives import Objective
-from vaelab.precision import (alternating_rounds, contradicts, cpu_signature, how_decided, is_decision,
-                              read_machine_cache, warm_up, when_and_load, write_machine_cache)
+from vaelab.precision import (alternating_rounds, contradicts, how_decided, is_decision, read_machine_cache, warm_up,
+                              write_machine_cache)
 from vaelab.runs import CheckpointStore
+from vaelab.timing import when_and_load
 
 
 class NotVectorisable(RunError):

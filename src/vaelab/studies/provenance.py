@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 import vaelab
+from vaelab.cpu import cpu_signature
 from vaelab.fileio import atomic_write_text
-from vaelab.precision import cpu_signature
 
 PROVENANCE = "provenance.json"
 
