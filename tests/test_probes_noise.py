@@ -286,6 +286,7 @@ def compile_auto(monkeypatch):
     """train.compile: auto on the digits with injected step timings: ``set(eager_ms, compiled_ms, sigma)``. The
     "compiled" graph is the eager step itself, so nothing is compiled."""
     monkeypatch.setattr(training_step, "AUTO_WORTH_S", 0.0)
+    monkeypatch.setattr(training_step, "SHORTEST_PROBED", 0)  # probe the 12-step runs here
     monkeypatch.setattr(training_step.SingleStep, "_compile", lambda self: self._terms)
     rng = random.Random(0)
 
@@ -348,6 +349,7 @@ def test_a_cached_eager_choice_is_reprobed_when_the_eager_step_now_runs_far_fast
 def test_the_probe_steps_train_nothing(tmp_path, monkeypatch):
     """Real probe steps (eager against the 'compiled' eager step): the run trains exactly as one without a probe."""
     monkeypatch.setattr(training_step, "AUTO_WORTH_S", 0.0)
+    monkeypatch.setattr(training_step, "SHORTEST_PROBED", 0)  # probe the 12-step runs here
     monkeypatch.setattr(training_step.SingleStep, "_compile", lambda self: self._terms)
     probed = vaelab.train(tiny_config(name="probed", train={"compile": "auto"}), out=tmp_path, progress=False,
                           log=lambda m: None)

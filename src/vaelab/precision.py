@@ -286,11 +286,11 @@ def is_decision(entry: Any) -> bool:
 
 
 def _trusted(entry: Any) -> bool:
-    """A cache entry to use (after its re-check): a decision with rates, and never bf16 on a CPU without bf16
-    arithmetic (such an entry was written under a load that skewed the timing, before that rule existed)."""
+    """A cache entry to use (after its re-check): a decision with rates, and never a bf16 that timed rounds decided
+    on a CPU without bf16 arithmetic (written under a load that skewed the timing, before that rule existed)."""
     return is_decision(entry) and entry.get("decision") in ("bf16", "fp32") \
         and all(isinstance(entry.get(k), (int, float)) for k in ("fp32", "bf16")) \
-        and not (entry["decision"] == "bf16" and bf16_arithmetic() is False)
+        and not (entry["decision"] == "bf16" and entry.get("rounds") and bf16_arithmetic() is False)
 
 
 def cache_key(shapes: list) -> str:

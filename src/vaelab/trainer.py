@@ -141,8 +141,8 @@ def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None,
     if members[0].optimizer_state is not None:
         optimizer.load_state_dict(step_fn.stack_optimizer_states([m.optimizer_state for m in members]))
     precision, probe = resolve_precision(members, objective, pixels, log, precision_probe)
-    _Loop(members, step_fn, optimizer, objective, pixels, None if data.y_test is None else data.y_test.to(device), progress, log, stop,
-          precision, probe).run()
+    y_test = None if data.y_test is None else data.y_test.to(device)  # (unlabelled data: no classes to trace by)
+    _Loop(members, step_fn, optimizer, objective, pixels, y_test, progress, log, stop, precision, probe).run()
 
 
 def resolve_precision(members: list[Member], objective: Objective, pixels: PixelSampler, log,
@@ -206,8 +206,8 @@ class _Loop:
     written. A stop (Ctrl-C, SIGTERM) checkpoints every run at the next step boundary and raises KeyboardInterrupt."""
 
     def __init__(self, members: list[Member], step_fn: StepFunction, optimizer: torch.optim.Optimizer,
-                 objective: Objective, pixels: PixelSampler, y_test: torch.Tensor | None, progress: bool | None, log, stop,
-                 precision: str = "fp32", probe: dict | None = None):
+                 objective: Objective, pixels: PixelSampler, y_test: torch.Tensor | None, progress: bool | None, log,
+                 stop, precision: str = "fp32", probe: dict | None = None):
         self.members, self.step_fn, self.optimizer, self.objective = members, step_fn, optimizer, objective
         self.compile_recorded = False  # whether the metrics hold the compile probe (train.compile: auto)
         self.precision, self.probe = precision, probe  # probe: what auto measured, for the first metrics row

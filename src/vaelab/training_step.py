@@ -101,6 +101,7 @@ def noise_shape(config: RunConfig, batch: int, latent_dim: int) -> tuple[int, ..
 # what the choice saves: it is probed afresh when the eager step now runs RECORD_DRIFT times faster than it did then
 # (a decision taken under a load since gone).
 PROBE_STEPS = 10
+SHORTEST_PROBED = 3  # runs with fewer than 3 x PROBE_STEPS steps left train eagerly, unprobed
 AUTO_WORTH_S = 100.0
 COMPILE_CACHE = "compile"
 COMPILE_MIN_SPEEDUP = 1.05  # compiled steps must be this much faster to be worth their rounding and compile time
@@ -194,6 +195,9 @@ class SingleStep:
 
     def _probe(self, x: torch.Tensor, beta: float) -> None:
         """train.compile: auto, at the run's first step (see PROBE_STEPS): sets ``compile_probe`` and ``graph``."""
+        if self.steps_left < SHORTEST_PROBED * PROBE_STEPS:  # the probe's own side steps would outweigh the run
+            self.compile_probe = {}  # decided (eager), nothing measured, nothing to record
+            return
         key, step = self._cache_key(x)
         cached = read_machine_cache(COMPILE_CACHE).get(key)
         cached = cached if is_decision(cached) and cached.get("choice") in ("compiled", "eager") else None

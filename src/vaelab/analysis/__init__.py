@@ -13,6 +13,9 @@ from vaelab.analysis.framework.common import AnalysisResult
 from vaelab.analysis.framework.registry import ANALYSES
 from vaelab.analysis.framework.runner import analyze, run_analysis
 from vaelab.analysis.framework.subject import Subject, from_model, from_run
+from vaelab.analysis.moved import install as _install_moved_paths
+
+_install_moved_paths()  # the old module paths (vaelab.analysis.common, ...) still import, with a warning
 
 
 def diagnose(subject, **params) -> AnalysisResult:
