@@ -121,7 +121,7 @@ def test_diagnose_saves_the_fixes_and_sample_reads_them_without_refitting(run, t
     assert diag.exit_code == 0, diag.output
     assert "saved the fitted fixes" in diag.output
     saved = json.loads((run.path / "analysis" / "diagnosis.json").read_text())["result"]["fixes"]
-    assert saved == {name: f"analysis/fixes/{name}" for name in SAVEABLE}
+    assert saved == {name: f"fixes/{name}" for name in SAVEABLE}
     for name in SAVEABLE:
         assert (fix_folder(run.path, name) / "sampler.json").is_file()
 
@@ -149,7 +149,7 @@ def test_sample_fits_and_saves_the_fix_when_the_run_has_none(run, tmp_path, monk
     import shutil
 
     other = tmp_path / "copy"
-    shutil.copytree(run.path, other, ignore=shutil.ignore_patterns("analysis", "figures"))
+    shutil.copytree(run.path, other, ignore=shutil.ignore_patterns("analysis", "figures", "fixes"))
     code, _, err = _cli(monkeypatch, capsys, "sample", other, "--sampler", "ex-post-gaussian", "-n", 4, "--out",
                         tmp_path / "g.png")
     assert code == 0 and "fitting it now" in err

@@ -101,7 +101,7 @@ def noise_shape(config: RunConfig, batch: int, latent_dim: int) -> tuple[int, ..
 # what the choice saves: it is probed afresh when the eager step now runs RECORD_DRIFT times faster than it did then
 # (a decision taken under a load since gone).
 PROBE_STEPS = 10
-SHORTEST_PROBED = 3  # runs with fewer than 3 x PROBE_STEPS steps left train eagerly, unprobed
+SHORTEST_PROBED = 6  # runs with fewer than 6 x PROBE_STEPS = 60 steps left train eagerly, unprobed (as before)
 AUTO_WORTH_S = 100.0
 COMPILE_CACHE = "compile"
 COMPILE_MIN_SPEEDUP = 1.05  # compiled steps must be this much faster to be worth their rounding and compile time

@@ -14,7 +14,7 @@ The diagnosis measures, at any latent size:
 - over-fitting as a train/test gap and as memorisation (the data-copying test, vaelab.analysis.memorisation);
 - the fixes side by side (ex-post Gaussian, ex-post mixture, two-stage VAE, on the informative coordinates), and
   names the one that works best for this model with the FD it reaches; the fitted fixes are saved under
-  OUT/analysis/fixes/<sampler>/ (vaelab.analysis.samplers.fitted) for `vaelab sample` to draw from without refitting.
+  OUT/fixes/<sampler>/ (vaelab.analysis.samplers.fitted) for `vaelab sample` to draw from without refitting.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def diagnose(subject, *, quick: bool = False, seed: int = 0, progress: Callable[
 def keep_fixes(subject, quality: AnalysisResult | None, seed: int = 0,
                progress: Callable[[str], None] | None = None) -> dict[str, str]:
     """Save the fixes the quality analysis fitted (taken from the subject's cache, not refitted; fitted with the
-    quality analysis' defaults when it did not run) under OUT/analysis/fixes/<sampler>/; returns each one's folder
+    quality analysis' defaults when it did not run) under OUT/fixes/<sampler>/; returns each one's folder
     relative to OUT ({} when results stay in memory)."""
     if subject.out_dir is None:
         return {}

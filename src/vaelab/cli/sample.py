@@ -19,7 +19,7 @@ def sample(path: Path = typer.Argument(..., help="A run directory, a diagnosis o
            out: Optional[Path] = typer.Option(None, "--out", help="Write the decoded images as one PNG grid."),
            npz: Optional[Path] = typer.Option(None, "--npz", help="Write latents (and images, when decoded) to .npz."),
            seed: int = typer.Option(0, help="Seed of the draws (the same seed, the same latents).")):
-    """Sample from a fitted fix without refitting it: the one `vaelab diagnose` saved in RUN/analysis/fixes/, or,
+    """Sample from a fitted fix without refitting it: the one `vaelab diagnose` saved in RUN/fixes/, or,
     when a run has none, fit it now (said on stderr) and save it there. Decodes with the run's model."""
     name = sampler or default_sampler(path)
     if name not in SAVEABLE:

@@ -47,7 +47,7 @@ from vaelab.runs import Run
 FORMAT = 1
 SAVEABLE = FIXES  # the samplers that are fitted after training, and so can be kept
 TENSORS, META = "tensors.safetensors", "sampler.json"
-FIXES_FOLDER = Path("analysis") / "fixes"  # under a run (or a diagnosis' output folder): fixes/<sampler>/
+FIXES_FOLDER = Path("fixes")  # under a run (or a diagnosis' output folder), beside analysis/: fixes/<sampler>/
 # The options of a fit and their defaults: those of the quality analysis, so a fix fitted here is the one it measures.
 DEFAULTS = {"fit_points": 10000, "threshold": 0.01, "max_informative": 64, "gmm_components": 10, "seed": 0}
 
@@ -61,7 +61,7 @@ def check_saveable(name: str) -> None:
 
 
 def fix_folder(root: str | Path, name: str) -> Path:
-    """Where a run's (or a diagnosis output folder's) saved fix ``name`` lives: ROOT/analysis/fixes/NAME."""
+    """Where a run's (or a diagnosis output folder's) saved fix ``name`` lives: ROOT/fixes/NAME."""
     return Path(root) / FIXES_FOLDER / name
 
 
@@ -217,9 +217,9 @@ def open_fix(path: str | Path, name: str, *, log: Callable[[str], None] = lambda
     """The fix ``name`` for ``path``, loaded when it was saved, never refitted then:
 
     - a saved fix's folder (sampler.json): loaded; no model, so latents only;
-    - a run directory: RUN/analysis/fixes/NAME loaded with the run's model (newest checkpoint); when the run has none,
+    - a run directory: RUN/fixes/NAME loaded with the run's model (newest checkpoint); when the run has none,
       fitted with the quality analysis' defaults and saved there, so the next call loads it;
-    - a diagnosis output folder without a run (analysis/fixes/NAME): loaded; no model, so latents only."""
+    - a diagnosis output folder without a run (fixes/NAME): loaded; no model, so latents only."""
     check_saveable(name)
     path = Path(path)
     if (path / META).is_file():
