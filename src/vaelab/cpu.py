@@ -2,15 +2,18 @@
 decisions (vaelab.precision, the compile probe) are cached under."""
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
 import torch
 
 
-def cpu_info() -> tuple[str, list[str]]:
-    """The CPU's model name and all its flags (x86 ``flags``, Arm ``Features``); empty flags where unreadable."""
-    model, flags = platform.processor(), []
+@functools.cache
+def cpu_info() -> tuple[str, tuple[str, ...]]:
+    """The CPU's model name and all its flags (x86 ``flags``, Arm ``Features``); empty flags where unreadable. Read
+    once per process: the probes ask for it at every decision and cache lookup."""
+    model, flags = platform.processor(), ()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -18,7 +21,7 @@ def cpu_info() -> tuple[str, list[str]]:
     lines = text.splitlines()
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), model)
     first = next((line for line in lines if line.startswith(("flags", "Features"))), "")
-    return model, first.split(":", 1)[1].split() if ":" in first else []
+    return model, tuple(first.split(":", 1)[1].split()) if ":" in first else ()
 
 
 def cpu_signature() -> str:
