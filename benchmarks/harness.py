@@ -370,9 +370,10 @@ def floor_parts(model: torch.nn.Module, batch: int, precision: str, members: int
     return {**parts, "floor_ms": sum(parts.values()), "gflop": gflop}
 
 
-def train_pythae(model, epochs: int, lr: float, batch: int, x_train: torch.Tensor, x_test: torch.Tensor) -> dict:
-    """Train ``model`` (a pythae 0.1.2 model) with its TrainingPipeline and Adam; {"epoch_seconds": [...],
-    "eval_loss": [...]} per epoch (training and its evaluation)."""
+def train_pythae(model, epochs: int, lr: float, batch: int, x_train: torch.Tensor, x_test: torch.Tensor,
+                 device: str = "cpu") -> dict:
+    """Train ``model`` (a pythae 0.1.2 model) with its TrainingPipeline and Adam on ``device`` (cpu or cuda);
+    {"epoch_seconds": [...], "eval_loss": [...]} per epoch (training and its evaluation)."""
     from pythae.pipelines import TrainingPipeline  # optional: pip install -e '.[bench]'
     from pythae.trainers import BaseTrainerConfig
     from pythae.trainers.training_callbacks import TrainingCallback
@@ -394,6 +395,6 @@ def train_pythae(model, epochs: int, lr: float, batch: int, x_train: torch.Tenso
     with tempfile.TemporaryDirectory() as tmp:
         config = BaseTrainerConfig(output_dir=tmp, num_epochs=epochs, learning_rate=lr,
                                    per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
-                                   optimizer_cls="Adam", no_cuda=True)
+                                   optimizer_cls="Adam", no_cuda=device != "cuda")
         TrainingPipeline(training_config=config, model=model)(train_data=x_train, eval_data=x_test, callbacks=[clock])
     return {"epoch_seconds": clock.seconds, "eval_loss": clock.eval_loss}

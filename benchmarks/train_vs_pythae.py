@@ -35,14 +35,14 @@ def train_flops_per_example() -> float:
     return 3 * 2 * (enc + dec)  # forward + backward, 2 flops per multiply-add
 
 
-def run_vaelab(epochs: int, variant: str) -> dict:
+def run_vaelab(epochs: int, variant: str, device: str = "cpu") -> dict:
     """vaelab's trainer at ``variant``: a precision (fp32, bf16 or auto), optionally ``:compile`` (on, off, auto);
     what it trained in is in ``precision_used`` and ``compiled``."""
     precision, _, compile = variant.partition(":")
     cfg = vaelab.build_config({"name": "bench", "data": {"name": "mnist", "pixels": "fixed"},
                                "model": {"arch": "784-512-16"},
                                "train": {"epochs": epochs, "batch_size": 128, "lr": 1e-3, "precision": precision,
-                                         "compile": compile or "auto"}})
+                                         "compile": compile or "auto", "device": device}})
     with tempfile.TemporaryDirectory() as tmp:
         run = vaelab.train(cfg, out=tmp, progress=False, log=lambda m: None)
         rows = run.metrics
@@ -52,12 +52,12 @@ def run_vaelab(epochs: int, variant: str) -> dict:
             "test_neg_elbo": [r["test_loss"] for r in rows]}
 
 
-def run_pythae(epochs: int, x_train: torch.Tensor, x_test: torch.Tensor) -> dict:
+def run_pythae(epochs: int, x_train: torch.Tensor, x_test: torch.Tensor, device: str = "cpu") -> dict:
     from pythae.models import VAE, VAEConfig
 
     torch.manual_seed(0)
     model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=16, reconstruction_loss="bce"))
-    r = harness.train_pythae(model, epochs, 1e-3, 128, x_train, x_test)
+    r = harness.train_pythae(model, epochs, 1e-3, 128, x_train, x_test, device)
     return {"epoch_seconds": r["epoch_seconds"], "test_neg_elbo": r["eval_loss"]}
 
 
@@ -66,15 +66,17 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--precisions", default="fp32,bf16,auto", help="vaelab's runs, comma-separated "
                     "(precision[:compile])")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="where both libraries train (default: cuda when present)")
     args = harness.parse(ap)
     logging.getLogger("pythae").setLevel(logging.WARNING)
     data = load_dataset("mnist")
     cfg = vaelab.build_config({"data": {"name": "mnist", "pixels": "fixed"}})
     pixels = PixelSampler("fixed", data.x_train, data.x_test, cfg.data.binarize_seed)  # exactly what vaelab trains on
-    results = {"pythae": run_pythae(args.epochs, pixels.train_fixed, pixels.test)}
+    results = {"pythae": run_pythae(args.epochs, pixels.train_fixed, pixels.test, args.device)}
     for precision in args.precisions.split(","):
-        results[f"vaelab-{precision}"] = run_vaelab(args.epochs, precision)
-    summary = {"epochs": args.epochs, "threads": torch.get_num_threads(), "runs": results,
+        results[f"vaelab-{precision}"] = run_vaelab(args.epochs, precision, args.device)
+    summary = {"epochs": args.epochs, "device": args.device, "threads": torch.get_num_threads(), "runs": results,
                "median_epoch_seconds": {}, "final_test_neg_elbo": {},
                "auto_chose": results.get("vaelab-auto", {}).get("precision_used")}
     for name, r in results.items():

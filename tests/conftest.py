@@ -1,9 +1,12 @@
+import math
 import os
-
+import shutil
 import sys
 
 import pytest
 import torch
+
+from vaelab.analysis.adapters import TorchModelAdapter
 
 os.environ.setdefault("VAELAB_OFFLINE", "1")  # tests never wait on internet mirrors
 
@@ -96,3 +99,68 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         main()
     out = capsys.readouterr()
     return stop.value.code, out.out, out.err
+
+
+# A user's own conv VAE, as a model file: the encoder returns a Normal over a (4, 4, 4) latent, a tanh decoder
+CONV_VAE_MODULE = '''
+import torch
+from torch import distributions, nn
+
+
+class ConvVAE(nn.Module):
+    """Images (B, 1, 8, 8) in [-1, 1]; the encoder returns a Normal over a (4, 4, 4) latent; a tanh decoder."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 8, 3, 1, 1))
+        self.dec = nn.Sequential(nn.ConvTranspose2d(4, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 1, 3, 1, 1), nn.Tanh())
+
+    def encode(self, x):
+        mu, logvar = self.enc(x).chunk(2, dim=1)
+        return distributions.Normal(mu, torch.exp(0.5 * logvar))
+
+    def decode(self, z):
+        return self.dec(z)
+
+
+def make():
+    torch.manual_seed(0)
+    return ConvVAE()
+'''
+
+
+def memorising_model(data, latent=8, seed=0):
+    """Encoder: a fixed random projection of the pixels, standardised, with a constant small posterior variance;
+    decoder: the training image whose code is nearest to z."""
+    g = torch.Generator().manual_seed(seed)
+    pixels = data.x_train.flatten(1)
+    proj = torch.randn(pixels.shape[1], latent, generator=g)
+    centre = pixels.mean(0)
+    scale = ((pixels - centre) @ proj).std(0)
+    codes = ((pixels - centre) @ proj) / scale
+
+    def encoder(x):
+        return ((x.flatten(1) - centre) @ proj) / scale, torch.full((x.shape[0], latent), math.log(0.01))
+
+    def decoder(z):
+        return data.x_train[torch.cdist(z, codes).argmin(1)]
+
+    return TorchModelAdapter(encoder, decoder, latent, data.image_shape, likelihood="gaussian", decoder_output="mean")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+needs_chromium = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                    reason="Debian packages chromium and chromium-driver are not installed")
+
+
+def headless_chromium(width: int, height: int):
+    """A headless Chromium (selenium) with the browser's console log kept; skip when selenium is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=opts)

@@ -13,9 +13,10 @@ import pytest
 import torch
 from torch import distributions, nn
 
-from conftest import run_cli as cli
+from conftest import run_cli as cli, CONV_VAE_MODULE
 from vaelab.analysis import analyze, from_model
-from vaelab.analysis.adapters import TorchModelAdapter, from_diffusers, from_torch, load_diffusers
+from vaelab.analysis.adapters import (SOURCE_FILE, ModelSource, TorchModelAdapter, from_diffusers, from_torch,
+                                     load_diffusers)
 from vaelab.data import load_dataset
 from vaelab.errors import RunError
 
@@ -219,31 +220,7 @@ def test_a_diffusers_folder_loads_and_a_folder_of_another_model_is_refused(tmp_p
 
 
 # --- the command line --------------------------------------------------------------------------------------------
-CONV_VAE = '''
-import torch
-from torch import nn, distributions
-
-
-class ConvVAE(nn.Module):
-    """Images in [-1, 1]; encode returns a Normal over a (4, 4, 4) latent; a tanh decoder."""
-
-    def __init__(self):
-        super().__init__()
-        self.enc = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 8, 3, 1, 1))
-        self.dec = nn.Sequential(nn.ConvTranspose2d(4, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 1, 3, 1, 1), nn.Tanh())
-
-    def encode(self, x):
-        mu, logvar = self.enc(x).chunk(2, dim=1)
-        return distributions.Normal(mu, torch.exp(0.5 * logvar))
-
-    def decode(self, z):
-        return self.dec(z)
-
-
-def make():
-    torch.manual_seed(0)
-    return ConvVAE()
-
+CONV_VAE = CONV_VAE_MODULE + '''
 
 def pair():
     vae = make()
@@ -292,6 +269,9 @@ def test_cli_analyzes_a_pair_factory_and_a_diffusers_folder(monkeypatch, capsys,
                                "--input-range", "-1,1", "--only", "posterior", "--out", tmp_path / "pair")
     assert code == 0, stderr
     assert json.loads((tmp_path / "pair" / "analysis" / "posterior.json").read_text())["result"]["latent_dim"] == 64
+    remembered = json.loads((tmp_path / "pair" / SOURCE_FILE).read_text())  # for `vaelab sample OUT`
+    assert remembered["where"] == f"{model_file.resolve()}:pair" and remembered["data"] == "digits"
+    assert remembered["options"]["input_range"] == [-1.0, 1.0] and remembered["options"]["likelihood"] is None
     tiny_autoencoder_kl(shift_factor=0.05).save_pretrained(tmp_path / "tinyvae")
     monkeypatch.chdir(tmp_path)  # the default --out: ./tinyvae-analysis
     code, stdout, stderr = cli(monkeypatch, capsys, "analyze", "--diffusers", tmp_path / "tinyvae", "--data", "digits",
@@ -299,6 +279,8 @@ def test_cli_analyzes_a_pair_factory_and_a_diffusers_folder(monkeypatch, capsys,
     assert code == 0, stderr
     result = json.loads((tmp_path / "tinyvae-analysis" / "analysis" / "posterior.json").read_text())
     assert "z = (latent - 0.05) * 0.18215" in result["source"]["latent"]
+    assert ModelSource.load(tmp_path / "tinyvae-analysis") == ModelSource("diffusers", str(tmp_path / "tinyvae"),
+                                                                          "digits")
 
 
 BAD = [

@@ -387,6 +387,24 @@ def test_deterministic_model_skips_what_does_not_apply(trained_run, digits):
         run_analysis(subject, "typical-set")
 
 
+def test_diagnose_without_a_likelihood_reads_overfitting_from_copying_alone(digits, tmp_path, monkeypatch):
+    """When the likelihood analysis does not apply (no ELBO for this model), the verdict says so and still answers."""
+    from vaelab.analysis import diagnose as diagnosis_module
+
+    def no_likelihood(subject, name, **kw):
+        if name == "likelihood":
+            raise NotApplicable("no ELBO for this model")
+        return run_analysis(subject, name, **kw)
+
+    monkeypatch.setattr(sys.modules["vaelab.analysis.diagnose"], "run_analysis", no_likelihood)
+    torch.manual_seed(0)
+    model = TorchModelAdapter(lambda x: x.flatten(1)[:, :3], torch.nn.Linear(3, 64), 3, (1, 8, 8))
+    result = diagnosis_module(from_model(model, digits, out_dir=tmp_path), quick=True)
+    text = " ".join(result.data["verdict"])
+    assert "No ELBO" in text and "Data-copying test" in text and "Conclusion:" in text
+    assert "train_neg_elbo" not in result.data["table"] and "fd_prior" in result.data["table"]
+
+
 def test_analysis_of_a_run_still_training_uses_its_last_checkpoint(trained_run):
     from vaelab.runs import write_status
 

@@ -208,3 +208,33 @@ def test_mlp_members_are_folded_and_members_with_other_parameters_vmapped():
     learned_std = step(data={"pixels": "continuous"}, model={"arch": "64-32-4", "likelihood": "gaussian"})
     assert learned_std.folded is None
     assert ensemble.fold_reason(learned_std.models) == "a parameter outside the linear layers"
+
+
+def test_a_member_major_decoder_steps_bit_identically_to_layers_that_reorder_their_own_rows():
+    """The folded decoder reorders its K samples' rows member-major once; each stacked layer then multiplies exactly
+    the rows (in the same order) it multiplied when it reordered its own input: the same losses and gradients, bit for
+    bit. Also for a single sample (K = 1, nothing to reorder)."""
+    from vaelab.models.build import build_model
+    from vaelab.objectives import Objective
+    from vaelab.training_step import Member
+
+    def member(c):
+        torch.manual_seed(c.train.seed)
+        return Member(c, None, None, build_model(c), torch.Generator().manual_seed(c.train.seed))
+
+    for objective in ({"name": "renyi", "samples": 5, "alpha": 0.5}, {"name": "elbo", "samples": 1}):
+        cfgs = seeds(3, model={"arch": "64-32-32-4"}, objective=objective)
+        x = (torch.rand(3, 16, *member(cfgs[0]).model.image_shape) > 0.5).float()
+        out = []
+        for member_major in (True, False):
+            members = [member(c) for c in cfgs]
+            step = ensemble.StackedStep(members, Objective(cfgs[0].objective))
+            assert isinstance(step.folded.decoder, ensemble._MemberMajor)
+            if not member_major:  # the decoder's stacked layers each reorder their own rows, as before
+                step.folded.decoder = step.folded.decoder.inner
+            loss, sums = step(x, [m.generator for m in members], 0.5)
+            loss.sum().backward()
+            out.append((loss.detach(), sums, [p.grad.clone() for p in step.trained]))
+        (loss_a, sums_a, grads_a), (loss_b, sums_b, grads_b) = out
+        assert torch.equal(loss_a, loss_b) and torch.equal(sums_a, sums_b)
+        assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))

@@ -5,8 +5,7 @@ tests are slow only the first time on a machine."""
 import pytest
 
 from vaelab.analysis.quality import evaluation_classifier
-from vaelab.data import fetch_dataset, is_present, load_dataset
-from vaelab.data import sources
+from vaelab.data import fetch_dataset, is_present, load_dataset, sources
 
 REQUIRED = {"mnist": 0.99, "fashion-mnist": 0.90}
 
@@ -32,17 +31,17 @@ def test_processes_asking_at_once_train_the_classifier_once(tmp_path, monkeypatc
     import threading
     import time
 
-    from vaelab.analysis import quality
+    from vaelab.analysis import classifier
 
     trained = []
-    real_train = quality.train_classifier
+    real_train = classifier.train_classifier
 
     def slow_train(data, **kwargs):
         trained.append(threading.get_ident())
         time.sleep(0.5)  # long enough for the other caller to arrive while it trains
         return real_train(data, epochs=1)
 
-    monkeypatch.setattr(quality, "train_classifier", slow_train)
+    monkeypatch.setattr(classifier, "train_classifier", slow_train)
     data = load_dataset("digits")
     got = []
     callers = [threading.Thread(target=lambda: got.append(evaluation_classifier(data, root=tmp_path)[1]))

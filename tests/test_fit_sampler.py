@@ -1,5 +1,6 @@
 """The fix, delivered: vaelab.fit_sampler's FittedSampler (sample, save, load), the fixes `vaelab diagnose` saves,
-and `vaelab sample` drawing from them without refitting."""
+and `vaelab sample` drawing from them without refitting, decoding with a run's model or with the model a
+--model/--diffusers/--pythae diagnosis remembers (model-source.json) or is given again."""
 import json
 
 import numpy as np
@@ -11,6 +12,8 @@ import vaelab
 from conftest import run_cli as _cli
 from conftest import tiny_config
 from vaelab.analysis import from_model, from_run
+from vaelab.analysis.adapters import SOURCE_FILE, ModelSource
+from vaelab.analysis.adapters.sources import absolute_where
 from vaelab.analysis.samplers import (SAVEABLE, FittedSampler, LatentSource, fit_sampler, fix_folder, training_codes)
 from vaelab.analysis.samplers import fitted as fitted_module
 from vaelab.analysis.samplers import source as source_module
@@ -172,4 +175,119 @@ def test_a_folder_that_is_not_a_run_is_one_line_and_exit_2(tmp_path, monkeypatch
     code, _, err = _cli(monkeypatch, capsys, "sample", tmp_path, "--sampler", "ex-post-gmm", "--out", tmp_path / "g.png")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith(f"error: {tmp_path} is not a vaelab run, a diagnosis folder")
+    assert not (tmp_path / "g.png").exists()
+
+
+# --- a model vaelab did not train: the diagnosis folder remembers how it was opened (model-source.json) -----------
+LINEAR_VAE = '''
+import torch
+from torch import nn
+
+
+def make(latent=4):
+    torch.manual_seed(0)
+    enc, dec = nn.Linear(64, 2 * latent), nn.Linear(latent, 64)
+    return (lambda x: enc(x.flatten(1)).chunk(2, dim=1)), (lambda z: dec(z).view(-1, 1, 8, 8))
+
+
+def wider():
+    return make(6)
+'''
+
+
+@pytest.fixture
+def model_out(tmp_path):
+    """OUT as a --model diagnosis leaves it: OUT/model-source.json and a fitted OUT/fixes/ex-post-gaussian."""
+    (tmp_path / "vae.py").write_text(LINEAR_VAE)
+    source = ModelSource("model", absolute_where("model", f"{tmp_path / 'vae.py'}:make"), "digits")
+    model, name, data = source.open()
+    out = tmp_path / "D"
+    source.save(out)
+    fit_sampler(from_model(model, data.subset(300, 100)), None, "ex-post-gaussian",
+                fit_points=300).save(fix_folder(out, "ex-post-gaussian"))
+    return out
+
+
+def direct_decode(path, z, factory="make"):
+    """The user's decoder called directly, outside vaelab: Bernoulli logits -> probabilities (n, 1, 8, 8)."""
+    namespace = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    with torch.no_grad():
+        return torch.sigmoid(namespace[factory]()[1](z))
+
+
+def test_sample_opens_the_model_the_folder_remembers_from_any_working_folder(model_out, tmp_path, monkeypatch, capsys):
+    assert json.loads((model_out / SOURCE_FILE).read_text())["where"] == f"{tmp_path / 'vae.py'}:make"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for path in (model_out, fix_folder(model_out, "ex-post-gaussian")):  # the folder, or the saved fix inside it
+        code, out, err = _cli(monkeypatch, capsys, "sample", path, "--sampler", "ex-post-gaussian", "-n", 9, "--out",
+                              "g.png", "--npz", "s.npz", "--seed", 3)
+        assert code == 0, err
+        arrays = np.load("s.npz")
+        z = torch.from_numpy(arrays["latents"])
+        assert torch.equal(z, FittedSampler.load(fix_folder(model_out, "ex-post-gaussian")).sample(9, seed=3))
+        assert torch.allclose(torch.from_numpy(arrays["images"]), direct_decode(tmp_path / "vae.py", z), atol=1e-6)
+
+
+def test_a_model_given_again_on_the_command_line_replaces_the_remembered_one(model_out, tmp_path, monkeypatch, capsys):
+    (tmp_path / "vae.py").rename(tmp_path / "moved.py")
+    code, _, err = _cli(monkeypatch, capsys, "sample", model_out, "--sampler", "ex-post-gaussian", "--out",
+                        tmp_path / "g.png")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    gone = tmp_path / "vae.py"
+    assert err.startswith(f"error: {model_out / SOURCE_FILE} remembers --model {gone}:make, but {gone} is no longer "
+                          "there; give the model again with --model FILE.py:FACTORY")
+    code, _, err = _cli(monkeypatch, capsys, "sample", model_out, "--sampler", "ex-post-gaussian", "-n", 4, "--model",
+                        f"{tmp_path / 'moved.py'}:make", "--npz", tmp_path / "s.npz")
+    assert code == 0, err
+    arrays = np.load(tmp_path / "s.npz")
+    assert np.allclose(arrays["images"], direct_decode(tmp_path / "moved.py", torch.from_numpy(arrays["latents"])))
+    code, _, err = _cli(monkeypatch, capsys, "sample", model_out, "--sampler", "ex-post-gaussian", "--model",
+                        f"{tmp_path / 'moved.py'}:wider", "--out", tmp_path / "g.png")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "g.png").exists()
+    assert "has a latent of 6 dimensions (6,), but the ex-post-gaussian fix was fitted on 4" in err
+
+
+def test_a_folder_with_a_model_but_without_the_fix_fits_and_saves_it(model_out, monkeypatch, capsys, tmp_path):
+    code, _, err = _cli(monkeypatch, capsys, "sample", model_out, "--sampler", "ex-post-gmm", "-n", 4, "--out",
+                        tmp_path / "g.png")
+    assert code == 0 and "has no saved ex-post-gmm; fitting it now" in err
+    assert (fix_folder(model_out, "ex-post-gmm") / "sampler.json").is_file()
+    code, _, err = _cli(monkeypatch, capsys, "sample", model_out, "--sampler", "ex-post-gmm", "-n", 4, "--out",
+                        tmp_path / "g.png")
+    assert code == 0 and "fitting it now" not in err
+
+
+@pytest.mark.parametrize("case, said", [
+    ("diffusers-gone", "remembers --diffusers {tmp}/gone, but {tmp}/gone is no longer there; give the model again "
+                       "with --diffusers DIR"),
+    ("corrupt", "is not a model source vaelab wrote (JSONDecodeError"),
+    ("run-and-model", "is a vaelab run, which decodes with its own model; --model goes with the output folder"),
+    ("model-without-data", "--model needs --data NAME"),
+    ("option-without-model", "--input-range change how a remembered model is opened, but"),
+    ("no-model", "has no model to decode with (not a run directory, and no model-source.json); give the model"),
+    ("two-models", "give one model, not --model and --diffusers"),
+    ("bad-likelihood", "--likelihood 'gauss' is not one of"),
+])
+def test_bad_model_input_on_sample_is_one_line_and_exit_2(model_out, tmp_path, monkeypatch, capsys, case, said):
+    bare = tmp_path / "bare"  # a saved fix without a model
+    FittedSampler.load(fix_folder(model_out, "ex-post-gaussian")).save(bare)
+    model = ["--model", f"{tmp_path / 'vae.py'}:make"]
+    path, extra = {"diffusers-gone": (model_out, []), "corrupt": (model_out, []),
+                   "run-and-model": (tmp_path / "run", model), "model-without-data": (bare, model),
+                   "option-without-model": (bare, ["--input-range", "-1,1"]), "no-model": (bare, []),
+                   "two-models": (model_out, [*model, "--diffusers", tmp_path]),
+                   "bad-likelihood": (model_out, ["--likelihood", "gauss"])}[case]
+    if case == "diffusers-gone":
+        ModelSource("diffusers", str(tmp_path / "gone"), "digits").save(model_out)
+    if case == "corrupt":
+        (model_out / SOURCE_FILE).write_text("{not json")
+    if case == "run-and-model":
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "config.yaml").write_text("name: x\n")
+    code, _, err = _cli(monkeypatch, capsys, "sample", path, "--sampler", "ex-post-gaussian", "--out",
+                        tmp_path / "g.png", *extra)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert said.format(tmp=tmp_path) in err, err
     assert not (tmp_path / "g.png").exists()

@@ -2,16 +2,14 @@
 authenticity example, synthetic copies / fresh draws / wider draws, and, on digits, a model whose decoder returns
 training images (it must be flagged) against a small VAE trained briefly (it must not be)."""
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import mannwhitneyu, norm
 
-from conftest import tiny_config
+from conftest import tiny_config, memorising_model
 from vaelab.analysis import from_model
-from vaelab.analysis.adapters import TorchModelAdapter
 from vaelab.analysis.memorisation import (authenticity, data_copying_test, memorisation, nearest_neighbours,
                                           plot)
 from vaelab.analysis.framework.runner import _jsonable
@@ -114,23 +112,6 @@ def digits():
     return load_dataset("digits")
 
 
-def memorising_model(data, latent=8, seed=0):
-    """Encoder: a fixed random projection of the pixels, standardised, with a constant small posterior variance;
-    decoder: the training image whose code is nearest to z."""
-    g = torch.Generator().manual_seed(seed)
-    pixels = data.x_train.flatten(1)
-    proj = torch.randn(pixels.shape[1], latent, generator=g)
-    centre = pixels.mean(0)
-    scale = ((pixels - centre) @ proj).std(0)
-    codes = ((pixels - centre) @ proj) / scale
-
-    def encoder(x):
-        return ((x.flatten(1) - centre) @ proj) / scale, torch.full((x.shape[0], latent), math.log(0.01))
-
-    def decoder(z):
-        return data.x_train[torch.cdist(z, codes).argmin(1)]
-
-    return TorchModelAdapter(encoder, decoder, latent, data.image_shape, likelihood="gaussian", decoder_output="mean")
 
 
 def briefly_trained_vae(data, steps=600):

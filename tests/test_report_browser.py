@@ -1,16 +1,13 @@
 """The report in a real browser: headless Chromium loads it with no console errors, sorts the table, and a screenshot
 is saved (tests/out/report.png) for a person to look at."""
-import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import headless_chromium, needs_chromium
 from vaelab.studies.pools import LocalExecutor
 from vaelab.report import run_study
 from vaelab.studies.spec import load_study
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture(autouse=True)
@@ -19,20 +16,14 @@ def _data_root(tmp_path_factory, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian packages chromium and chromium-driver are not installed")
+@needs_chromium
 def test_report_loads_in_headless_chromium_without_console_errors(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
 
     spec = load_study("latent-dim").scaled("tiny")
     folder = run_study(spec, tmp_path, executor=LocalExecutor(workers=2), progress=False, log=lambda m: None)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--window-size=1400,2000"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=opts)
+    driver = headless_chromium(1400, 2000)
     try:
         driver.get((folder / "report.html").resolve().as_uri())
         assert "latent dimension" in driver.title

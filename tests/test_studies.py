@@ -273,3 +273,29 @@ def test_a_study_whose_dataset_is_missing_is_refused_before_any_run(tmp_path):
     assert out.stderr.strip() == ("error: study fm needs fashion-mnist, which is not present; run "
                                   "`vaelab data fetch fashion-mnist` first")
     assert not (tmp_path / "out" / "fm").exists()  # no folder, no run started
+
+
+def test_probes_reuse_the_final_probes_for_the_identical_last_snapshot(tmp_path, monkeypatch):
+    """The last snapshot holds the final checkpoint's weights: its probes are the final ones, not measured again; the
+    numbers are those a fresh probe of that snapshot gives. An earlier snapshot (other weights) is probed."""
+    from conftest import tiny_config
+    from vaelab.analysis import from_run
+    from vaelab.analysis import probes
+    from vaelab.trainer import train
+
+    cfg = tiny_config(train={"epochs": 4, "batch_size": 128, "lr": 3e-3, "snapshot_every": 2, "precision": "fp32"})
+    run = train(cfg, tmp_path, progress=False, log=lambda m: None)
+    subject = from_run(run.path)
+    calls, original = [], probes.probes_at
+    monkeypatch.setattr(probes, "probes_at", lambda *a, **k: calls.append(1) or original(*a, **k))
+    result = probes.linear_probes(subject, train_points=300, test_points=200)
+    assert [e["epoch"] for e in result.data["over_training"]] == [2, 4]
+    assert len(calls) == 2  # the final model and snapshot 2; snapshot 4 is the final model
+    idx = {}
+    for split, n in (("train", 300), ("test", 200)):
+        x = getattr(subject.data, f"x_{split}")
+        idx[split] = probes.subsample(x.shape[0], probes.points_within_budget(subject.latent_dim, n, arrays=4), 0)
+    for epoch in (2, 4):
+        fresh = original(run.load_model(snapshot=epoch), subject.data, idx["train"], idx["test"], 0)
+        assert result.data["over_training"][epoch // 2 - 1] == {"epoch": epoch, **fresh}
+    assert not probes._same_weights(run.load_model(snapshot=2), subject.model)

@@ -26,6 +26,7 @@ _LAZY = {
     "Objective": "vaelab.objectives",
     "VaelabError": "vaelab.errors",
     "fit_sampler": "vaelab.analysis.samplers", "FittedSampler": "vaelab.analysis.samplers",
+    "diagnose": "vaelab.report",  # the diagnosis and its page, analysis/diagnosis.html (vaelab.analysis's: no page)
 }
 
 

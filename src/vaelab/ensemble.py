@@ -108,6 +108,31 @@ class StackedLinear(nn.Module):
         return y.view(m, g, b, -1).transpose(0, 1).reshape(g * m * b, -1)
 
 
+class _MemberMajor(nn.Module):
+    """A folded decoder run member-major: its input (G x M x B, ...) (G = K samples of each member's B images, the
+    objective's order) is reordered once to (M x G x B, ...), so every stacked layer inside takes member m's G x B rows
+    as one block (no reordering around each layer), and the output is put back in the input's order. Each layer then
+    multiplies exactly the rows it did when it reordered its own input, in the same order: bit-identical results, at
+    two reorderings of the whole decoder instead of two per layer, forward and backward."""
+
+    def __init__(self, inner: nn.Module, members: int, rows: _Rows):
+        super().__init__()
+        self.inner, self.members, self.rows = inner, members, rows
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        m, b = self.members, self.rows.per_member
+        g = z.shape[0] // (m * b)
+        if g == 1:
+            return self.inner(z)
+        by_member = z.view(g, m, b, *z.shape[1:]).transpose(0, 1).reshape(z.shape)
+        self.rows.per_member = g * b  # member m's G x B rows, one block to each stacked layer
+        try:
+            y = self.inner(by_member)
+        finally:
+            self.rows.per_member = b
+        return y.view(m, g, b, *y.shape[1:]).transpose(0, 1).reshape(y.shape)
+
+
 def fold_reason(models: list[nn.Module]) -> str | None:
     """None when the members can be folded into one batch (every parameter a linear layer's, equal buffers)."""
     linear = {id(p) for mod in models[0].modules() if isinstance(mod, nn.Linear) for p in mod.parameters()}
@@ -168,6 +193,8 @@ class StackedStep:
                 layer = StackedLinear(self.trained[index[f"model.{name}.weight"]],
                                       self.trained[index[f"model.{name}.bias"]], self.rows)
                 setattr(folded.get_submodule(parent) if parent else folded, leaf, layer)
+        if isinstance(getattr(folded, "decoder", None), nn.Module):  # the K samples' rows, reordered once
+            folded.decoder = _MemberMajor(folded.decoder, len(models), self.rows)
         return folded
 
     def __call__(self, x, generators, progress):

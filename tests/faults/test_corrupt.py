@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from faultkit import final_weights, losses, train, vaelab
+from faultkit import final_weights, losses, vaelab
 from vaelab.runs import CheckpointStore, Run
 
 
@@ -49,12 +49,11 @@ DAMAGE = {
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A finished 4-epoch run; the store keeps the checkpoints of epochs 3 and 4."""
-    out = tmp_path_factory.mktemp("trained")
-    train(out, check=True)
-    assert CheckpointStore(out / "r" / "checkpoints").epochs() == [4, 3]
-    return out / "r"
+def trained(reference_run):
+    """A finished 4-epoch run (the session's reference run, which each test copies before damaging it); the store
+    keeps the checkpoints of epochs 3 and 4."""
+    assert CheckpointStore(reference_run / "checkpoints").epochs() == [4, 3]
+    return reference_run
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))

@@ -41,23 +41,30 @@ SETTINGS = {
              "memorisation": {}, "samples": {}, "typical-set": {}},
 }
 STEPS = ("posterior", "prior-gap", "likelihood", "quality", "memorisation", "samples", "typical-set")
+FEATURE_STEPS = ("quality", "memorisation")  # the steps that compare images in a feature space (``features``)
 
 
-def diagnose(subject, *, quick: bool = False, seed: int = 0, progress: Callable[[str], None] | None = None) -> AnalysisResult:
-    """Run the analyses the verdict needs, then build the table and the verdict (saved as analysis/diagnosis.json)."""
+def diagnose(subject, *, quick: bool = False, seed: int = 0, features: str | None = None,
+             progress: Callable[[str], None] | None = None) -> AnalysisResult:
+    """Run the analyses the verdict needs, then build the table and the verdict (saved as analysis/diagnosis.json).
+    ``features``: the feature space of sample quality and memorisation (vaelab.analysis.features; default: the
+    evaluation classifier's when the data has labels, the contrastive network's when it has none)."""
     setting = SETTINGS["quick" if quick else "full"]
     results = {}
     for i, name in enumerate(STEPS, 1):
         if progress:
             progress(f"[{i}/{len(STEPS)}] {name}")
+        options = {**setting.get(name, {}), **({"features": features} if features and name in FEATURE_STEPS else {})}
         try:
-            results[name] = run_analysis(subject, name, seed=seed, **setting.get(name, {}))
+            results[name] = run_analysis(subject, name, seed=seed, **options)
         except NotApplicable:
             results[name] = None
     data = summarise(results)
     data["fixes"] = keep_fixes(subject, results.get("quality"), seed, progress)
     gap = results["prior-gap"]
-    params = {"quick": quick, "seed": seed, "thresholds": {
+    used = next((r.data["features"] for r in (results.get(k) for k in FEATURE_STEPS) if r is not None), None)
+    data["features"] = used
+    params = {"quick": quick, "seed": seed, "features": features, "thresholds": {
         "active_and_pca": results["posterior"].params["threshold"],
         "informative_mismatch": gap.params["rules"]["informative"] if gap else None,
         "shell_mismatch": gap.params["rules"]["shell"] if gap else None,
@@ -188,15 +195,19 @@ def summarise(results: dict) -> dict:
                       "kl_lower_bound": g["gaussian_kl"]["total_lower_bound"], "mixture_holes": g["finite_mixture"]["holes"]})
         verdict.extend(gap_sentences(g))
 
-    l = lik.data
-    train_e, test_e = l["train"]["neg_elbo"], l["test"]["neg_elbo"]
-    over_gap = test_e - train_e
-    elbo_overfit = over_gap > OVERFIT_NATS and over_gap > OVERFIT_RELATIVE * abs(train_e)
-    table.update({"train_neg_elbo": train_e, "test_neg_elbo": test_e, "overfit_gap": over_gap,
-                  "log_likelihood": l.get("log_likelihood")})
     copying = mem.data["copying"] if mem is not None else None
-    over = (f"Train -ELBO {train_e:.2f} vs test {test_e:.2f} nats (gap {over_gap:+.2f}, "
-            f"{100 * over_gap / abs(train_e):+.1f}%)")
+    if lik is not None:
+        l = lik.data
+        train_e, test_e = l["train"]["neg_elbo"], l["test"]["neg_elbo"]
+        over_gap = test_e - train_e
+        elbo_overfit = over_gap > OVERFIT_NATS and over_gap > OVERFIT_RELATIVE * abs(train_e)
+        table.update({"train_neg_elbo": train_e, "test_neg_elbo": test_e, "overfit_gap": over_gap,
+                      "log_likelihood": l.get("log_likelihood")})
+        over = (f"Train -ELBO {train_e:.2f} vs test {test_e:.2f} nats (gap {over_gap:+.2f}, "
+                f"{100 * over_gap / abs(train_e):+.1f}%)")
+    else:  # a deterministic encoder has no ELBO: over-fitting is read from the data-copying test alone
+        elbo_overfit = False
+        over = "No ELBO (the likelihood analysis does not apply to this model)"
     if copying is not None:
         table.update({f"copying_ct_{k}": v for k, v in mem.data["c_t"].items()})
         over += f". Data-copying test (Meehan et al. 2020; C_T < {copying['threshold']:g} flags copying): {copying['sentence'].rstrip('.')}"
@@ -217,7 +228,8 @@ def summarise(results: dict) -> dict:
             ratio = fixes[best] / fd["prior"] if fd["prior"] > 0 else 1.0
             table.update({"best_fix": best, "best_fix_fd": fixes[best], "best_fix_cut": 1 - ratio})
             verdict.append(
-                "Fixes (FD): " + ", ".join(f"{k} {v:.1f}" for k, v in fixes.items())
+                f"Fixes (FD, {qual.data.get('feature_kind', 'classifier')} features): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in fixes.items())
                 + f", against the prior {fd['prior']:.1f} and q(z) {fd['posterior']:.1f} (reconstructions "
                 f"{fd['reconstruction']:.1f}, real training images {fd['real-train']:.1f}). "
                 + (f"Best: {DESCRIPTIONS[best]}, FD {fixes[best]:.1f}, {100 * (1 - ratio):.0f}% below the prior's."

@@ -1,8 +1,9 @@
 """Memorisation: are generated images (and reconstructions) closer to the training images than fresh images are?
 
 A train/test ELBO gap says a model fits its training images better; it does not say that what the model
-*generates* copies them. Here every image is embedded with the evaluation classifier (128-d features, see
-:mod:`vaelab.analysis.quality`) and compared, by distance to the nearest training image L(x) = min_t ||f(x) - f(t)||,
+*generates* copies them. Here every image is embedded in a feature space (vaelab.analysis.features: the evaluation
+classifier's 128-d features when the data has labels, the label-free contrastive network's when it has none, or
+the user's choice) and compared, by distance to the nearest training image L(x) = min_t ||f(x) - f(t)||,
 with a held-out test sample P_n drawn from the same distribution as the training sample T.
 
 - Data-copying test C_T (Meehan, Chaudhuri & Dasgupta 2020, "A non-parametric test to detect data-copying in
@@ -33,14 +34,15 @@ copying by the prior samples or by the reconstructions of *test* images (a test 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
 from scipy.stats import rankdata
 from sklearn.cluster import KMeans
 
+from vaelab.analysis.features import feature_space
 from vaelab.analysis.framework.common import AnalysisResult, decode_means, encode_all, subsample
-from vaelab.analysis.quality import evaluation_classifier
 from vaelab.analysis.samplers import sampler_latents
 from vaelab.analysis.stats.codes import points_within_budget
 from vaelab.models.priors import prior_of
@@ -206,15 +208,17 @@ def _summary_sentence(rows: dict, threshold: float) -> str:
 
 
 def memorisation(subject, *, n: int = 2000, train_points: int = 10000, cells: int = 10, min_cell: int = 20,
-                 threshold: float = THRESHOLD, seed: int = 0, log=None) -> AnalysisResult:
+                 threshold: float = THRESHOLD, features: str | Callable | None = None, seed: int = 0,
+                 log=None) -> AnalysisResult:
     """Data-copying test, authenticity and nearest-training-image distances of prior samples, posterior samples,
-    and reconstructions of training and test images, in the evaluation classifier's feature space, against
-    ``train_points`` training images (the reference set) and ``n`` held-out test images (the baseline)."""
+    and reconstructions of training and test images, in a feature space (``features``, vaelab.analysis.features;
+    default: the classifier's with labels, the contrastive network's without), against ``train_points`` training
+    images (the reference set) and ``n`` held-out test images (the baseline)."""
     ref, model = subject.reference, subject.model
-    classifier, clf_info = evaluation_classifier(ref, log=log)
+    space = feature_space(ref, features, log=log)
 
     def embed(images: torch.Tensor) -> torch.Tensor:
-        return classifier.embed(images.float().cpu())[0].double()
+        return torch.as_tensor(space.extract(images), dtype=torch.float64)
 
     train_idx = subsample(ref.x_train.shape[0], train_points, seed)
     test_idx = subsample(ref.x_test.shape[0], n, seed)
@@ -256,12 +260,13 @@ def memorisation(subject, *, n: int = 2000, train_points: int = 10000, cells: in
                "evidence": [k for k in EVIDENCE_SETS if k in flagged], "evidence_sets": list(EVIDENCE_SETS),
                "threshold": threshold, "rule": rule_text(threshold),
                "sentence": _summary_sentence(rows, threshold)}
-    data = {"features": f"vaelab evaluation classifier ({clf_info['test_accuracy']:.4f} test accuracy)",
-            "classifier": clf_info, "n_train": int(train_idx.numel()), "n_test": int(test_idx.numel()),
+    data = {"features": space.name, "feature_kind": space.kind, "feature_space": space.describe(),
+            "n_train": int(train_idx.numel()), "n_test": int(test_idx.numel()),
             "test_baseline": baseline, "sets": rows, "c_t": {k: r["c_t"] for k, r in rows.items()},
             "copying": copying}
     params = {"n": n, "train_points": int(train_idx.numel()), "cells": int(km.n_clusters), "min_cell": min_cell,
-              "threshold": threshold, "seed": seed}
+              "threshold": threshold,
+              "features": space.kind if space.kind in ("classifier", "contrastive") else space.name, "seed": seed}
     return AnalysisResult("memorisation", params, data, arrays)
 
 
@@ -285,7 +290,8 @@ def plot(result: AnalysisResult, save) -> None:
         ax.hist(np.clip(a[f"nn_{name}"], 0, top), bins=bins, density=True, histtype="step", lw=1.8,
                 color="#C44E52" if r["flagged"] else "#4C72B0", label=f"{name} (authentic {r['authentic_share']:.0%})")
         ax.set_title(f"{TITLES[name]}: C_T = {r['c_t']:+.1f}" + (" (copying)" if r["flagged"] else ""))
-        ax.set_xlabel("distance to the nearest training image (classifier features)")
+        ax.set_xlabel(f"distance to the nearest training image ({result.data.get('feature_kind', 'classifier')} "
+                      "features)")
         ax.legend(fontsize=8)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")

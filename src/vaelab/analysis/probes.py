@@ -64,6 +64,12 @@ def probes_at(model, data, train_idx, test_idx, seed: int) -> dict[str, float]:
     return {name: probe_accuracy(tr[name], y_tr, te[name], y_te, seed=seed) for name in tr}
 
 
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two models hold exactly the same parameters and buffers."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k].to(sa[k].device)) for k in sa)
+
+
 def linear_probes(subject, *, train_points: int = 10000, test_points: int = 10000, over_training: bool = True,
                   seed: int = 0) -> AnalysisResult:
     """Probe accuracy on mu, [mu, sigma^2] and z, for the model and (from a run) every snapshot over training."""
@@ -75,11 +81,13 @@ def linear_probes(subject, *, train_points: int = 10000, test_points: int = 1000
     final = probes_at(subject.model, data, train_idx, test_idx, seed)
     epochs = []
     run = subject.run
+    final_epoch = subject.source.get("checkpoint_epoch")
     if over_training and run is not None:
         for epoch in run.snapshots():
             model = run.load_model(subject.device, snapshot=epoch)
-            epochs.append({"epoch": epoch, **probes_at(model, data, train_idx, test_idx, seed)})
-    final_epoch = subject.source.get("checkpoint_epoch")
+            # the last snapshot is usually the final checkpoint's weights: the same probes, already measured
+            same = epoch == final_epoch and _same_weights(model, subject.model)
+            epochs.append({"epoch": epoch, **(final if same else probes_at(model, data, train_idx, test_idx, seed))})
     if final_epoch is not None and all(e["epoch"] != final_epoch for e in epochs):
         epochs.append({"epoch": final_epoch, **final})
     # a linear probe on the raw pixels, the baseline document 004 quotes (0.88-0.92 on MNIST)

@@ -44,8 +44,10 @@ def _decision_line(name: str, entry: dict) -> str:
 
 @app.command()
 def doctor(as_json: bool = json_option("the report")):
-    """Show this machine (CPU model and flags, cores, threads, torch) and every precision and compile decision its
-    probes cached here, with the ratio that decided it, its interval, when it was taken and under what load."""
+    """Show this machine and the precision and compile decisions its probes cached here.
+
+    The machine: CPU model and flags, cores, threads, torch. Each decision: what it chose, the ratio that decided
+    it, its interval, when it was taken and under what load."""
     report = machine_report(("precision", COMPILE_CACHE))
     if as_json:
         typer.echo(json.dumps(report, indent=2))

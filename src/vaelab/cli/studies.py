@@ -58,6 +58,7 @@ def study(name: Optional[str] = typer.Argument(None, help="A built-in study (see
           progress: Optional[bool] = progress_option(),
           ):
     """Run a study: a grid of runs and the analyses that compare them, ending in OUT/NAME/report.html.
+
     Re-running skips finished runs and resumes interrupted ones."""
     if list_:
         _list_studies()
@@ -96,17 +97,20 @@ def report(folder: Path = typer.Argument(..., help="A study folder (OUT/NAME).")
 def reproduction_cmd(folder: Path = typer.Argument(..., help="A finished study folder (OUT/NAME)."),
                      to: Path = typer.Option(Path("docs/reproductions"), "--to",
                                              help="The folder of reproductions (a page per study, and an index).")):
-    """Keep a finished study as a reproduction: TO/<document>-<study>/README.md with its scorecard, findings and
-    figures (PNG), and how it was made (commands, machine, wall time, peak memory, vaelab version); rewrites
-    TO/README.md, the index."""
+    """Keep a finished study as a reproduction: a page with its scorecard, findings and figures.
+
+    Writes TO/<document>-<study>/README.md with the scorecard, findings and figures (PNG), and how the study was made
+    (commands, machine, wall time, peak memory, vaelab version); rewrites TO/README.md, the index."""
     typer.echo(f"reproduction: {write_reproduction(folder, to)}")
 
 
 @app.command("scorecard")
 def scorecard_cmd(folder: Path = typer.Argument(..., help="A study folder (OUT/NAME)."),
                   as_json: bool = json_option("the outcomes")):
-    """Check the document's claims against a study's runs: per claim the document's figure or number, vaelab's
-    measurement with its 95% interval over seeds, and the outcome (held, did not hold, or inconclusive and why)."""
+    """Check the document's claims against a study's runs: held, did not hold, or inconclusive.
+
+    Per claim: the document's figure or number, vaelab's measurement with its 95% interval over seeds, and the
+    outcome (held, did not hold, or inconclusive and why)."""
     view = open_study(folder)
     outcomes = scorecard(folder, view)
     if as_json:

@@ -9,10 +9,10 @@ from typing import Optional
 import typer
 
 from vaelab.analysis import Subject, from_model, from_run
-from vaelab.analysis.adapters import DECODER_OUTPUTS, DEFAULT_GAUSSIAN_STD, TorchOptions, open_model
+from vaelab.analysis.adapters import DECODER_OUTPUTS, DEFAULT_GAUSSIAN_STD, ModelSource, TorchOptions
+from vaelab.analysis.adapters.sources import absolute_where
 from vaelab.cli.base import err, fail
 from vaelab.cli.run_options import Device
-from vaelab.data import load_dataset
 from vaelab.models.likelihoods import LIKELIHOODS
 from vaelab.trainer import resolve_device
 
@@ -57,8 +57,8 @@ def data_option() -> Optional[str]:
                         "measured on (any name `vaelab data list` shows).")
 
 
-def input_range_option() -> str:
-    return typer.Option("0,1", "--input-range", metavar="LOW,HIGH", help="--model: the pixel range the model "
+def input_range_option(default: Optional[str] = "0,1") -> Optional[str]:
+    return typer.Option(default, "--input-range", metavar="LOW,HIGH", help="--model: the pixel range the model "
                         "was trained on, e.g. -1,1; vaelab maps its [0, 1] images there and the decoder's means back.")
 
 
@@ -72,14 +72,14 @@ def decoder_output_option() -> Optional[str]:
                         " (default: logits for a Bernoulli likelihood, mean for a Gaussian one).")
 
 
-def gaussian_std_option() -> float:
-    return typer.Option(DEFAULT_GAUSSIAN_STD, "--gaussian-std", help="--model/--diffusers: the Gaussian likelihood's "
+def gaussian_std_option(default: Optional[float] = DEFAULT_GAUSSIAN_STD) -> Optional[float]:
+    return typer.Option(default, "--gaussian-std", help="--model/--diffusers: the Gaussian likelihood's "
                         "pixel noise std, in [0, 1] pixel units.")
 
 
-def clamp_output_option() -> bool:
-    return typer.Option(False, "--clamp-output", help="--model: clip decoded means to --input-range (as a sampling "
-                        "pipeline does) instead of refusing means outside it.")
+def clamp_output_option(default: Optional[bool] = False) -> Optional[bool]:
+    return typer.Option(default, "--clamp-output/--no-clamp-output", help="--model: clip decoded means to "
+                        "--input-range (as a sampling pipeline does) instead of refusing means outside it.")
 
 
 def out_option() -> Optional[Path]:
@@ -98,21 +98,27 @@ def parse_range(text: str) -> tuple[float, float]:
     return value
 
 
-def _open_model_subject(sources: dict[str, Optional[object]], data: Optional[str], options: TorchOptions,
-                        out: Optional[Path], device: Device) -> Subject:  # type: ignore[valid-type]
-    """The subject of --model / --diffusers / --pythae (exactly one given) on the dataset --data."""
-    (kind, where), = sources.items()
+def check_options(options: TorchOptions) -> None:
+    """One line for a --likelihood or --decoder-output that is not one of the accepted names."""
     if options.likelihood is not None and options.likelihood not in LIKELIHOODS:
         fail(f"--likelihood {options.likelihood!r} is not one of {', '.join(LIKELIHOODS)}")
     if options.decoder_output is not None and options.decoder_output not in DECODER_OUTPUTS:
         fail(f"--decoder-output {options.decoder_output!r} is not one of {', '.join(DECODER_OUTPUTS)}")
+
+
+def _open_model_subject(sources: dict[str, Optional[object]], data: Optional[str], options: TorchOptions,
+                        out: Optional[Path], device: Device) -> Subject:  # type: ignore[valid-type]
+    """The subject of --model / --diffusers / --pythae (exactly one given) on the dataset --data; how the model was
+    opened is kept in OUT/model-source.json, so `vaelab sample OUT` opens it again."""
+    (kind, where), = sources.items()
+    check_options(options)
     if data is None:
         fail(f"--{kind} needs --data NAME, the dataset to measure the model on (see `vaelab data list`)")
-    dataset = load_dataset(data)
-    model, name = open_model(kind, str(where), dataset.image_shape, device=resolve_device(device.value),
-                             options=options, gaussian_std=options.gaussian_std, probe=dataset.x_train[:PROBE_IMAGES])
+    source = ModelSource(kind, absolute_where(kind, str(where)), data, options)
+    model, name, dataset = source.open(resolve_device(device.value), PROBE_IMAGES)
     out_dir = out if out is not None else Path(f"{name}-analysis")
     err(f"analysing {kind} {where} (latent {tuple(model.latent_shape)}) on {data}; results in {out_dir}")
+    source.save(out_dir)
     return from_model(model, dataset, name=name, out_dir=out_dir)
 
 

@@ -1,15 +1,13 @@
-"""Runs: `vaelab train`, `vaelab resume` and `vaelab info`."""
+"""Training runs: `vaelab train` and `vaelab resume`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
 
 from vaelab import trainer
-from vaelab.analysis.framework.runner import saved_results
-from vaelab.cli.base import app, fail, json_option, progress_option
+from vaelab.cli.base import app, fail, progress_option
 from vaelab.cli.run_options import YAML_ONLY_HELP, Device, run_option, run_updates
 from vaelab.config import RunConfig, override
 from vaelab.errors import RunInterrupted, TrainingDiverged
@@ -85,36 +83,3 @@ def resume_cmd(run: Path = typer.Argument(..., help="The run directory, e.g. run
                progress: Optional[bool] = progress_option("Progress bar.")):
     """Continue an interrupted run from its newest valid checkpoint."""
     _run_training(lambda: trainer.resume(run, epochs=epochs, progress=progress))
-
-
-@app.command()
-def info(run: Path = typer.Argument(..., help="The run directory."),
-         as_json: bool = json_option("the summary")):
-    """Summarise a run: status, config, last metrics, active dimensions, checkpoints."""
-    r = Run(run)
-    s = r.summary()
-    if as_json:
-        typer.echo(json.dumps(s, indent=2))
-        return
-    c = r.config
-    st = s["status"]
-    typer.echo(f"run {r.path}  [{st.get('state')}]" + (f"  reason: {st['reason']}" if st.get("reason") else ""))
-    arch = c.model.arch or (f"{c.model.network} hidden {c.model.hidden}" if c.model.network == "mlp" else
-                            f"{c.model.network} channels {c.model.conv_channels}")
-    typer.echo(f"  data {c.data.name} ({c.data.pixels})   model {arch}, latent {c.model.latent_dim if c.model.network != 'conv-spatial' else 'C=' + str(c.model.latent_channels)}, "
-               f"{c.model.posterior} posterior, {c.model.likelihood} likelihood, "
-               + ("N(0, I) prior" if c.model.prior == "standard" else f"{c.model.prior} prior (K={c.model.prior_components})"))
-    obj = c.objective
-    extra = f", alpha {obj.alpha}" if obj.alpha is not None else ""
-    typer.echo(f"  objective {obj.name} (K={obj.samples}{extra})   epochs {s['epochs_done']}/{s['epochs_planned']}, {s['seconds']:.1f}s")
-    last = s["last"]
-    if last:
-        typer.echo(f"  test loss {last['test_loss']:.3f}  train loss {last['train_loss']:.3f}  "
-                   f"test reconstruction {-last['test_recon']:.3f}  test KL {last['test_kl']:.3f}")
-    kl = s.get("kl_per_dim")
-    if kl:
-        typer.echo(f"  active dimensions (KL > {kl['threshold']}): {kl['active']}/{kl['dims']}; KL per dim min {kl['min']:.3g} "
-                   f"median {kl['median']:.3g} max {kl['max']:.3g}")
-    typer.echo(f"  checkpoints at epochs {s['checkpoints']}" + (f"; snapshots {s['snapshots']}" if s["snapshots"] else ""))
-    for decl, result, params in saved_results(r.path):
-        typer.echo(f"  {decl.name}: " + "\n    ".join(decl.summary_lines(result, params) or ["(no headline numbers)"]))

@@ -96,7 +96,7 @@ def _execute(task: RunTask) -> dict[str, Any]:
                 time.sleep(LOCK_WAIT_S)  # another study is training this run: wait, then look again
         if task.tracking:
             log_run(Run(run_dir), task.tracking)
-        _analyse(run_dir, task.analyses)
+        _analyse(run_dir, task.analyses, "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     except TrainingDiverged as exc:
         return _row(task, run_dir, "failed", str(exc), t0, trained)
     except (RunInterrupted, StorageError):  # Ctrl-C, or a disk that cannot take more: the study stops here
@@ -106,7 +106,8 @@ def _execute(task: RunTask) -> dict[str, Any]:
     return _row(task, run_dir, "finished", "", t0, trained)
 
 
-def _analyse(run_dir: Path, analyses: dict[str, dict[str, Any]]) -> None:
+def _analyse(run_dir: Path, analyses: dict[str, dict[str, Any]], device: str = "cpu") -> None:
+    """The study's analyses of one run, on ``device`` (a study on a GPU analyses its runs there too)."""
     if not analyses:
         return
     subject = None
@@ -114,7 +115,7 @@ def _analyse(run_dir: Path, analyses: dict[str, dict[str, Any]]) -> None:
         name = declaration(name).name  # (a study may say diagnose)
         saved = run_dir / "analysis" / f"{name}.json"
         if subject is None:
-            subject = from_run(run_dir)
+            subject = from_run(run_dir, device=device)
         if saved.exists():
             try:
                 old = json.loads(saved.read_text())

@@ -1,12 +1,15 @@
 """Models named on the command line, opened and adapted: ``FILE.py:FACTORY`` (a plain PyTorch model), a diffusers
-``save_pretrained`` folder, a pythae folder. Every way one can be wrong (a missing file, a factory that raises or
-returns something else, a folder of another model, outputs of the wrong shape or range) is one
-:class:`vaelab.errors.RunError` line naming what was wrong and what is accepted."""
+``save_pretrained`` folder, a pythae folder; and :class:`ModelSource`, how one was opened, kept as
+``model-source.json`` beside its results so that it can be opened again. Every way one can be wrong (a missing
+file, a factory that raises or returns something else, a folder of another model, outputs of the wrong shape or
+range, a remembered file that has gone) is one :class:`vaelab.errors.RunError` line naming what was wrong and what is
+accepted."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,9 @@ import torch
 from vaelab.analysis.adapters.diffusers import from_diffusers, load_diffusers
 from vaelab.analysis.adapters.plain import DEFAULT_GAUSSIAN_STD, TorchModelAdapter, check_model, first_line, from_torch
 from vaelab.analysis.adapters.pythae import from_pythae, load_pythae
-from vaelab.errors import RunError
+from vaelab.data import Dataset, load_dataset
+from vaelab.errors import RunError, VaelabError
+from vaelab.fileio import atomic_write_json
 
 FACTORY_ACCEPTS = ("a module with encode(x) and decode(z) methods, a pair (encoder, decoder) of callables, or a "
                    "model already adapted (vaelab.analysis.adapters.from_torch)")
@@ -125,3 +130,81 @@ def open_model(kind: str, where: str, image_shape: tuple[int, int, int], *, devi
     if kind == "pythae":
         return check_model(from_pythae(load_pythae(where, device)), probe), name
     raise RunError(f"model kind {kind!r} is not one of {', '.join(MODEL_KINDS)}")
+
+
+# --- how a model was opened, remembered beside its results so `vaelab sample OUT` can open it again --------------
+SOURCE_FILE = "model-source.json"  # in a --model/--diffusers/--pythae model's output folder
+SOURCE_FORMAT = 1
+FLAGS = {"model": "--model FILE.py:FACTORY", "diffusers": "--diffusers DIR", "pythae": "--pythae DIR"}
+
+
+def absolute_where(kind: str, where: str | Path) -> str:
+    """``where`` with its file or folder made absolute (FILE.py:FACTORY keeps its factory), so it holds from any
+    working folder."""
+    if kind == "model":
+        path, factory = parse_factory(str(where))
+        return f"{path.resolve()}:{factory}"
+    return str(Path(where).resolve())
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How a model vaelab did not train was opened: ``kind`` (one of :data:`MODEL_KINDS`), ``where`` (FILE.py:FACTORY
+    or a folder, absolute), the dataset ``data`` it was measured on, and the :class:`TorchOptions`. ``origin``: the
+    file it was read from, when it was (named in errors)."""
+
+    kind: str
+    where: str
+    data: str
+    options: TorchOptions = TorchOptions()
+    origin: Path | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict:
+        return {"format": SOURCE_FORMAT, "kind": self.kind, "where": self.where, "data": self.data,
+                "options": {**asdict(self.options), "input_range": list(self.options.input_range)}}
+
+    def save(self, folder: str | Path) -> Path:
+        """FOLDER/model-source.json, written atomically; returns its path."""
+        path = Path(folder) / SOURCE_FILE
+        atomic_write_json(path, self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ModelSource | None":
+        """What FOLDER/model-source.json remembers; None when there is no such file."""
+        path = Path(folder) / SOURCE_FILE
+        if not path.is_file():
+            return None
+        try:
+            meta = json.loads(path.read_text())
+            options = dict(meta["options"])
+            options["input_range"] = tuple(float(v) for v in options["input_range"])
+            source = cls(str(meta["kind"]), str(meta["where"]), str(meta["data"]), TorchOptions(**options), path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{path} is not a model source vaelab wrote ({type(exc).__name__}: {first_line(exc)}); "
+                           f"give the model again with {', '.join(FLAGS.values())} and --data NAME") from None
+        if meta.get("format") != SOURCE_FORMAT or source.kind not in MODEL_KINDS:
+            raise RunError(f"{path} has format {meta.get('format')!r} and kind {source.kind!r}; this vaelab reads "
+                           f"format {SOURCE_FORMAT} with kind {' | '.join(MODEL_KINDS)}")
+        return source
+
+    def check_remembered(self) -> None:
+        """One line when the file or folder a model-source.json remembers has gone (before anything is loaded)."""
+        path = parse_factory(self.where)[0] if self.kind == "model" else Path(self.where)
+        if self.origin is None or (path.is_file() if self.kind == "model" else path.is_dir()):
+            return
+        raise RunError(f"{self.origin} remembers --{self.kind} {self.where}, but {path} is no longer there; give the "
+                       f"model again with {FLAGS[self.kind]} (and --data NAME when it changed)")
+
+    def open(self, device: torch.device | str = "cpu", probe_images: int = 64) -> tuple[Any, str, Dataset]:
+        """(the adapted model, its name, the dataset it is measured on), checked on ``probe_images`` training images."""
+        self.check_remembered()
+        try:
+            dataset = load_dataset(self.data)
+        except VaelabError as exc:
+            if self.origin is None:
+                raise
+            raise type(exc)(f"{self.origin} remembers --data {self.data}: {exc}") from None
+        model, name = open_model(self.kind, self.where, dataset.image_shape, device=device, options=self.options,
+                                 gaussian_std=self.options.gaussian_std, probe=dataset.x_train[:probe_images])
+        return model, name, dataset

@@ -171,7 +171,7 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
              "FD, KID, precision/recall, density/coverage per sampler (prior, q(z), interventions, fixes)", (
                  H("fd_{key}", "fd.*", "FD of {key} samples", "low", ("prior", "ex-post-gmm", "two-stage")),)),
     Analysis("memorisation", "memorisation", "memorisation",
-             "data-copying test and authenticity of samples and reconstructions (classifier features)", (
+             "data-copying test and authenticity of samples and reconstructions (classifier or label-free features)", (
                  H("copying_ct_{key}", "c_t.*", "data-copying C_T of {key} (< {threshold:g} flags copying)",
                    keys=("prior", "reconstruction-test")),), ("copying.sentence",)),
     Analysis("probes", "probes", "linear_probes",

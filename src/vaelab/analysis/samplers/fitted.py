@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +34,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from sklearn.mixture import GaussianMixture
 
+from vaelab.analysis.adapters.sources import SOURCE_FILE, ModelSource
 from vaelab.analysis.framework.common import decode_means, generator
 from vaelab.analysis.framework.subject import Subject, from_model, from_run
 from vaelab.analysis.samplers.catalogue import FIXES, SAMPLERS
@@ -213,33 +215,72 @@ def default_sampler(path: str | Path) -> str:
     return best if best in SAVEABLE else "ex-post-gmm"
 
 
-def open_fix(path: str | Path, name: str, *, log: Callable[[str], None] = lambda m: None) -> FittedSampler:
+def remembered_source(path: str | Path) -> ModelSource | None:
+    """How the model of a diagnosis output folder (or of a fix saved in one, OUT/fixes/NAME) was opened, from its
+    model-source.json; None when there is none (a run directory, a fix saved elsewhere)."""
+    path = Path(path)
+    inside = path.parent.parent if path.parent.name == FIXES_FOLDER.name else None
+    for folder in (path, inside):
+        if folder is not None and (folder / SOURCE_FILE).is_file():
+            return ModelSource.load(folder)
+    return None
+
+
+def with_model(fitted: FittedSampler, source: ModelSource, device: str | torch.device) -> FittedSampler:
+    """``fitted`` with the model ``source`` opens, which must have the latent the fix was fitted on."""
+    model, _, _ = source.open(device)
+    dim = math.prod(int(s) for s in model.latent_shape)
+    if dim != fitted.latent_dim:
+        raise RunError(f"--{source.kind} {source.where} has a latent of {dim} dimensions {tuple(model.latent_shape)}, "
+                       f"but the {fitted.name} fix was fitted on {fitted.latent_dim}; give the model it was fitted on")
+    fitted.model = model
+    return fitted
+
+
+def open_fix(path: str | Path, name: str, *, log: Callable[[str], None] = lambda m: None,
+             source: ModelSource | None = None, device: str | torch.device = "cpu") -> FittedSampler:
     """The fix ``name`` for ``path``, loaded when it was saved, never refitted then:
 
-    - a saved fix's folder (sampler.json): loaded; no model, so latents only;
     - a run directory: RUN/fixes/NAME loaded with the run's model (newest checkpoint); when the run has none,
       fitted with the quality analysis' defaults and saved there, so the next call loads it;
-    - a diagnosis output folder without a run (fixes/NAME): loaded; no model, so latents only."""
+    - the output folder of a diagnosis of a model vaelab did not train: OUT/fixes/NAME, with the model opened again
+      as OUT/model-source.json remembers (fitted and saved there when missing, as for a run);
+    - a saved fix's folder (sampler.json): loaded, with the model of the diagnosis folder it sits in, if any;
+    - anything without a model (a fix saved elsewhere, a folder without model-source.json): latents only.
+
+    source: open this model instead of the remembered one (not for a run directory, which has its own)."""
     check_saveable(name)
     path = Path(path)
+    if source is not None and (path / "config.yaml").is_file():
+        raise ConfigError(f"{path} is a vaelab run, which decodes with its own model; --{source.kind} goes with the "
+                          "output folder of a --model/--diffusers/--pythae diagnosis or a saved fix")
     if (path / META).is_file():
         fitted = FittedSampler.load(path)
         if fitted.name != name:
             raise ConfigError(f"{path} holds the {fitted.name!r} sampler, not {name!r}")
-        return fitted
+        source = source or remembered_source(path)
+        return with_model(fitted, source, device) if source is not None else fitted
     folder = fix_folder(path, name)
     if not (path / "config.yaml").is_file():
+        source = source or remembered_source(path)
         if (folder / META).is_file():
-            return FittedSampler.load(folder)
-        raise RunError(f"{path} is not a vaelab run, a diagnosis folder with {FIXES_FOLDER / name} or a saved "
-                       f"sampler ({META})")
+            fitted = FittedSampler.load(folder)
+            return with_model(fitted, source, device) if source is not None else fitted
+        if source is None:
+            raise RunError(f"{path} is not a vaelab run, a diagnosis folder with {FIXES_FOLDER / name} or "
+                           f"{SOURCE_FILE}, or a saved sampler ({META})")
+        log(f"{path} has no saved {name}; fitting it now and saving it in {folder}")
+        model, model_name, dataset = source.open(device)
+        fitted = fit_sampler(from_model(model, dataset, name=model_name, out_dir=path), None, name)
+        fitted.save(folder)
+        return fitted
     if not (folder / META).is_file():
         log(f"{path} has no saved {name} (run `vaelab diagnose {path}` to save every fix); fitting it now and "
             f"saving it in {folder}")
         fitted = fit_sampler(path, None, name)
         fitted.save(folder)
         return fitted
-    model, used = Run(path).load_model_and_source("cpu")
+    model, used = Run(path).load_model_and_source(device)
     fitted = FittedSampler.load(folder, model)
     was = fitted.fitted_on.get("source", {}).get("checkpoint_epoch")
     if was is not None and used.get("checkpoint_epoch") != was:
