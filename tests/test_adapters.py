@@ -254,16 +254,6 @@ def model_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_diagnoses_a_plain_pytorch_conv_vae_with_a_spatial_latent(monkeypatch, capsys, model_file, tmp_path):
-    out = tmp_path / "result"
-    code, stdout, stderr = cli(monkeypatch, capsys, "diagnose", "--model", f"{model_file}:make", "--data", "digits",
-                               "--input-range", "-1,1", "--quick", "--out", out)
-    assert code == 0, stderr
-    assert "Conclusion" in stdout and str(out / "analysis" / "diagnosis.json") in stdout
-    diagnosis = json.loads((out / "analysis" / "diagnosis.json").read_text())
-    assert diagnosis["source"]["latent_shape"] == [4, 4, 4] and diagnosis["source"]["input_range"] == [-1.0, 1.0]
-
-
 def test_cli_analyzes_a_pair_factory_and_a_diffusers_folder(monkeypatch, capsys, model_file, tmp_path):
     code, stdout, stderr = cli(monkeypatch, capsys, "analyze", "--model", f"{model_file}:pair", "--data", "digits",
                                "--input-range", "-1,1", "--only", "posterior", "--out", tmp_path / "pair")

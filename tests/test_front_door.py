@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from conftest import run_cli as cli, CONV_VAE_MODULE as CONV_VAE
+from conftest import CONV_VAE_MODULE as CONV_VAE
+from conftest import run_cli as cli
 from vaelab.analysis.adapters import SOURCE_FILE
 from vaelab.analysis.samplers import SAVEABLE, FittedSampler, fix_folder
 
@@ -63,6 +65,9 @@ def test_a_plain_pytorch_conv_vae_is_diagnosed_then_sampled_from_its_folder(tmp_
                                "--input-range", "-1,1", "--quick", "--out", "D")
     assert code == 0, stderr
     assert "Conclusion" in stdout and "saved the fitted fixes" in stderr
+    assert str(Path("D") / "analysis" / "diagnosis.json") in stdout and "diagnosis.html" in stdout
+    diagnosis = json.loads((tmp_path / "D" / "analysis" / "diagnosis.json").read_text())
+    assert diagnosis["source"]["latent_shape"] == [4, 4, 4] and diagnosis["source"]["input_range"] == [-1.0, 1.0]
     remembered = json.loads((tmp_path / "D" / SOURCE_FILE).read_text())
     assert remembered["kind"] == "model" and remembered["where"] == f"{tmp_path / 'model.py'}:make"
     assert remembered["data"] == "digits" and remembered["options"]["input_range"] == [-1.0, 1.0]
