@@ -20,6 +20,12 @@ from vaelab.analysis.adapters import (SOURCE_FILE, ModelSource, TorchModelAdapte
 from vaelab.data import load_dataset
 from vaelab.errors import RunError
 
+
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path_factory, monkeypatch):
+    """The evaluation classifier and the data cache go to this session's folder, never the user's."""
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 D = 3
 

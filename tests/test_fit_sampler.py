@@ -26,6 +26,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FIT_POINTS = 600  # codes each fit sees: enough for a 4-d latent, fast
 
 
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path_factory, monkeypatch):
+    """The evaluation classifier and the data cache go to this session's folder, never the user's."""
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from vaelab.trainer import train

@@ -20,8 +20,13 @@ from conftest import run_cli as cli
 from vaelab.analysis.adapters import SOURCE_FILE
 from vaelab.analysis.samplers import SAVEABLE, FittedSampler, fix_folder
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path_factory, monkeypatch):
+    """The evaluation classifier and the data cache go to this session's folder, never the user's."""
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 def grid_size(n: int, h: int, w: int, pad: int = 1) -> tuple[int, int]:
