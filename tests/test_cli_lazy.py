@@ -67,11 +67,11 @@ def test_top_level_help_reads_the_table_alone():
     assert all(" ".join(entry.help.split()) in text for entry in COMMANDS.values())
 
 
-@pytest.mark.parametrize("args, loaded", [(["train", "--help"], {"torch", "vaelab.cli.train"}),
-                                          (["data", "list"], {"torch", "vaelab.cli.data"})])
-def test_a_command_imports_its_own_module_and_not_the_analyses(args, loaded):
+@pytest.mark.parametrize("args, loaded, absent", [(["train", "--help"], {"torch", "vaelab.cli.train"}, set()),
+                                                  (["data", "list"], {"vaelab.cli.data"}, {"torch"})])
+def test_a_command_imports_its_own_module_and_not_the_analyses(args, loaded, absent):
     proc, imported = started(*args)
-    assert proc.stdout and not {"sklearn", "matplotlib"} & set(imported), imported
+    assert proc.stdout and not ({"sklearn", "matplotlib"} | absent) & set(imported), imported
     assert loaded <= set(imported) and {"vaelab.cli.analysis", "vaelab.cli.studies"}.isdisjoint(imported)
 
 

@@ -7,9 +7,9 @@ from typing import Any, Optional
 import typer
 
 from vaelab.cli.base import app, err
-from vaelab.data import DATASETS, add_dataset, data_root, dataset_spec, fetch_dataset, is_present, known_datasets
-from vaelab.data.sources import sources_for
-from vaelab.data.user import LAYOUTS
+from vaelab.data.registry import DATASETS, data_root, dataset_spec, is_present, known_datasets
+from vaelab.data.sources import fetch_dataset, sources_for
+from vaelab.data.user import LAYOUTS, add_dataset
 
 data_app = typer.Typer(help="Datasets: list, fetch (with checksums), info, add your own.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

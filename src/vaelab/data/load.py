@@ -187,13 +187,3 @@ def load_dataset(name: str, root=None, train_size: int | None = None, test_size:
     if train_size is not None or test_size is not None:
         data = data.subset(train_size, test_size)
     return data
-
-
-def is_present(name: str, root=None) -> bool:
-    spec = dataset_spec(name, root)
-    if spec.embedded:
-        return True
-    if spec.user:
-        return all((data_root(root) / spec.name / f).exists() for f in spec.checksums)
-    folder = data_root(root) / spec.name
-    return all((folder / f.name).exists() for f in spec.files.values())

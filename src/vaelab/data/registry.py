@@ -158,3 +158,14 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
         return Path(root).expanduser()
     env = os.environ.get("VAELAB_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "vaelab"
+
+
+def is_present(name: str, root=None) -> bool:
+    """Whether dataset ``name``'s files are in the data folder (an embedded one always is)."""
+    spec = dataset_spec(name, root)
+    if spec.embedded:
+        return True
+    if spec.user:
+        return all((data_root(root) / spec.name / f).exists() for f in spec.checksums)
+    folder = data_root(root) / spec.name
+    return all((folder / f.name).exists() for f in spec.files.values())

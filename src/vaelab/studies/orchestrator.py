@@ -22,7 +22,7 @@ from typing import Any, Callable
 import yaml
 from tqdm.auto import tqdm
 
-from vaelab.data.load import is_present
+from vaelab.data.registry import is_present
 from vaelab.errors import DataError
 from vaelab.fileio import atomic_write_text, make_dirs, remove_stale_temporaries
 from vaelab.precision import resolve_auto
