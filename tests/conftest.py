@@ -2,6 +2,7 @@ import math
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +165,11 @@ def headless_chromium(width: int, height: int):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=opts)
+
+
+def keep_screenshot(driver, name: str) -> None:
+    """Save the browser's screenshot to tests/out/NAME for a person to look at (and check it is not blank)."""
+    out = Path(__file__).parent / "out"
+    out.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(out / name))
+    assert (out / name).stat().st_size > 10_000

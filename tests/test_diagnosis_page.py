@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 import vaelab
-from conftest import tiny_config, headless_chromium, needs_chromium
+from conftest import tiny_config, headless_chromium, keep_screenshot, needs_chromium
 from vaelab.analysis import from_model, memorisation, prior_gap, quality
 from vaelab.analysis.adapters import from_torch
 from vaelab.analysis.framework.common import AnalysisResult
@@ -232,9 +232,6 @@ def test_the_page_loads_in_headless_chromium_from_file_without_errors(run_page):
         assert conclusion.text.startswith("Conclusion:") and conclusion.location["y"] < 400  # the first thing seen
         resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert [r for r in resources if not r.startswith("data:")] == []  # nothing fetched
-        out = Path(__file__).parent / "out"
-        out.mkdir(exist_ok=True)
-        assert driver.save_screenshot(str(out / "diagnosis.png"))
-        assert (out / "diagnosis.png").stat().st_size > 10_000
+        keep_screenshot(driver, "diagnosis.png")
     finally:
         driver.quit()

@@ -1,10 +1,9 @@
 """The report in a real browser: headless Chromium loads it with no console errors, sorts the table, and a screenshot
 is saved (tests/out/report.png) for a person to look at."""
-from pathlib import Path
 
 import pytest
 
-from conftest import headless_chromium, needs_chromium
+from conftest import headless_chromium, keep_screenshot, needs_chromium
 from vaelab.studies.pools import LocalExecutor
 from vaelab.report import run_study
 from vaelab.studies.spec import load_study
@@ -40,9 +39,6 @@ def test_report_loads_in_headless_chromium_without_console_errors(tmp_path):
         values = [float(tr.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-value"))
                   for tr in driver.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")]
         assert values == sorted(values)
-        out = Path(__file__).parent / "out"
-        out.mkdir(exist_ok=True)
-        assert driver.save_screenshot(str(out / "report.png"))
-        assert (out / "report.png").stat().st_size > 10_000
+        keep_screenshot(driver, "report.png")
     finally:
         driver.quit()
