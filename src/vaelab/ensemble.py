@@ -263,15 +263,18 @@ def train_ensemble(configs: list[RunConfig], out: str | Path = "runs", *, datase
 def common_checkpoint(run_dirs: list[Path]) -> int | None:
     """When the members' newest valid checkpoints are of different epochs (the process was killed between the
     members' checkpoint writes), the newest epoch at which every member has a valid whole-epoch checkpoint (the store
-    keeps two), so they resume together, vectorised, exactly as an uninterrupted ensemble; else None (they agree, or
-    there is no such epoch: then they train one by one)."""
+    keeps two), so they resume together, vectorised, exactly as an uninterrupted ensemble; 0 when some member has no
+    valid checkpoint yet (killed during the first epoch's writes: they all start again, together); else None (they
+    agree, or there is no such epoch: then they train one by one)."""
     stores = [CheckpointStore(d / "checkpoints") for d in run_dirs]
     newest = [next((e for e in s.epochs() if s.verify(e) is None), None) for s in stores]
-    if None in newest or len(set(newest)) == 1:
+    if len(set(newest)) == 1:
         return None
+    if None in newest:
+        return 0
     epoch = min(newest)
     for store in stores:
-        loaded = store.load(epoch)
+        loaded = store.load(epoch) if store.verify(epoch) is None else None
         if loaded is None or loaded[1].get("partial"):
             return None
     return epoch

@@ -121,7 +121,7 @@ def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None,
         stop: StopRequest | None, step_function: Callable[[list[Member], Objective, int], StepFunction],
         precision_probe: dict | None = None, at_epoch: int | None = None) -> None:
     """Train the runs ``configs`` (equal but for their seeds; one for an ordinary run) into ``run_dirs``, each from
-    its newest valid checkpoint (or from its checkpoint of ``at_epoch``), with the step function
+    its newest valid checkpoint (or from its checkpoint of ``at_epoch``; 0: from the start), with the step function
     ``step_function(members, objective, steps_left)`` builds (steps_left: the optimizer steps still to train).
     ``log``: where the lines go (default: stderr)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -179,6 +179,9 @@ def _load_member(config: RunConfig, run_dir: Path, device: torch.device, image_s
     for line in member.store.recover():  # what a killed writer left behind
         log(f"{run_dir}: {line}")
     remove_stale_temporaries(run_dir)
+    if at_epoch == 0:  # (vaelab.ensemble.common_checkpoint: another member of its group has no checkpoint yet)
+        log(f"{run_dir}: starts again from epoch 0 with its group (another member has no checkpoint yet)")
+        return member
     had_checkpoints = bool(member.store.epochs())
     loaded = member.store.load(at_epoch, map_location=device, warn=lambda m: log(f"warning: {m}"))
     if loaded is None:
