@@ -70,6 +70,7 @@ def test_builtin_study_at_tiny_scale(name, tmp_path):
         assert "diagnosis" in _report_sections(html) and html.count('<div class="verdict">') == len(planned)
     if name == "fixes":  # the figures' sentences on which fix wins where reach the findings
         assert "lowest FD" in html and "highest log-likelihood" in html
+        assert "FD (classifier features; lower is better)" in html  # the digits have labels
 
 
 def test_fixes_winner_needs_a_lead_beyond_the_seeds_spread():
@@ -299,3 +300,22 @@ def test_probes_reuse_the_final_probes_for_the_identical_last_snapshot(tmp_path,
         fresh = original(run.load_model(snapshot=epoch), subject.data, idx["train"], idx["test"], 0)
         assert result.data["over_training"][epoch // 2 - 1] == {"epoch": epoch, **fresh}
     assert not probes._same_weights(run.load_model(snapshot=2), subject.model)
+
+
+def test_study_captions_name_the_feature_space_their_runs_measured_fd_in(tmp_path):
+    import json
+
+    from vaelab.studies.view import StudyView
+
+    def quality(run, kind):
+        folder = tmp_path / "runs" / run / "analysis"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "quality.json").write_text(json.dumps({"result": {"feature_kind": kind}}))
+
+    rows = [{"run": "a", "status": "finished"}, {"run": "b", "status": "finished"}, {"run": "c", "status": "failed"}]
+    view = StudyView(tmp_path, spec=None, rows=rows)
+    assert view.features() == "classifier features"  # nothing measured yet: the default space
+    quality("a", "contrastive"), quality("b", "contrastive"), quality("c", "classifier")
+    assert view.features() == "contrastive features"  # a failed run's leftovers do not count
+    quality("b", "classifier")
+    assert view.features() == "classifier features or contrastive features"

@@ -159,7 +159,7 @@ def fixes(view: StudyView, **_) -> list[Figure]:
         ax.set_xlabel("FD to test images (lower is better)")
     return _finish(view, fig, drawn, notes, "fixes", "no run has FD numbers (the quality analysis)",
                    "Which fix gives the best samples, per model",
-                   "FD (evaluation-classifier features; lower is better) of each fix's samples, one panel per model "
+                   f"FD ({view.features()}; lower is better) of each fix's samples, one panel per model "
                    "setting: the bar is the mean over seeds, the whisker one standard deviation, the dots the seeds. "
                    "Orange: fixes of training (the standard prior is the baseline, then the VampPrior and KL warm-up, "
                    "each sampled from its own prior); blue, marked *: fixes fitted after training to the standard-prior "

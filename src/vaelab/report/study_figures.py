@@ -78,8 +78,8 @@ def headline(view: StudyView, **_) -> list[Figure]:
                                 ("fd_prior", "FD of prior samples"), ("fd_ex-post-gmm", "FD of ex-post GMM samples"),
                                 ("log_likelihood", "log p(x), importance sampled (nats)")],
                          "headline", "What the paper does not show: usage, sample quality and likelihood",
-                         "Active units, FD (evaluation-classifier features; lower is better) of prior samples and of "
-                         "samples from a Gaussian mixture fitted to the codes, and the test log-likelihood.")
+                         f"Active units, FD ({view.features()}; lower is better) of prior samples and of samples "
+                         "from a Gaussian mixture fitted to the codes, and the test log-likelihood.")
 
 
 def gap_vs_key(view: StudyView, **_) -> list[Figure]:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import yaml
 from pydantic import ValidationError
 
+from vaelab.analysis.quality import feature_label
 from vaelab.errors import ConfigError, RunError
 from vaelab.plotting import pyplot, save_figure
 from vaelab.studies import theorem
@@ -54,6 +55,12 @@ class StudyView(StudyResults):
                 seen.add(key)
                 out.append(r)
         return out
+
+    def features(self) -> str:
+        """What the runs' FDs were measured in, for captions ("classifier features", "contrastive features"; joined
+        with "or" where the runs differ), read from their quality results."""
+        labels = sorted({feature_label(self.analysis(r, "quality") or {}) for r in self.finished()})
+        return " or ".join(labels) or feature_label({})
 
     def first_seed_with_latent(self, accept: Callable[[int], bool]) -> list[dict]:
         """first_seed() runs whose latent dimension (from their posterior analysis) passes ``accept``."""
