@@ -70,7 +70,7 @@ def test_builtin_study_at_tiny_scale(name, tmp_path):
         assert "diagnosis" in _report_sections(html) and html.count('<div class="verdict">') == len(planned)
     if name == "fixes":  # the figures' sentences on which fix wins where reach the findings
         assert "lowest FD" in html and "highest log-likelihood" in html
-        assert "FD (classifier features; lower is better)" in html  # the digits have labels
+        assert "FD (classifier features; lower is better)" in html and "in classifier features, mean" in html
 
 
 def test_fixes_winner_needs_a_lead_beyond_the_seeds_spread():

@@ -252,7 +252,7 @@ def fixes_tradeoffs(view: StudyView, **_) -> list[Figure]:
     return _finish(view, fig, drawn, notes, "fixes-tradeoffs", "no run has precision/recall, log-likelihood or active "
                    "units", "What each fix trades: precision, recall, likelihood, usage",
                    "Left: precision (the share of samples that fall near real test images) against recall (the share of "
-                   "test images with a sample near them), in the evaluation classifier's features, mean and sd over "
+                   f"test images with a sample near them), in {view.features()}, mean and sd over "
                    "seeds; up and right is better, and the real training images (the star, or in words when off the "
                    "zoomed axes) show what real data reaches. A fix that moves right covers more of the data, one that "
                    "moves up makes fewer strange samples; a collapsed model sits top left: one image, near the data, "
