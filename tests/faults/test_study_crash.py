@@ -61,10 +61,10 @@ def _epochs_done(runs: Path) -> list[int]:
 
 
 def differences(got: list[dict], want: list[dict]) -> list[tuple]:
-    """Cells that differ. Numbers may differ in float32 rounding only (relative 1e-5): a vectorised group whose
-    members were killed at different points with no common checkpoint (vaelab.ensemble.common_checkpoint) resumes
-    them one by one, and a separate run equals a vectorised member to float precision, not bit for bit; everything
-    else must be equal."""
+    """Cells that differ. A killed vectorised group resumes together (vaelab.ensemble.common_checkpoint: from the
+    members' common checkpoint, or from the start when one had none yet), so its numbers come out bit-identical; the
+    relative 1e-5 left for numbers covers a member trained one by one after all (one that diverged), which equals a
+    vectorised member to float precision, not bit for bit. Everything else must be equal."""
     out = [("rows", [g["run"] for g in got], [w["run"] for w in want])] if len(got) != len(want) else []
     for g, w in zip(got, want):
         for key in sorted(set(g) | set(w)):
