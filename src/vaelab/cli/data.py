@@ -70,7 +70,8 @@ def data_info(name: str = name_argument(),
 @data_app.command("add")
 def data_add(name: str = typer.Argument(..., help="The new dataset's name (lower-case letters, digits, . _ -)."),
              source: Path = typer.Argument(..., help="A folder of PNG/JPEG images (one subfolder per class, optional), "
-                                                     "an .npz (x [y], or x_train x_test [y_train y_test]) or an .npy."),
+                                                     "an .npz (x and optional y, or x_train, x_test and optional "
+                                                     "y_train, y_test) or an .npy."),
              test_fraction: str = typer.Option("1/6", "--test-fraction",
                                                help="Share of the images held out for testing (stratified by class "
                                                     "when labelled); ignored when the .npz gives x_test."),

@@ -7,8 +7,8 @@ N(mu(x), s^2 I), q(z), the two interventions and the three fixes, then the two f
 training images), each with its FD; the aggregate posterior's spectrum against the prior's; the memorisation figure;
 the thresholds, the saved fixes and every figure of the analyses the diagnosis ran. The grids are the images the
 quality analysis decoded and measured (analysis/quality.npz: the first 64 of the n whose FD it reports), so a grid
-and its FD are the same samples and nothing is refitted; without a quality result (data with no labels has no
-evaluation classifier) they are the samples analysis' images, shown without FD.
+and its FD are the same samples and nothing is refitted; without a quality result (the analysis did not run or did
+not apply) they are the samples analysis' images, shown without FD.
 
 A saved result is read only when it is this diagnosis': it ran with the diagnosis' settings and seed, and the numbers
 it shares with the diagnosis' table are the table's (an analysis that did not apply leaves an older file unread). An

@@ -181,9 +181,9 @@ class TorchModelAdapter(nn.Module):
         mu, logvar, kind = posterior_parameters(self.encoder_fn(x))
         b = x.shape[0]
         if logvar is None:
-            return GaussianPosterior(self._flat("encode", mu, b, f"posterior means ({kind})"), None)
-        mu = self._flat("encode (mu)", mu, b, f"posterior means ({kind})")
-        logvar = self._flat("encode (logvar)", logvar, b, f"posterior log-variances ({kind})")
+            return GaussianPosterior(self._flat("encode", mu, b, f"posterior means, from {kind}"), None)
+        mu = self._flat("encode (mu)", mu, b, f"posterior means, from {kind}")
+        logvar = self._flat("encode (logvar)", logvar, b, f"posterior log-variances, from {kind}")
         return GaussianPosterior(mu, logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
