@@ -302,6 +302,19 @@ def test_probes_reuse_the_final_probes_for_the_identical_last_snapshot(tmp_path,
     assert not probes._same_weights(run.load_model(snapshot=2), subject.model)
 
 
+def test_fixes_fd_table_gives_every_fix_a_t_interval_over_its_seeds():
+    from vaelab.studies.fixes import Stat, fd_table_sentence
+
+    # values m - s, m, m + s: mean m, sd s; the 95% t interval is m +- t(0.975, 2) s / sqrt(3), t = 4.3027
+    stats = {"standard": Stat((585.0, 590.0, 595.0)), "ex-post-gmm": Stat((278.0, 283.0, 288.0)),
+             "vamp": Stat((402.0,))}
+    text = fd_table_sentence("at latent 800", stats, Stat((273.0, 275.0, 277.0)))
+    # half-widths 4.3027 x 5 / sqrt(3) = 12.42 and 4.3027 x 2 / sqrt(3) = 4.97, shown to two digits of the width
+    assert text == ("FD at latent 800, mean and 95% interval over 1 to 3 seeds: the ex-post GMM 283 [271, 295]; the "
+                    "VampPrior 402 (one seed); the standard prior 590 [578, 602]; q(z) itself 275.0 [270.0, 280.0]."), text
+    assert fd_table_sentence("at latent 800", {}, None) is None
+
+
 def test_study_captions_name_the_feature_space_their_runs_measured_fd_in(tmp_path):
     import json
 

@@ -10,7 +10,8 @@ from matplotlib.ticker import MaxNLocator
 
 from vaelab.plotting import pyplot
 from vaelab.studies.fixes import (FIXES, FLOOR, REAL, TRAINED, TRAINING, Fix, Ranking, Stat, collapsed, collect,
-                                  decide, fd_of, fd_sentence, fd_stats, runs_of, settings, short, tradeoff_sentence)
+                                  decide, fd_of, fd_sentence, fd_stats, fd_table_sentence, runs_of, settings, short,
+                                  tradeoff_sentence)
 from vaelab.studies.view import Figure, StudyView
 from vaelab.studies.view import save_view_figure as _save
 
@@ -149,6 +150,7 @@ def fixes(view: StudyView, **_) -> list[Figure]:
         _missing(notes, "fixes", title, stats, FIXES, "FD")
         decision = decide(stats)
         add_finding(view, fd_sentence(where, stats, floor))
+        add_finding(view, fd_table_sentence(where, stats, floor))
         drawn |= bool(stats)
         _bars(ax, view, setting, {**stats, **({FLOOR.name: floor} if floor else {})}, decision,
               collapsed(view.rows, setting))

@@ -20,6 +20,7 @@ from typing import Callable, Literal
 
 from vaelab.analysis.samplers.catalogue import CATALOGUE
 from vaelab.analysis.samplers.catalogue import FIXES as SAMPLER_FIXES
+from vaelab.studies import intervals
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,24 @@ def fd_sentence(where: str, stats: dict[str, Stat], floor: Stat | None) -> str |
     if floor is not None:
         parts.append(f"q(z) itself reaches {floor.text()}")
     return "; ".join(p for p in parts if p) + "."
+
+
+def fd_table_sentence(where: str, stats: dict[str, Stat], floor: Stat | None) -> str | None:
+    """'FD at latent 800, mean and 95% interval over 3 seeds: the ex-post GMM 283 [270, 296], ...; q(z) itself ...':
+    every fix's FD from the lowest mean up, each with its Student t interval over seeds (its value alone, marked, for a
+    fix with one seed)."""
+    if not stats:
+        return None
+
+    def shown(stat: Stat) -> str:
+        interval = intervals.mean(stat.values)
+        return interval.text() if interval else f"{stat.mean:.4g} (one seed)"
+
+    seeds = sorted({s.n for s in stats.values()})
+    over = f"{seeds[0]} seeds" if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]} seeds"
+    parts = [f"{words(name)} {shown(stat)}" for name, stat in sorted(stats.items(), key=lambda kv: kv[1].mean)]
+    text = f"FD {where}, mean and 95% interval over {over}: " + "; ".join(parts)
+    return text + (f"; q(z) itself {shown(floor)}." if floor is not None else ".")
 
 
 def tradeoff_sentence(where: str, ll: dict[str, Stat], prec: dict[str, Stat], rec: dict[str, Stat],
