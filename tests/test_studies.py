@@ -144,6 +144,7 @@ def test_a_failing_run_is_reported_and_the_study_goes_on(tmp_path, monkeypatch):
     assert "loss became nan at epoch 1, step 3" in html and "2 failed" in html
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray at a time (the crash test kills a Ray worker by its name)
 def test_ray_executor_on_a_local_ray_instance(tmp_path):
     pytest.importorskip("ray")
     from vaelab.studies.pools import RayExecutor

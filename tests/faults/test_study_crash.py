@@ -164,6 +164,7 @@ def _ray_worker_pids() -> list[int]:
     return pids
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray at a time (the crash test kills a Ray worker by its name)
 def test_a_ray_worker_killed_mid_run_is_retried_and_resumes(tmp_path, reference_table):
     pytest.importorskip("ray")
     proc = _start_and_wait(tmp_path, 2, "--executor", "ray", until=lambda: bool(_ray_worker_pids()))
