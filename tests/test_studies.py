@@ -11,10 +11,12 @@ import pytest
 import yaml
 
 from vaelab.errors import ConfigError
+from vaelab.studies.orchestrator import TimeLeft
 from vaelab.studies.pools import LocalExecutor
 from vaelab.report import run_study
 from vaelab.studies.results import read_results
 from vaelab.studies.spec import builtin_studies, load_study
+from vaelab.studies.tasks import RunTask
 
 
 @pytest.fixture(autouse=True)
@@ -123,6 +125,13 @@ def test_rerun_skips_finished_runs_and_resumes_interrupted(tmp_path):
     shutil.rmtree(newest)
     (victim / "status.json").write_text(json.dumps({"state": "interrupted", "epoch": 2}))
     from vaelab.studies.one_run import execute_run
+
+    # the log's time to go weighs the epochs each run has left: the run finished before says nothing about the pace
+    time_left = TimeLeft([RunTask(p.name, p.config.model_dump(mode="json"), str(folder / "runs"))
+                          for p in spec.expand()])
+    other = next(p.name for p in spec.expand() if p.name != victim.name)
+    assert time_left.left == {victim.name: 1, other: 0}
+    assert time_left.after(other) == "" and time_left.after(victim.name) == ", about 0.0 min to go"
 
     rows = []
     for p in spec.expand():

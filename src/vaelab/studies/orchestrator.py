@@ -26,6 +26,7 @@ from vaelab.data.registry import is_present
 from vaelab.errors import DataError
 from vaelab.fileio import atomic_write_text, make_dirs, remove_stale_temporaries
 from vaelab.precision import resolve_auto
+from vaelab.runs import run_progress
 from vaelab.studies import provenance, theorem
 from vaelab.studies.pools import LocalExecutor
 from vaelab.studies.results import write_results
@@ -116,7 +117,7 @@ def _run_all(spec, tasks, jobs, executor, progress, log) -> list[dict]:
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
     state = {"running": 0, "failed": 0, "done": 0}
-    t0 = time.time()
+    eta = TimeLeft(tasks)
     if show:
         bar = tqdm(total=len(tasks), unit="run", desc=spec.name, file=sys.stderr, dynamic_ncols=True)
 
@@ -132,11 +133,10 @@ def _run_all(spec, tasks, jobs, executor, progress, log) -> list[dict]:
         state["failed"] += row.get("status") != "finished"
         rows[row["run"]] = row
         left = len(tasks) - state["done"]
-        eta = (time.time() - t0) / state["done"] * left
         line = (f"[{state['done']}/{len(tasks)}] {row['run']}: {row.get('status')}"
                 + (f" ({row['reason']})" if row.get("reason") else "")
                 + (f", test loss {row['test_loss']:.3f}" if isinstance(row.get("test_loss"), float) else "")
-                + f"; running {state['running']}, left {left}, about {eta / 60:.1f} min to go")
+                + f"; running {state['running']}, left {left}" + eta.after(row["run"]))
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(f"running {state['running']}, failed {state['failed']}")
@@ -146,3 +146,26 @@ def _run_all(spec, tasks, jobs, executor, progress, log) -> list[dict]:
     if bar is not None:
         bar.close()
     return [rows[t.name] for t in tasks if t.name in rows]
+
+
+class TimeLeft:
+    """The study's time to go, from the epochs this invocation has trained so far: each run weighs the epochs it had
+    left when the invocation started, so runs finished by an earlier invocation (returned at once) and runs resumed
+    near their end do not make the rest look quick. Nothing is promised before a run with epochs to train ends."""
+
+    def __init__(self, tasks: list[RunTask]):
+        self.t0 = time.time()
+        self.left: dict[str, int] = {}
+        for t in tasks:
+            cfg = t.run_config()
+            done = run_progress(Path(t.runs_dir) / cfg.name, cfg.train.epochs).epochs_done
+            self.left[t.name] = cfg.train.epochs - min(cfg.train.epochs, done)
+        self.trained = 0
+
+    def after(self, run: str) -> str:
+        """``run`` has ended: the end of its log line ("" while the pace is unknown)."""
+        self.trained += self.left.pop(run, 0)
+        if not self.trained:
+            return ""
+        seconds = (time.time() - self.t0) / self.trained * sum(self.left.values())
+        return f", about {seconds / 60:.1f} min to go"
