@@ -12,6 +12,22 @@ from vaelab.analysis.adapters import TorchModelAdapter
 os.environ.setdefault("VAELAB_OFFLINE", "1")  # tests never wait on internet mirrors
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets its share of the cores: torch's own default (every core) in every worker
+    oversubscribes the machine (``make test``'s two workers: 145 s against 110 s for tests/test_analysis.py and
+    tests/test_diagnosis_page.py on 2 cores). The share also reaches subprocesses (``OMP_NUM_THREADS``) and the
+    studies that tests run in-process (their executor splits the cores it is told it has)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1 or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    from vaelab.studies import pools
+
+    share = max(1, pools.available_cores() // workers)
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    torch.set_num_threads(share)
+    pools.available_cores = lambda: share
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
