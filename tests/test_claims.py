@@ -67,6 +67,69 @@ def test_intervals_match_textbook_values():
     assert intervals.Interval(0.05, 0.008, 0.092, 2).text(signed=True) == "+0.050 [+0.008, +0.092]"
 
 
+def _exact(mean, sd, n):
+    """n values whose mean and sample sd are exactly ``mean`` and ``sd``: the same estimate and spread at any n."""
+    z = [i - (n - 1) / 2 for i in range(n)]
+    scale = math.sqrt(sum(v * v for v in z) / (n - 1))
+    return [mean + sd * v / scale for v in z]
+
+
+def _seeds_wanted(why):
+    found = re.search(r"about (\d+) seeds per setting would decide it", why)
+    return int(found.group(1)) if found else None
+
+
+def test_the_seeds_an_inconclusive_claim_needs_are_those_at_which_the_rule_decides(tmp_path):
+    """Ground truth: the rule itself, rerun on more seeds with the same estimate and spread. A mean of per-run
+    differences (compare against a number) follows the estimate exactly: decided at the seeds named, not one
+    before."""
+    rule = {"kind": "compare", "metric": "fd_prior", "than": 0.0, "direction": "greater"}
+
+    def decide(n):
+        rows = [{"run": f"r-s{i}", "status": "finished", "seed": i, "fd_prior": v} for i, v in enumerate(_exact(1.0, 2.5, n))]
+        return _decide(tmp_path, rows, rule, grid={}, seeds=list(range(n)))
+
+    three = decide(3)
+    wanted = _seeds_wanted(three.why)
+    assert three.outcome == INCONCLUSIVE and "spans 0" in three.why and wanted is not None, three.why
+    assert f"(3 now: {wanted / 3:.3g}x the runs)" in three.why
+    assert decide(wanted).outcome == HELD and decide(wanted - 1).outcome == INCONCLUSIVE
+    # the solver against the closed form: t(n - 1) sd / sqrt(n) < |mean| first at n = wanted
+    from scipy import stats
+    first = next(n for n in range(3, 200) if stats.t.ppf(0.975, n - 1) * 2.5 / math.sqrt(n) < 1.0)
+    assert wanted == first
+    # an estimate on the line: no number of seeds decides it, and none is named
+    on_line = [{"run": f"r-s{i}", "status": "finished", "seed": i, "fd_prior": v} for i, v in enumerate(_exact(0.0, 1, 3))]
+    flat = _decide(tmp_path, on_line, rule, grid={}, seeds=[0, 1, 2])
+    assert flat.outcome == INCONCLUSIVE and _seeds_wanted(flat.why) is None
+    # one seed: no spread to extrapolate from
+    assert intervals.replicates_to_decide(intervals.Interval(1.0, -1.0, 3.0, 4), 1.0) is None  # no t quantile
+
+
+def test_the_seeds_named_decide_a_trend_and_an_equivalence(tmp_path):
+    """A trend (a slope over four grid points) and a `near` (Welch per pair) with three noisy seeds each name a
+    number of seeds; rerun with that many (same means and spreads), the rule decides, and with one seed fewer it does
+    not (Welch's degrees of freedom are exact here, with equal spreads in both groups)."""
+    means = {2: 100.0, 20: 104.0, 200: 108.0, 800: 112.0}
+
+    def trend(n):  # the seeds scatter so that the slope's residual sd is 12 at any n (means exactly on the line)
+        sd = 12.0 * math.sqrt((4 * n - 2) / (4 * (n - 1)))
+        rows = _grid_rows({x: _exact(m, sd, n) for x, m in means.items()})
+        return _decide(tmp_path, rows, TREND, seeds=list(range(n)))
+
+    wanted = _seeds_wanted(trend(3).why)
+    assert trend(3).outcome == INCONCLUSIVE and wanted and wanted > 3
+    assert trend(wanted).outcome == HELD and trend(wanted - 1).outcome == INCONCLUSIVE
+
+    def near(n):
+        rows = _grid_rows({2: _exact(22.0, 2.0, n), 20: _exact(22.5, 2.0, n)}, "test_recon")
+        return _decide(tmp_path, rows, NEAR, seeds=list(range(n)))
+
+    wanted = _seeds_wanted(near(3).why)
+    assert near(3).outcome == INCONCLUSIVE and wanted and wanted > 3
+    assert near(wanted).outcome == HELD and near(wanted - 1).outcome == INCONCLUSIVE
+
+
 # --- trend ----------------------------------------------------------------------------------------------------
 TREND = {"kind": "trend", "metric": "fd_prior", "over": "model.latent_dim", "direction": "increasing"}
 

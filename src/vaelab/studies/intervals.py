@@ -8,6 +8,9 @@ made up from nothing.
 - :func:`slope`: ordinary least squares slope of y on x, with its t interval (n - 2 degrees of freedom).
 - :func:`sd_ratio`: the ratio of two groups' standard deviations, from the F distribution.
 - :func:`proportion`: Wilson interval of a share of n independent trials.
+
+:func:`replicates_to_decide` reads an interval that spans its line the other way: how many times its replicates
+would narrow it enough to decide, if its estimate and their spread stayed as they are.
 """
 from __future__ import annotations
 
@@ -22,12 +25,14 @@ LEVEL = 0.95
 
 @dataclass(frozen=True)
 class Interval:
-    """An estimate, the ends of its interval and the number of replicates behind it."""
+    """An estimate, the ends of its interval, the number of replicates behind it and the degrees of freedom of its t
+    quantile (None where it has none: a Wilson or F interval, a Monte Carlo standard error)."""
 
     value: float
     low: float
     high: float
     n: int
+    df: float | None = None
 
     def text(self, signed: bool = False, scale: float = 1.0, unit: str = "") -> str:
         """'318 [270, 369]' (``signed``: '+72 [+31, +113]'; ``scale`` and ``unit``: '4.2% [1.0%, 7.5%]'), with as
@@ -75,7 +80,7 @@ def mean(values: Sequence[float]) -> Interval | None:
         return None
     m = sum(values) / n
     half = _t(n - 1) * math.sqrt(_var(values) / n)
-    return Interval(m, m - half, m + half, n)
+    return Interval(m, m - half, m + half, n, n - 1)
 
 
 def difference(a: Sequence[float], b: Sequence[float]) -> Interval | None:
@@ -89,7 +94,7 @@ def difference(a: Sequence[float], b: Sequence[float]) -> Interval | None:
         return Interval(d, d, d, len(a) + len(b))
     df = se2 ** 2 / ((va ** 2 / (len(a) - 1) if va else 0) + (vb ** 2 / (len(b) - 1) if vb else 0))
     half = _t(df) * math.sqrt(se2)
-    return Interval(d, d - half, d + half, len(a) + len(b))
+    return Interval(d, d - half, d + half, len(a) + len(b), df)
 
 
 def slope(xs: Sequence[float], ys: Sequence[float]) -> Interval | None:
@@ -102,7 +107,7 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> Interval | None:
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
     resid = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys))
     half = _t(n - 2) * math.sqrt(resid / (n - 2) / sxx)
-    return Interval(b, b - half, b + half, n)
+    return Interval(b, b - half, b + half, n, n - 2)
 
 
 def sd_ratio(a: Sequence[float], b: Sequence[float]) -> Interval | None:
@@ -123,3 +128,30 @@ def proportion(p: float, n: int) -> Interval:
     centre = (p + q * q / (2 * n)) / (1 + q * q / n)
     half = q * math.sqrt(p * (1 - p) / n + q * q / (4 * n * n)) / (1 + q * q / n)
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
+
+
+MAX_FACTOR = 100.0
+
+
+def replicates_to_decide(iv: Interval, room: float) -> float | None:
+    """The smallest factor f >= 1 by which the replicates behind ``iv`` would have to grow for its half-width to fall
+    below ``room`` (the distance from its estimate to the line that decides it), if the estimate and the replicates'
+    spread stayed as they are: the standard error shrinks as 1/sqrt(f) and the t quantile's degrees of freedom grow
+    by n (f - 1) (exact for a mean and a slope, Welch's nearly so). None where ``iv`` has no t quantile, the estimate
+    sits on the line, or it takes more than MAX_FACTOR."""
+    if iv.df is None or iv.df <= 0 or room <= 0 or not math.isfinite(room):
+        return None
+    half = (iv.high - iv.low) / 2
+
+    def narrower(f: float) -> bool:
+        return half / math.sqrt(f) * _t(iv.df + iv.n * (f - 1)) / _t(iv.df) < room
+
+    if narrower(1.0):
+        return 1.0
+    if not narrower(MAX_FACTOR):
+        return None
+    lo, hi = 1.0, MAX_FACTOR
+    while hi - lo > 1e-3:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if narrower(mid) else (mid, hi)
+    return hi

@@ -4,6 +4,7 @@ that spans the line is inconclusive, and so is one seed (no spread to build an i
 those the claim reads, or a metric or run not measured at this scale."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -16,12 +17,15 @@ OUTCOMES = (HELD, NOT_HELD, INCONCLUSIVE)
 
 @dataclass
 class Decision:
-    """What a rule found: the outcome, vaelab's measurement (with its interval), why, and the deciding interval."""
+    """What a rule found: the outcome, vaelab's measurement (with its interval), why, and the deciding interval;
+    ``more``, for an inconclusive one: how many times its replicates (seeds) would decide it at the same estimate and
+    spread (:func:`vaelab.studies.intervals.replicates_to_decide`)."""
 
     outcome: str
     measurement: str
     why: str = ""
     interval: Optional[Interval] = None
+    more: Optional[float] = None
 
 
 @dataclass
@@ -46,7 +50,8 @@ def side(iv: Interval, direction: str, line: float, what: str) -> Decision:
         return Decision(HELD, what, "", iv)
     if (iv.high <= line) if above else (iv.low >= line):
         return Decision(NOT_HELD, what, f"its 95% interval lies on the other side of {intervals.number(line)}", iv)
-    return Decision(INCONCLUSIVE, what, f"its 95% interval spans {intervals.number(line)}", iv)
+    return Decision(INCONCLUSIVE, what, f"its 95% interval spans {intervals.number(line)}", iv,
+                    intervals.replicates_to_decide(iv, abs(iv.value - line)))
 
 
 def equivalent(iv: Interval, tolerance: float, what: str) -> Decision:
@@ -55,7 +60,8 @@ def equivalent(iv: Interval, tolerance: float, what: str) -> Decision:
         return Decision(HELD, what, f"within the tolerance of {100 * tolerance:g}%", iv)
     if iv.low > tolerance or iv.high < -tolerance:
         return Decision(NOT_HELD, what, f"beyond the tolerance of {100 * tolerance:g}%", iv)
-    return Decision(INCONCLUSIVE, what, f"its 95% interval reaches past the tolerance of {100 * tolerance:g}%", iv)
+    return Decision(INCONCLUSIVE, what, f"its 95% interval reaches past the tolerance of {100 * tolerance:g}%", iv,
+                    intervals.replicates_to_decide(iv, abs(abs(iv.value) - tolerance)))
 
 
 def all_of(parts: list[tuple[str, Decision]], every: bool) -> Decision:
@@ -63,7 +69,7 @@ def all_of(parts: list[tuple[str, Decision]], every: bool) -> Decision:
     setting), so one part that did not hold decides it; otherwise the parts are replicates (runs) that must agree."""
     if len(parts) == 1:
         label, d = parts[0]
-        return Decision(d.outcome, f"{label}: {d.measurement}" if label else d.measurement, d.why, d.interval)
+        return Decision(d.outcome, f"{label}: {d.measurement}" if label else d.measurement, d.why, d.interval, d.more)
     outcomes = [d.outcome for _, d in parts]
     measurement = "; ".join(f"{label}: {d.measurement}" for label, d in parts)
     reasons: dict[str, list[str]] = {}  # why -> the parts it was said of, in order
@@ -77,7 +83,20 @@ def all_of(parts: list[tuple[str, Decision]], every: bool) -> Decision:
     if every and NOT_HELD in outcomes or not every and all(o == NOT_HELD for o in outcomes):
         failed = [label for label, d in parts if d.outcome == NOT_HELD]
         return Decision(NOT_HELD, measurement, f"did not hold for {', '.join(failed)}" + (f": {whys}" if whys else ""))
-    return Decision(INCONCLUSIVE, measurement, (f"held in {held} of {len(parts)}; " if held else "") + whys)
+    open_parts = [d.more for _, d in parts if d.outcome == INCONCLUSIVE]  # every one must be decided
+    more = max(open_parts) if open_parts and None not in open_parts else None
+    return Decision(INCONCLUSIVE, measurement, (f"held in {held} of {len(parts)}; " if held else "") + whys,
+                    more=more)
+
+
+def seeds_sentence(more: Optional[float], seeds: int) -> str:
+    """What would decide an inconclusive claim: 'about 9 seeds per setting would decide it at the estimate and spread
+    measured (3 now: 3x the runs)', or '' where no number of seeds would (or none can be estimated)."""
+    if more is None or seeds < 2:
+        return ""
+    wanted = max(seeds + 1, math.ceil(seeds * more - 1e-9))
+    return (f"about {wanted} seeds per setting would decide it at the estimate and spread measured ({seeds} now: "
+            f"{wanted / seeds:.3g}x the runs)")
 
 
 def outcome_counts(outcomes: list[ClaimOutcome]) -> dict[str, int]:
