@@ -67,9 +67,9 @@ def theorem3_check(dims=THEOREM3_DIMS, sigmas=(1.0, 0.1), mean: float = 0.0, pai
     for sigma in sigmas:
         h = 0.5 * math.log(2 * math.pi * math.e * sigma ** 2)
         for n in dims:
-            # log f_n(Z) = -n/2 log(2 pi sigma^2) - chi^2_n / 2 exactly; draw the chi^2 through the Gaussians
-            chi1 = (rng.standard_normal((pairs, n)) ** 2).sum(1)
-            chi2 = (rng.standard_normal((pairs, n)) ** 2).sum(1)
+            # log f_n(Z) = -n/2 log(2 pi sigma^2) - chi^2_n / 2 exactly, with chi^2_n = |Z - mean|^2 / sigma^2: drawn
+            # from its own law (summing n squared Gaussians per pair took 6 s of every typical-set analysis)
+            chi1, chi2 = rng.chisquare(n, pairs), rng.chisquare(n, pairs)
             base = -0.5 * n * math.log(2 * math.pi * sigma ** 2)
             lf1, lf2 = base - 0.5 * chi1, base - 0.5 * chi2
             hi, lo = np.maximum(lf1, lf2), np.minimum(lf1, lf2)
