@@ -323,6 +323,9 @@ def test_fixes_fd_table_gives_every_fix_a_t_interval_over_its_seeds():
     assert text == ("FD at latent 800, mean and 95% interval over 1 to 3 seeds: the ex-post GMM 283 [271, 295]; the "
                     "VampPrior 402 (one seed); the standard prior 590 [578, 602]; q(z) itself 275.0 [270.0, 280.0]."), text
     assert fd_table_sentence("at latent 800", {}, None) is None
+    # three seeds that scatter widely: t gives 20 +- 24.8, and the interval stops at 0, as FD does
+    assert "the standard prior 20 [0, 45]" in fd_table_sentence("at latent 2", {"standard": Stat((10.0, 20.0, 30.0))},
+                                                                 None)
 
 
 def test_study_captions_name_the_feature_space_their_runs_measured_fd_in(tmp_path):

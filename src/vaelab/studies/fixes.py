@@ -220,13 +220,13 @@ def fd_sentence(where: str, stats: dict[str, Stat], floor: Stat | None) -> str |
 
 def fd_table_sentence(where: str, stats: dict[str, Stat], floor: Stat | None) -> str | None:
     """'FD at latent 800, mean and 95% interval over 3 seeds: the ex-post GMM 283 [270, 296], ...; q(z) itself ...':
-    every fix's FD from the lowest mean up, each with its Student t interval over seeds (its value alone, marked, for a
-    fix with one seed)."""
+    every fix's FD from the lowest mean up, each with its Student t interval over seeds, which stops at 0 (its value
+    alone, marked, for a fix with one seed)."""
     if not stats:
         return None
 
     def shown(stat: Stat) -> str:
-        interval = intervals.mean(stat.values)
+        interval = intervals.mean(stat.values, floor=0.0)  # an FD is never negative
         return interval.text() if interval else f"{stat.mean:.4g} (one seed)"
 
     seeds = sorted({s.n for s in stats.values()})

@@ -73,14 +73,15 @@ def _var(xs: Sequence[float]) -> float:
     return sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
 
 
-def mean(values: Sequence[float]) -> Interval | None:
-    """The mean of ``values`` with its t interval (None for fewer than two)."""
+def mean(values: Sequence[float], floor: float | None = None) -> Interval | None:
+    """The mean of ``values`` with its t interval (None for fewer than two); ``floor``: the least value the quantity
+    can take (0 for a distance), where the interval's lower end stops (its coverage is unchanged)."""
     n = len(values)
     if n < 2:
         return None
     m = sum(values) / n
     half = _t(n - 1) * math.sqrt(_var(values) / n)
-    return Interval(m, m - half, m + half, n, n - 1)
+    return Interval(m, m - half if floor is None else max(floor, m - half), m + half, n, n - 1)
 
 
 def difference(a: Sequence[float], b: Sequence[float]) -> Interval | None:
