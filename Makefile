@@ -36,8 +36,8 @@ browser:
 		else echo "note: chromium is not installed; the browser test will be skipped"; fi; \
 	fi
 
-## Two pytest-xdist workers, each given its share of the cores (tests/conftest.py), fill a 2-core machine (1295 s
-## against 1622 s one at a time, measured); tests that start a local Ray share one worker (xdist_group).
+## Two pytest-xdist workers, each given its share of the cores (tests/conftest.py), fill a 2-core machine: 987 s,
+## against 1295 s when each used every core and 1622 s one at a time; tests that start a local Ray share one worker.
 TEST_WORKERS ?= 2
 test: venv-dev browser
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
