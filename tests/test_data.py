@@ -167,6 +167,11 @@ def test_from_arrays_validates_shapes_and_values():
         Dataset.from_arrays("mine", np.zeros(5), np.arange(5), x[:2], np.arange(2))
     with pytest.raises(DataError, match=r"values in \[0, 1\]"):
         Dataset.from_arrays("mine", x * 255, np.arange(5), x[:2], np.arange(2))
+    for bad in (np.nan, np.inf):  # a non-finite value is named by the range, wherever it sits
+        y = x.copy()
+        y[3, 7, 2] = bad
+        with pytest.raises(DataError, match=rf"finite values in \[0, 1\], got range \[.*, {bad}\]"):
+            Dataset.from_arrays("mine", x, np.arange(5), y, np.arange(5))
 
 
 def test_a_missing_debian_package_is_installed_where_we_may_and_named_where_we_may_not(fake_fashion, monkeypatch, tmp_path):

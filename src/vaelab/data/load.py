@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from vaelab.data.sources import verify_content
 from vaelab.data.user import load_user_arrays
 from vaelab.errors import DataError, NotApplicable
 from vaelab.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from vaelab.numerics import value_range
 
 DIGITS_SPLIT_SEED = 0
 # sha256 of scikit-learn's digits (uint8 images then uint8 labels), so a changed copy is caught
@@ -73,8 +75,9 @@ class Dataset:
                 raise DataError(f"{what} images: expected shape (N, C, H, W) or (N, H, W), got {tuple(x.shape)}")
             if y is not None and y.shape != (x.shape[0],):
                 raise DataError(f"{what} labels: expected shape ({x.shape[0]},), got {tuple(y.shape)}")
-            if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-                raise DataError(f"{what} images: expected finite values in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
+            lo, hi = value_range(x)
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi > 1:
+                raise DataError(f"{what} images: expected finite values in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
             out += [x.contiguous(), y]
         if out[0].shape[1:] != out[2].shape[1:]:
             raise DataError(f"train images are {tuple(out[0].shape[1:])} but test images are {tuple(out[2].shape[1:])}")

@@ -30,6 +30,7 @@ from vaelab.errors import RunError
 from vaelab.models.likelihoods import build_likelihood
 from vaelab.models.posteriors import GaussianPosterior, full_precision
 from vaelab.models.priors import Prior, StandardNormal
+from vaelab.numerics import all_finite
 
 DECODER_OUTPUTS = ("logits", "probs", "mean")
 DEFAULT_GAUSSIAN_STD = 0.1  # from_torch / from_diffusers / the CLI: pixel noise std, in vaelab's [0, 1] units
@@ -49,7 +50,7 @@ def _check(name: str, t, expected_shape: tuple, what: str) -> torch.Tensor:
         raise RunError(f"{name} returned dtype {t.dtype}; expected a floating-point tensor ({what})")
     if tuple(t.shape) != tuple(expected_shape):
         raise RunError(f"{name} returned shape {tuple(t.shape)}; expected {tuple(expected_shape)} ({what})")
-    if not torch.isfinite(t).all():
+    if not all_finite(t):
         bad = int((~torch.isfinite(t)).sum())
         raise RunError(f"{name} returned {bad} non-finite values (NaN or inf) in a tensor of shape {tuple(t.shape)}")
     return t
