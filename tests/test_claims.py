@@ -109,7 +109,7 @@ def test_the_seeds_an_inconclusive_claim_needs_are_those_at_which_the_rule_decid
 def test_the_seeds_named_decide_a_trend_and_an_equivalence(tmp_path):
     """A trend (a slope over four grid points) and a `near` (Welch per pair) with three noisy seeds each name a
     number of seeds; rerun with that many (same means and spreads), the rule decides, and with one seed fewer it does
-    not (Welch's degrees of freedom are exact here, with equal spreads in both groups)."""
+    not."""
     means = {2: 100.0, 20: 104.0, 200: 108.0, 800: 112.0}
 
     def trend(n):  # the seeds scatter so that the slope's residual sd is 12 at any n (means exactly on the line)
@@ -121,13 +121,15 @@ def test_the_seeds_named_decide_a_trend_and_an_equivalence(tmp_path):
     assert trend(3).outcome == INCONCLUSIVE and wanted and wanted > 3
     assert trend(wanted).outcome == HELD and trend(wanted - 1).outcome == INCONCLUSIVE
 
-    def near(n):
-        rows = _grid_rows({2: _exact(22.0, 2.0, n), 20: _exact(22.5, 2.0, n)}, "test_recon")
-        return _decide(tmp_path, rows, NEAR, seeds=list(range(n)))
+    for sds in ((2.0, 2.0), (0.3, 3.0)):  # Welch's degrees of freedom: exact for groups of equal size, any spreads
+        def near(n):
+            rows = _grid_rows({2: _exact(22.0, sds[0], n), 20: _exact(22.5, sds[1], n)}, "test_recon")
+            return _decide(tmp_path, rows, NEAR, seeds=list(range(n)))
 
-    wanted = _seeds_wanted(near(3).why)
-    assert near(3).outcome == INCONCLUSIVE and wanted and wanted > 3
-    assert near(wanted).outcome == HELD and near(wanted - 1).outcome == INCONCLUSIVE
+        three = near(3)
+        wanted = _seeds_wanted(three.why)
+        assert three.outcome == INCONCLUSIVE and wanted and wanted > 3 and three.seeds_to_decide == wanted
+        assert near(wanted).outcome == HELD and near(wanted - 1).outcome == INCONCLUSIVE, sds
 
 
 # --- trend ----------------------------------------------------------------------------------------------------

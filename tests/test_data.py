@@ -167,6 +167,8 @@ def test_from_arrays_validates_shapes_and_values():
         Dataset.from_arrays("mine", np.zeros(5), np.arange(5), x[:2], np.arange(2))
     with pytest.raises(DataError, match=r"values in \[0, 1\]"):
         Dataset.from_arrays("mine", x * 255, np.arange(5), x[:2], np.arange(2))
+    with pytest.raises(DataError, match=r"test images: none \(an empty array\)"):
+        Dataset.from_arrays("mine", x, np.arange(5), x[:0], np.arange(0))
     for bad in (np.nan, np.inf):  # a non-finite value is named by the range, wherever it sits
         y = x.copy()
         y[3, 7, 2] = bad

@@ -13,8 +13,8 @@ def value_range(t: torch.Tensor) -> tuple[float, float]:
     empty."""
     if t.numel() == 0:
         return 0.0, 0.0
-    lo, hi = torch.aminmax(t.detach())
-    return float(lo), float(hi)
+    lo, hi = torch.stack(torch.aminmax(t.detach())).tolist()  # one transfer from a GPU
+    return lo, hi
 
 
 def all_finite(t: torch.Tensor) -> bool:

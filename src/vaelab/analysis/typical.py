@@ -68,7 +68,7 @@ def theorem3_check(dims=THEOREM3_DIMS, sigmas=(1.0, 0.1), mean: float = 0.0, pai
         h = 0.5 * math.log(2 * math.pi * math.e * sigma ** 2)
         for n in dims:
             # log f_n(Z) = -n/2 log(2 pi sigma^2) - chi^2_n / 2 exactly, with chi^2_n = |Z - mean|^2 / sigma^2: drawn
-            # from its own law (summing n squared Gaussians per pair took 6 s of every typical-set analysis)
+            # from its own law (summing n squared Gaussians per pair took seconds of every typical-set analysis)
             chi1, chi2 = rng.chisquare(n, pairs), rng.chisquare(n, pairs)
             base = -0.5 * n * math.log(2 * math.pi * sigma ** 2)
             lf1, lf2 = base - 0.5 * chi1, base - 0.5 * chi2

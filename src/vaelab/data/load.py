@@ -75,6 +75,8 @@ class Dataset:
                 raise DataError(f"{what} images: expected shape (N, C, H, W) or (N, H, W), got {tuple(x.shape)}")
             if y is not None and y.shape != (x.shape[0],):
                 raise DataError(f"{what} labels: expected shape ({x.shape[0]},), got {tuple(y.shape)}")
+            if x.shape[0] == 0:
+                raise DataError(f"{what} images: none (an empty array); expected at least one image")
             lo, hi = value_range(x)
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi > 1:
                 raise DataError(f"{what} images: expected finite values in [0, 1], got range [{lo:.3g}, {hi:.3g}]")

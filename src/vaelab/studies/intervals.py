@@ -25,14 +25,16 @@ LEVEL = 0.95
 
 @dataclass(frozen=True)
 class Interval:
-    """An estimate, the ends of its interval, the number of replicates behind it and the degrees of freedom of its t
-    quantile (None where it has none: a Wilson or F interval, a Monte Carlo standard error)."""
+    """An estimate, the ends of its interval, the number of replicates behind it, the degrees of freedom of its t
+    quantile (None where it has none: a Wilson or F interval, a Monte Carlo standard error) and how many means or
+    coefficients were fitted to the replicates (``fitted``: 1 for a mean, 2 for a slope or two groups' means)."""
 
     value: float
     low: float
     high: float
     n: int
     df: float | None = None
+    fitted: int = 1
 
     def text(self, signed: bool = False, scale: float = 1.0, unit: str = "") -> str:
         """'318 [270, 369]' (``signed``: '+72 [+31, +113]'; ``scale`` and ``unit``: '4.2% [1.0%, 7.5%]'), with as
@@ -95,7 +97,7 @@ def difference(a: Sequence[float], b: Sequence[float]) -> Interval | None:
         return Interval(d, d, d, len(a) + len(b))
     df = se2 ** 2 / ((va ** 2 / (len(a) - 1) if va else 0) + (vb ** 2 / (len(b) - 1) if vb else 0))
     half = _t(df) * math.sqrt(se2)
-    return Interval(d, d - half, d + half, len(a) + len(b), df)
+    return Interval(d, d - half, d + half, len(a) + len(b), df, 2)
 
 
 def slope(xs: Sequence[float], ys: Sequence[float]) -> Interval | None:
@@ -108,7 +110,7 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> Interval | None:
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
     resid = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys))
     half = _t(n - 2) * math.sqrt(resid / (n - 2) / sxx)
-    return Interval(b, b - half, b + half, n, n - 2)
+    return Interval(b, b - half, b + half, n, n - 2, 2)
 
 
 def sd_ratio(a: Sequence[float], b: Sequence[float]) -> Interval | None:
@@ -137,22 +139,22 @@ MAX_FACTOR = 100.0
 def replicates_to_decide(iv: Interval, room: float) -> float | None:
     """The smallest factor f >= 1 by which the replicates behind ``iv`` would have to grow for its half-width to fall
     below ``room`` (the distance from its estimate to the line that decides it), if the estimate and the replicates'
-    spread stayed as they are: the standard error shrinks as 1/sqrt(f) and the t quantile's degrees of freedom grow
-    by n (f - 1) (exact for a mean and a slope, Welch's nearly so). None where ``iv`` has no t quantile, the estimate
-    sits on the line, or it takes more than MAX_FACTOR."""
-    if iv.df is None or iv.df <= 0 or room <= 0 or not math.isfinite(room):
+    spread stayed as they are: the standard error shrinks as 1/sqrt(f) and the t quantile's degrees of freedom
+    become df (f n - fitted) / (n - fitted) (exact for a mean, a slope and Welch's difference of two groups of equal
+    size). None where ``iv`` has no t quantile, the estimate sits on the line, or it takes more than MAX_FACTOR."""
+    if iv.df is None or iv.df <= 0 or iv.n <= iv.fitted or room <= 0 or not math.isfinite(room):
         return None
-    half = (iv.high - iv.low) / 2
+    half = iv.high - iv.value  # the upper half: a lower end may have been stopped at a floor
 
     def narrower(f: float) -> bool:
-        return half / math.sqrt(f) * _t(iv.df + iv.n * (f - 1)) / _t(iv.df) < room
+        return half / math.sqrt(f) * _t(iv.df * (f * iv.n - iv.fitted) / (iv.n - iv.fitted)) / _t(iv.df) < room
 
     if narrower(1.0):
         return 1.0
     if not narrower(MAX_FACTOR):
         return None
     lo, hi = 1.0, MAX_FACTOR
-    while hi - lo > 1e-3:
+    while hi - lo > 1e-9:
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if narrower(mid) else (mid, hi)
     return hi

@@ -30,7 +30,7 @@ from vaelab.errors import RunError
 from vaelab.models.likelihoods import build_likelihood
 from vaelab.models.posteriors import GaussianPosterior, full_precision
 from vaelab.models.priors import Prior, StandardNormal
-from vaelab.numerics import all_finite
+from vaelab.numerics import all_finite, value_range
 
 DECODER_OUTPUTS = ("logits", "probs", "mean")
 DEFAULT_GAUSSIAN_STD = 0.1  # from_torch / from_diffusers / the CLI: pixel noise std, in vaelab's [0, 1] units
@@ -214,7 +214,7 @@ class TorchModelAdapter(nn.Module):
 
     @staticmethod
     def _check_range(out: torch.Tensor, lo: float, hi: float, slack: float, what: str, fix: str) -> None:
-        low, high = float(out.detach().min()), float(out.detach().max())
+        low, high = value_range(out)
         if low < lo - slack or high > hi + slack:
             raise RunError(f"decode returned {what} in [{low:.3g}, {high:.3g}], outside the declared range "
                            f"{_range_text(lo, hi)}; expected {what} in that range: {fix}")

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vaelab.studies.claims.decisions import INCONCLUSIVE, ClaimOutcome, Decision, seeds_sentence
+from vaelab.studies.claims.decisions import INCONCLUSIVE, ClaimOutcome, Decision, seeds_sentence, seeds_wanted
 from vaelab.studies.claims.reader import Reader
 from vaelab.studies.claims.rules import Rule
 from vaelab.studies.results import StudyResults
@@ -47,11 +47,13 @@ def decide_claim(claim: Claim, reader: Reader) -> ClaimOutcome:
         d = claim.rule.decide(reader)
     except Exception as exc:  # noqa: BLE001 - one unreadable claim must not lose the scorecard
         d = Decision(INCONCLUSIVE, "", f"could not be read ({type(exc).__name__}: {exc})")
-    why = d.why
-    if d.outcome == INCONCLUSIVE and (more := seeds_sentence(d.more, len(reader.results.spec.seeds))):
+    why, seeds = d.why, len(reader.results.spec.seeds)
+    wanted = seeds_wanted(d.more, seeds) if d.outcome == INCONCLUSIVE else None
+    if wanted is not None:
+        more = seeds_sentence(d.more, seeds)
         why = f"{why}; {more}" if why else more
     return ClaimOutcome(claim.id, claim.claim, claim.document, d.outcome, d.measurement or "-", why, claim.explains,
-                        d.interval)
+                        d.interval, wanted)
 
 
 def decide_claims(claims: list[Claim], results: StudyResults) -> list[ClaimOutcome]:

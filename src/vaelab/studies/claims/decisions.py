@@ -38,6 +38,7 @@ class ClaimOutcome:
     why: str
     explains: str
     interval: Optional[Interval] = None
+    seeds_to_decide: Optional[int] = None  # inconclusive: the seeds per setting that would decide it (estimated)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -89,12 +90,19 @@ def all_of(parts: list[tuple[str, Decision]], every: bool) -> Decision:
                     more=more)
 
 
+def seeds_wanted(more: Optional[float], seeds: int) -> Optional[int]:
+    """The seeds per setting at which an inconclusive decision would be decided (``more`` times the replicates)."""
+    if more is None or seeds < 2:
+        return None
+    return max(seeds + 1, math.ceil(seeds * more - 1e-6))
+
+
 def seeds_sentence(more: Optional[float], seeds: int) -> str:
     """What would decide an inconclusive claim: 'about 9 seeds per setting would decide it at the estimate and spread
     measured (3 now: 3x the runs)', or '' where no number of seeds would (or none can be estimated)."""
-    if more is None or seeds < 2:
+    wanted = seeds_wanted(more, seeds)
+    if wanted is None:
         return ""
-    wanted = max(seeds + 1, math.ceil(seeds * more - 1e-9))
     return (f"about {wanted} seeds per setting would decide it at the estimate and spread measured ({seeds} now: "
             f"{wanted / seeds:.3g}x the runs)")
 

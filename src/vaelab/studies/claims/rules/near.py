@@ -75,7 +75,7 @@ class Near(RuleBase):
             return Decision(INCONCLUSIVE, shown, "one seed: no spread over seeds to build an interval from")
         pairs = [(g, h, intervals.difference(values[str(h)], values[str(g)]))
                  for i, g in enumerate(grid) for h in grid[i + 1:]]
-        pairs = [(g, h, Interval(iv.value / centre, iv.low / centre, iv.high / centre, iv.n, iv.df)) for g, h, iv in pairs]
+        pairs = [(g, h, Interval(iv.value / centre, iv.low / centre, iv.high / centre, iv.n, iv.df, iv.fitted)) for g, h, iv in pairs]
         verdicts = [(g, h, equivalent(iv, self.tolerance, "")) for g, h, iv in pairs]
         order = {HELD: 0, INCONCLUSIVE: 1, NOT_HELD: 2}
         g, h, worst = max(verdicts, key=lambda t: (order[t[2].outcome], abs(t[2].interval.value)))
