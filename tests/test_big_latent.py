@@ -73,6 +73,8 @@ def test_every_analysis_and_diagnose_run_on_a_65536_unit_latent_within_memory(tm
     assert out["informative_mismatch"] and not out["shell_mismatch"]
     assert out["complement_variance"] == pytest.approx(1.0, abs=0.01)
     assert (tmp_path / "out" / "analysis" / "diagnosis.json").exists()
+    svgs = {p.name: p.stat().st_size for p in (tmp_path / "out" / "figures").glob("*.svg")}
+    assert svgs and max(svgs.values()) < 1_000_000, svgs  # per-unit marks drawn as pixels (vector ones were 7 MB)
 
 
 @pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "

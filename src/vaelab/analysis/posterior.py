@@ -25,6 +25,7 @@ from vaelab.models.priors import prior_of
 from vaelab.plotting import pyplot
 
 MAX_SAVED_CODE_DIMS = 16  # test codes are kept (posterior.npz) for scatter plots up to this latent size
+DENSE_PLOT = 2048  # latent sizes above this draw their per-unit marks as pixels in the SVG figures
 
 
 def mixture_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk: int = 512,
@@ -147,11 +148,12 @@ def plot(result: AnalysisResult, save) -> None:
     r = result.data
     thr = result.params["threshold"]
     d = r["latent_dim"]
+    dense = d > DENSE_PLOT  # one mark per unit: drawn as pixels inside the SVG (65,536 vector marks were 7 MB)
     if r["kl_per_dim"] is not None:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         kl = np.sort(np.asarray(r["kl_per_dim"]))[::-1]
         if d > 512:  # a filled curve: tens of thousands of bars would take minutes to draw
-            ax.fill_between(np.arange(1, d + 1), kl, color="#4C72B0", step="mid")
+            ax.fill_between(np.arange(1, d + 1), kl, color="#4C72B0", step="mid", rasterized=dense)
             ax.set_xscale("log")
         else:
             ax.bar(np.arange(1, d + 1), kl, width=1.0 if d > 60 else 0.8, color="#4C72B0")
@@ -165,8 +167,8 @@ def plot(result: AnalysisResult, save) -> None:
         fig, ax = plt.subplots(figsize=(4.6, 4))
         var_mu, s2 = np.asarray(r["var_mu"]), np.asarray(r["mean_sigma2"])
         active = np.asarray(r["active_mask"])
-        ax.scatter(s2[~active], var_mu[~active], s=12, c="#999999", label="inactive")
-        ax.scatter(s2[active], var_mu[active], s=12, c="#4C72B0", label="active")
+        ax.scatter(s2[~active], var_mu[~active], s=12, c="#999999", label="inactive", rasterized=dense)
+        ax.scatter(s2[active], var_mu[active], s=12, c="#4C72B0", label="active", rasterized=dense)
         ax.axhline(thr, color="#C44E52", ls="--", lw=1)
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_xlabel("E_x[sigma^2(x)] (mean posterior variance)")
