@@ -452,6 +452,38 @@ def test_a_reproduction_page_and_index_from_a_study_folder(tmp_path):
     assert out.returncode == 2 and "not a vaelab study folder" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
+def test_a_reproduction_page_says_what_would_decide_an_open_claim_and_its_cost(tmp_path):
+    """An inconclusive trend that more seeds would decide: the page names the seeds, the runs they add and their
+    worker time at the study's pace, which is the runs' own training (their epochs) and analysis times summed."""
+    from vaelab.report.reproduction import write_reproduction
+    from vaelab.studies.results import write_results
+
+    rows = _grid_rows({2: [100, 130, 85], 20: [118, 95, 140], 200: [125, 150, 110]}, train_seconds=100.0)
+    spec = StudySpec(name="noisy", document="002", grid={"model.latent_dim": [2, 20, 200]}, seeds=[0, 1, 2],
+                     claims=[_claim(TREND, id="rises")])
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    write_results(tmp_path, rows)
+    for row in rows:  # each run's analyses took 300 s: with training, 9 x 400 s = 1 h of worker time
+        folder = tmp_path / "runs" / row["run"] / "analysis"
+        folder.mkdir(parents=True)
+        (folder / "posterior.json").write_text(json.dumps({"result": {}, "seconds": 120.0}))
+        (folder / "quality.json").write_text(json.dumps({"result": {}, "seconds": 180.0}))
+    [outcome] = scorecard(tmp_path)
+    wanted = outcome.seeds_to_decide
+    assert outcome.outcome == INCONCLUSIVE and wanted and wanted > 3
+    text = write_reproduction(tmp_path, tmp_path / "repro").read_text()
+    assert "Compute: 15 min of training and 45 min of analyses" in text, text
+    extra = wanted / 3 - 1
+    hours = extra * 3600 / 3600
+    cost = f"{extra * 60:.0f} min" if extra * 60 < 120 else f"{hours:.1f} h"
+    line = next(x for x in text.splitlines() if x.startswith("- *a claim*"))
+    assert line == (f"- *a claim*: about {wanted} seeds per setting instead of 3, at the estimate and spread measured: "
+                    f"the study with {wanted - 3} more seeds is {round(9 * extra)} more runs, about {cost} of worker "
+                    f"time at this study's pace on this machine.")
+    summary = json.loads((tmp_path / "repro" / "002-noisy" / "reproduction.json").read_text())
+    assert summary["compute_seconds"] == {"training": 900.0, "analyses": 2700.0}
+
+
 @pytest.mark.slow
 def test_a_builtin_study_scorecard_end_to_end(tmp_path, monkeypatch):
     """latent-dim at its tiny scale (one seed): every claim is decided or inconclusive with why, in the report too."""

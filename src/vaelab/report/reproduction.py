@@ -1,7 +1,9 @@
 """`vaelab reproduction DIR`: a finished study kept as a small markdown page with PNG figures, for a folder of
-reproductions (docs/reproductions/ in this repository): the document's claims scored, the headline figures, the
-findings, and how it was made (the commands, the machine, the wall time, the peak memory, the vaelab version, from
-the study's provenance.json). Everything on the page is read from the study folder; nothing is typed by hand.
+reproductions (docs/reproductions/ in this repository): the document's claims scored, what would decide the claims
+left open (the seeds and their cost at the study's pace), the headline figures, the findings, and how it was made
+(the commands, the machine, the wall time, the peak memory, the vaelab version, from the study's provenance.json;
+the compute summed over the runs' own records). Everything on the page is read from the study folder; nothing is
+typed by hand.
 
     TO/<document>-<study>/README.md          the page
     TO/<document>-<study>/reproduction.json  its summary (what the index reads)
@@ -65,6 +67,27 @@ def scorecard_markdown(outcomes: list) -> list[str]:
     return lines
 
 
+def deciding_markdown(outcomes: list, seeds: int, runs: int, compute: float, cpu: str | None) -> list[str]:
+    """What would decide the inconclusive claims that more seeds would decide: per claim, the seeds per setting, the
+    runs they add and their cost at this study's pace (``compute``: its worker-seconds of training and analyses,
+    scaled by the runs added); [] when no claim names a number of seeds."""
+    open_claims = [o for o in outcomes if o.seeds_to_decide]
+    if not open_claims or seeds < 1:
+        return []
+    lines = ["", "### What would decide the open claims", ""]
+    for o in open_claims:
+        extra = o.seeds_to_decide / seeds - 1
+        on = f" ({cpu})" if cpu else ""
+        cost = (f", about {_duration(extra * compute)} of worker time at this study's pace on this machine{on}"
+                if compute > 0 else "")
+        lines.append(f"- *{_cell(o.claim)}*: about {o.seeds_to_decide} seeds per setting instead of {seeds}, at the "
+                     f"estimate and spread measured: the study with {o.seeds_to_decide - seeds} more seeds is "
+                     f"{round(runs * extra)} more runs{cost}.")
+    if len(open_claims) > 1:
+        lines.append("- The largest of these decides every claim above at once (the runs are shared).")
+    return lines
+
+
 def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions") -> Path:
     """Write the reproduction page of the study in ``folder`` under ``to`` (atomically, replacing an older page of
     the same study) and rewrite ``to``'s index; return the page's path."""
@@ -87,11 +110,13 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
         shutil.copyfile(f.png, tmp / Path(f.png).name)
 
     machine = made.get("machine") or {}
+    compute = view.compute_seconds()
     failed = [r["run"] for r in view.rows if r.get("status") != "finished"]
     counts = outcome_counts(outcomes)
     summary = {"study": spec.name, "document": spec.document, "title": spec.title, "scale": spec.scale,
                "runs": len(view.rows), "finished": len(view.finished()), "claims": counts,
-               "seconds": made.get("seconds"), "peak_rss_gb": made.get("peak_rss_gb"), "machine": machine,
+               "seconds": made.get("seconds"), "compute_seconds": compute, "peak_rss_gb": made.get("peak_rss_gb"),
+               "machine": machine,
                "vaelab": made.get("vaelab"), "commands": made.get("commands"), "started": made.get("started"),
                "page": f"{slug}/README.md"}
     doc = f"Document {spec.document}: " if spec.document else ""
@@ -111,6 +136,8 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
                                                                   if (made.get("invocations") or 0) > 1 else "")
               + (f"; peak memory {made['peak_rss_gb']:.1f} GB (largest process)" if made.get("peak_rss_gb") else "")
               + _coverage(made, len(view.rows)),
+              (f"- Compute: {_duration(compute['training'])} of training and {_duration(compute['analyses'])} of "
+               "analyses, summed over the runs' own records (worker time: runs trained side by side each count)"),
               f"- vaelab {made.get('vaelab') or 'version not recorded'}; started {made.get('started') or '?'}; page "
               f"written {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
               f"- Runs: {len(view.rows)}, finished {len(view.finished())}" + (f"; failed: {', '.join(failed)}" if failed
@@ -118,6 +145,8 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
               "", "## Scorecard", "",
               counts_text(counts) + ".", ""]
     lines += scorecard_markdown(outcomes)
+    lines += deciding_markdown(outcomes, len(spec.seeds), len(view.rows), sum(compute.values()),
+                               machine.get("cpu"))
     lines += ["", "## Findings", ""] + [f"- {_cell(s)}" for s in findings(view)]
     if figures:
         lines += ["", "## Figures", ""]

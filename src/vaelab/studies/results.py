@@ -101,6 +101,21 @@ class StudyResults:
     def finished(self) -> list[dict]:
         return [r for r in self.rows if r.get("status") == "finished"]
 
+    def compute_seconds(self) -> dict[str, float]:
+        """The study's compute from the runs' own records, summed over runs: ``training`` (each run's epochs; a run
+        trained in a vectorised group counts its share of the group's time) and ``analyses`` (each saved analysis's
+        time). Runs trained side by side each count, so this is worker-seconds, and it survives invocations that
+        were killed before they could record their wall time."""
+        training = sum(float(r.get("train_seconds") or 0) for r in self.rows)
+        analyses = 0.0
+        for row in self.rows:
+            for path in (self.run_dir(row) / "analysis").glob("*.json"):
+                try:
+                    analyses += float(json.loads(path.read_text()).get("seconds") or 0)
+                except (OSError, ValueError, TypeError, AttributeError):
+                    continue
+        return {"training": training, "analyses": analyses}
+
     def label(self, row) -> str:
         """'variant, latent_dim = 20': the run's place in the study (its name where it has none)."""
         parts = [str(row["variant"])] if row.get("variant") else []
