@@ -466,8 +466,8 @@ def test_a_reproduction_page_says_what_would_decide_an_open_claim_and_its_cost(t
     for row in rows:  # each run's analyses took 300 s: with training, 9 x 400 s = 1 h of worker time
         folder = tmp_path / "runs" / row["run"] / "analysis"
         folder.mkdir(parents=True)
-        (folder / "posterior.json").write_text(json.dumps({"result": {}, "seconds": 120.0}))
-        (folder / "quality.json").write_text(json.dumps({"result": {}, "seconds": 180.0}))
+        (folder / "posterior.json").write_text(json.dumps({"result": {}, "seconds": {"compute": 100.0, "figures": 20.0}}))
+        (folder / "quality.json").write_text(json.dumps({"result": {}, "seconds": {"compute": 180.0}}))
     [outcome] = scorecard(tmp_path)
     wanted = outcome.seeds_to_decide
     assert outcome.outcome == INCONCLUSIVE and wanted and wanted > 3
@@ -509,6 +509,8 @@ def test_a_builtin_study_scorecard_end_to_end(tmp_path, monkeypatch):
     page = tmp_path / "r" / "002-latent-dim-tiny"
     assert {"headline.png", "samples-grid.png", "README.md"} <= {p.name for p in page.iterdir()}
     assert "](headline.png)" in (page / "README.md").read_text()
+    compute = json.loads((page / "reproduction.json").read_text())["compute_seconds"]  # read from what runs wrote
+    assert compute["training"] > 0 and compute["analyses"] > 0
 
 
 def test_provenance_counts_the_runs_an_invocation_trained_from_their_status(tmp_path):

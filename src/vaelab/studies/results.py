@@ -111,10 +111,11 @@ class StudyResults:
         for row in self.rows:
             for path in (self.run_dir(row) / "analysis").glob("*.json"):
                 try:
-                    analyses += float(json.loads(path.read_text()).get("seconds") or 0)
+                    parts = json.loads(path.read_text()).get("seconds") or {}  # {"compute": s, "figures": s}
+                    analyses += sum(float(v) for v in parts.values())
                 except (OSError, ValueError, TypeError, AttributeError):
                     continue
-        return {"training": training, "analyses": analyses}
+        return {"training": round(training, 1), "analyses": round(analyses, 1)}
 
     def label(self, row) -> str:
         """'variant, latent_dim = 20': the run's place in the study (its name where it has none)."""
