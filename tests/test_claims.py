@@ -276,6 +276,18 @@ def test_read_per_run_with_a_margin(tmp_path):
     assert out.outcome == NOT_HELD
 
 
+def test_read_over_many_runs_gives_their_range_and_names_the_runs_that_did_not_hold(tmp_path):
+    rows = _grid_rows({2: [2.0, 3.0, 4.0, 4.5], 20: [5.0, 6.0, 9.5, 7.0]}, metric="test_loss")
+    rule = {"kind": "read", "metric": "test_loss", "than": 1.0, "direction": "greater"}
+    out = _decide(tmp_path, rows, rule)
+    assert out.outcome == HELD and out.measurement == "in 8 runs, test_loss 2.00 to 9.50 vs 1.00 (+100% to +850%)"
+    rows.append({"run": "r-z200-s0", "status": "finished", "model.latent_dim": 200, "seed": 0, "test_loss": 0.5})
+    out = _decide(tmp_path, rows, rule)
+    assert out.outcome == INCONCLUSIVE  # replicates that disagree
+    assert out.measurement == ("in 9 runs, test_loss 0.500 to 9.50 vs 1.00 (-50% to +850%); not held or open in 1: "
+                               "latent_dim = 200, seed 0: test_loss 0.500 vs 1.00 (-50%)")
+
+
 def test_verdict_reads_the_diagnosis(tmp_path):
     rows = [{"run": f"r{i}", "status": "finished", "seed": i} for i in range(2)]
     rule = {"kind": "verdict", "metric": "diagnosis/mismatch_costs", "expect": ["complement", "both"]}

@@ -13,6 +13,9 @@ from vaelab.studies.claims.reader import Reader
 from vaelab.studies.claims.rules.base import Direction, RuleBase
 
 
+LISTED = 6  # up to this many runs, the measurement lists each; above it, their range and the runs that did not hold
+
+
 class Read(RuleBase):
     kind: Literal["read"]
     metric: str
@@ -26,11 +29,12 @@ class Read(RuleBase):
         if missing:
             return missing
         sign = 1 if self.direction == "greater" else -1
-        parts = []
+        parts, read = [], []
         for r in rows:
             a = reader.value(r, self.metric)
             b = reader.value(r, self.than) if isinstance(self.than, str) else self.than
             change = (a - b) / abs(b) if b else math.copysign(math.inf, a - b) if a != b else 0.0
+            read.append((a, b, change))
             shown = f"{reader.name(self.metric)} {intervals.number(a)} vs {intervals.number(b)} ({100 * change:+.0f}%)"
             if sign * change > self.margin:
                 parts.append((reader.label(r), Decision(HELD, shown)))
@@ -42,4 +46,18 @@ class Read(RuleBase):
         than = reader.name(self.than) if isinstance(self.than, str) else intervals.number(self.than)
         d = all_of(parts, every=False)
         rule_text = f"{self.direction} than {than}" + (f" by more than {100 * self.margin:g}%" if self.margin else "")
-        return Decision(d.outcome, d.measurement, f"{rule_text}, read per run" + (f"; {d.why}" if d.why else ""))
+        measurement = d.measurement if len(parts) <= LISTED else self._range(reader, read, parts)
+        return Decision(d.outcome, measurement, f"{rule_text}, read per run" + (f"; {d.why}" if d.why else ""))
+
+    def _range(self, reader: Reader, read: list[tuple[float, float, float]], parts: list[tuple[str, Decision]]) -> str:
+        """Many runs in a few words: 'in 45 runs, geodesic_sigma_rise 4.04 to 9.92 vs 1.00 (+304% to +892%)', then
+        each run that did not hold or is open, by name."""
+        def span(values):
+            low, high = min(values), max(values)
+            return intervals.number(low) if low == high else f"{intervals.number(low)} to {intervals.number(high)}"
+
+        a, b, change = zip(*read)
+        text = (f"in {len(read)} runs, {reader.name(self.metric)} {span(a)} vs {span(b)} "
+                f"({100 * min(change):+.0f}%" + (f" to {100 * max(change):+.0f}%)" if min(change) != max(change) else ")"))
+        odd = [f"{label}: {d.measurement}" for label, d in parts if d.outcome != HELD]
+        return text + (f"; not held or open in {len(odd)}: " + "; ".join(odd) if odd else "")
