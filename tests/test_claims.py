@@ -496,6 +496,41 @@ def test_a_reproduction_page_says_what_would_decide_an_open_claim_and_its_cost(t
     assert summary["compute_seconds"] == {"training": 900.0, "analyses": 2700.0}
 
 
+KILLED_INVOCATION = """
+import json, os, signal, sys, time
+from pathlib import Path
+from vaelab.studies import provenance
+folder = Path(sys.argv[1])
+with provenance.Invocation(folder, heartbeat=0.1):
+    run = folder / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"state": "finished", "updated": time.time()}))
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGKILL)  # no chance to record: only the heartbeat speaks for it
+"""
+
+
+def test_a_killed_study_invocation_still_counts_up_to_its_last_heartbeat(tmp_path):
+    """An invocation killed outright (SIGKILL) leaves the entry its heartbeat last wrote: its wall time to within a
+    heartbeat and the runs it trained; one that ends is recorded complete, and one interrupted incomplete, each once."""
+    from vaelab.studies import provenance
+
+    out = subprocess.run([sys.executable, "-c", KILLED_INVOCATION, str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == -9, out.stderr
+    [killed] = provenance.read(tmp_path)["invocations"]
+    assert killed["running"] and not killed["complete"] and 0.8 <= killed["seconds"] <= 2.0
+    assert killed["runs_trained"] == 1
+    with provenance.Invocation(tmp_path) as invocation:
+        invocation.end(complete=True)
+    with pytest.raises(KeyboardInterrupt), provenance.Invocation(tmp_path):
+        raise KeyboardInterrupt
+    entries = provenance.read(tmp_path)["invocations"]
+    assert [(e["complete"], "running" in e, e["runs_trained"]) for e in entries] == [
+        (False, True, 1), (True, False, 0), (False, False, 0)]
+    made = provenance.summary(tmp_path)
+    assert made["invocations"] == 3 and made["runs_trained"] == 1 and made["seconds"] >= 0.8
+
+
 @pytest.mark.slow
 def test_a_builtin_study_scorecard_end_to_end(tmp_path, monkeypatch):
     """latent-dim at its tiny scale (one seed): every claim is decided or inconclusive with why, in the report too."""

@@ -11,7 +11,6 @@ report.html) is drawn by the report layer: :func:`vaelab.report.run_study` execu
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import signal
 import sys
 import threading
@@ -60,32 +59,25 @@ def execute_study(spec: StudySpec, out: str | Path = "studies", *, executor=None
     planned = spec.expand()
     require_datasets(spec.name, {r.config.data.name for r in planned})  # before any run or folder
     folder = study_dir(out, spec)
-    started, t0, code = dt.datetime.now(dt.timezone.utc), time.perf_counter(), provenance.version()
     make_dirs(folder / "runs")
-    trained_before = provenance.trained_runs(folder)
-    remove_stale_temporaries(folder)  # temporary files of a study that was killed (their writers are gone)
-    atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    # precision auto is decided here, once per model, so every worker and executor trains a model the same way
-    # (not where the runs ask for GPUs: the workers' trainer decides there, on their device)
-    configs, probes = (resolve_auto([r.config for r in planned]) if not spec.gpus_per_run
-                       else ([r.config for r in planned], [None] * len(planned)))
-    tasks = [RunTask(r.name, c.model_dump(mode="json"), str(folder / "runs"), spec.analyses, r.coordinates(),
-                     retry_failed, tracking, probe) for r, c, probe in zip(planned, configs, probes)]
-    executor = executor or LocalExecutor()
-    jobs = group_tasks(tasks) if vectorize else tasks
-    done = False
-    try:
+    with provenance.Invocation(folder) as invocation:  # an interrupted or killed invocation counts too
+        remove_stale_temporaries(folder)  # temporary files of a study that was killed (their writers are gone)
+        atomic_write_text(folder / "study.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        # precision auto is decided here, once per model, so every worker and executor trains a model the same way
+        # (not where the runs ask for GPUs: the workers' trainer decides there, on their device)
+        configs, probes = (resolve_auto([r.config for r in planned]) if not spec.gpus_per_run
+                           else ([r.config for r in planned], [None] * len(planned)))
+        tasks = [RunTask(r.name, c.model_dump(mode="json"), str(folder / "runs"), spec.analyses, r.coordinates(),
+                         retry_failed, tracking, probe) for r, c, probe in zip(planned, configs, probes)]
+        executor = executor or LocalExecutor()
+        jobs = group_tasks(tasks) if vectorize else tasks
         with _terminate_as_interrupt():
             rows = _run_all(spec, tasks, jobs, executor, progress, log)
         write_results(folder, rows)
         theorem.save(folder, spec)
         if finish is not None:
             finish(folder)
-        done = True
-    finally:  # an interrupted invocation counts towards the study's wall time too
-        provenance.record(folder, started, time.perf_counter() - t0,
-                          provenance.newly_trained(trained_before, provenance.trained_runs(folder)),
-                          complete=done, code=code)
+        invocation.end(complete=True)
     return folder
 
 

@@ -6,7 +6,9 @@ the machine and vaelab version it ran on, kept in OUT/<study>/provenance.json so
                       "seconds": 1830.2, "peak_rss_gb": 2.1, "runs_trained": 12, "machine": {...},
                       "vaelab": "0.1.0"}, ...]}
 
-A study resumed after a crash has one invocation per command; its wall time is their sum.
+A study resumed after a crash has one invocation per command; its wall time is their sum. A running invocation
+(:class:`Invocation`) rewrites its entry every minute, so one that is killed outright (SIGKILL, a machine that goes
+away) still counts up to its last minute, and its runs trained so far.
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ import os
 import resource
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ from vaelab.cpu import cpu_signature
 from vaelab.fileio import atomic_write_text
 
 PROVENANCE = "provenance.json"
+HEARTBEAT_S = 60.0  # a running invocation rewrites its entry this often
 
 
 def machine() -> dict[str, Any]:
@@ -93,19 +99,77 @@ def newly_trained(before: dict[str, Any], after: dict[str, Any]) -> int:
     return sum(before.get(name) != when for name, when in after.items())
 
 
+def _entry(started: dt.datetime, seconds: float, runs_trained: int, complete: bool, code: str | None) -> dict[str, Any]:
+    return {"command": command_line(), "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+            "peak_rss_gb": peak_rss_gb(), "runs_trained": runs_trained, "counted_from": "run status",
+            "complete": complete, "machine": machine(), "vaelab": code or version()}
+
+
+def _write(folder: str | Path, entry: dict[str, Any], replace: str | None = None) -> None:
+    """Append ``entry`` to provenance.json, or put it in place of the entry whose id is ``replace`` (atomically)."""
+    data = read(folder)
+    at = next((i for i, e in enumerate(data["invocations"]) if replace and e.get("id") == replace), None)
+    if at is None:
+        data["invocations"].append(entry)
+    else:
+        data["invocations"][at] = entry
+    atomic_write_text(Path(folder) / PROVENANCE, json.dumps(data, indent=2) + "\n")
+
+
 def record(folder: str | Path, started: dt.datetime, seconds: float, runs_trained: int, complete: bool = True,
            code: str | None = None) -> dict[str, Any]:
     """Append this invocation to OUT/<study>/provenance.json (atomically) and return it. ``runs_trained``: how many
     runs' training ended during it (:func:`newly_trained`); ``complete``: the invocation ran to its
     end, results and report written (False for an interrupted one); ``code``: :func:`version` taken when the
     invocation started (the source may change while a long study runs)."""
-    entry = {"command": command_line(), "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
-             "peak_rss_gb": peak_rss_gb(), "runs_trained": runs_trained, "counted_from": "run status",
-             "complete": complete, "machine": machine(), "vaelab": code or version()}
-    data = read(folder)
-    data["invocations"].append(entry)
-    atomic_write_text(Path(folder) / PROVENANCE, json.dumps(data, indent=2) + "\n")
+    entry = _entry(started, seconds, runs_trained, complete, code)
+    _write(folder, entry)
     return entry
+
+
+class Invocation:
+    """This invocation's entry in provenance.json while it runs: written at the start, rewritten every
+    ``heartbeat`` seconds by a daemon thread (wall time, peak memory, runs trained so far, ``"running": true``) and
+    by :meth:`end`. An invocation killed without a chance to record still leaves its last heartbeat."""
+
+    def __init__(self, folder: str | Path, heartbeat: float | None = None):
+        self.folder, self.heartbeat = Path(folder), heartbeat or HEARTBEAT_S
+        self.started, self.t0, self.code = dt.datetime.now(dt.timezone.utc), time.perf_counter(), version()
+        self.trained_before = trained_runs(self.folder)
+        self.id = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Invocation":
+        self._save(complete=False, running=True)
+        self._thread = threading.Thread(target=self._beat, name="vaelab-provenance", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.end(complete=False)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            self._save(complete=False, running=True)
+
+    def _save(self, complete: bool, running: bool) -> dict[str, Any]:
+        with self._lock:
+            entry = _entry(self.started, time.perf_counter() - self.t0,
+                           newly_trained(self.trained_before, trained_runs(self.folder)), complete, self.code)
+            entry = {"id": self.id, **entry, **({"running": True} if running else {})}
+            _write(self.folder, entry, replace=self.id)
+            return entry
+
+    def end(self, complete: bool) -> dict[str, Any] | None:
+        """Stop the heartbeat and write the final entry (once; ``complete``: results and report written)."""
+        if self._stop.is_set():
+            return None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return self._save(complete=complete, running=False)
 
 
 def summary(folder: str | Path) -> dict[str, Any]:
