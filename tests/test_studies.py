@@ -256,6 +256,45 @@ def test_two_studies_on_one_output_directory_train_each_run_once(tmp_path):
     assert [r["status"] for r in rows] == ["finished", "finished"]
 
 
+def test_where_a_study_stands_while_it_is_stopped_part_way(tmp_path):
+    """`vaelab info STUDY`: finished, interrupted, in training (its lock held) and not started runs; the training left
+    is each run's own median epoch time times its epochs left, and a run not started takes its other seed's pace."""
+    from vaelab.runs import Run, RunLock
+    from vaelab.studies.progress import study_standing
+
+    spec_file = tmp_path / "stand.yaml"
+    spec_file.write_text(yaml.safe_dump({"name": "stand", "base": {"data": {"name": "digits"}, "model": {"hidden": [32]},
+                                                                   "train": {"epochs": 3, "batch_size": 128}},
+                                         "grid": {"model.latent_dim": [2, 4]}, "seeds": [0, 1], "analyses": {}}))
+    spec = load_study(spec_file)
+    folder = run_study(spec, tmp_path / "out", executor=LocalExecutor(workers=1), progress=False, report=False,
+                       log=lambda m: None)
+    names = [p.name for p in spec.expand()]  # z2-s0, z2-s1, z4-s0, z4-s1
+    runs = folder / "runs"
+    interrupted, training, gone = runs / names[0], runs / names[2], runs / names[3]
+    shutil.rmtree(sorted((interrupted / "checkpoints").glob("epoch-*"))[-1])  # as a crash leaves it: 2 of 3 epochs
+    (interrupted / "status.json").write_text(json.dumps({"state": "interrupted", "epoch": 2}))
+    (training / "status.json").write_text(json.dumps({"state": "running", "epoch": 3}))
+    shutil.rmtree(sorted((training / "checkpoints").glob("epoch-*"))[-1])
+    shutil.rmtree(gone)
+    with RunLock(training):
+        standing = study_standing(folder)
+        out = subprocess.run([sys.executable, "-m", "vaelab", "info", str(folder)], capture_output=True, text=True)
+    assert [r.state for r in standing.runs] == ["interrupted", "finished", "training", "not started"]
+    assert [r.epochs_done for r in standing.runs] == [2, 3, 2, 0]
+    own = [sorted(m["seconds"] for m in Run(runs / n).metrics)[1] for n in names[:3]]  # the median of 3 epochs
+    # 1 epoch at its own pace, 1 at its own, 3 at its seed's
+    assert standing.left_seconds == pytest.approx(own[0] * 1 + own[2] * 1 + own[2] * 3, rel=1e-9)
+    assert standing.no_pace == []
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "4 runs" in text and "1 finished, 1 training, 1 interrupted, 1 not started" in text
+    assert "epochs trained 7 of 12" in text and "training: latent_dim = 4 at epoch 2/3" in text
+    assert "interrupted: latent_dim = 2 at epoch 2/3" in text and "of training left" in text
+    assert json.loads(subprocess.run([sys.executable, "-m", "vaelab", "info", str(folder), "--json"],
+                                     capture_output=True, text=True).stdout)["counts"]["interrupted"] == 2  # unlocked
+
+
 def test_seeds_of_a_study_are_vectorised_and_match_separate_runs(tmp_path):
     spec_file = tmp_path / "seeds.yaml"
     spec_file.write_text(yaml.safe_dump({"name": "seeds", "base": {"data": {"name": "digits"}, "model": {"hidden": [64]},

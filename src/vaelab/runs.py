@@ -198,6 +198,23 @@ class RunLock:
             self.fh.close()
 
 
+def lock_holder(run_dir: str | os.PathLike) -> str | None:
+    """Who holds the run's lock now ("process 123"), i.e. is training it; None when nobody does (or it has no lock
+    file). Takes the lock for a moment and gives it back."""
+    path = Path(run_dir) / ".lock"
+    try:
+        fh = open(path)
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "another process"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return None
+
+
 class Run:
     """A run directory opened for reading: its config, status, metrics and model."""
 
@@ -225,6 +242,12 @@ class Run:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    @staticmethod
+    def train_seconds(metrics: list[dict[str, Any]]) -> float:
+        """The training time of a run's metrics rows: its epochs' seconds summed (a vectorised run's are its share of
+        its group's)."""
+        return round(sum(m.get("seconds", 0.0) for m in metrics), 2)
 
     def load_model(self, device: str | torch.device = "cpu", epoch: int | None = None, snapshot: int | None = None):
         """The trained VAE (eval mode) from the newest valid checkpoint, a given checkpoint epoch, or a snapshot."""
@@ -262,7 +285,7 @@ class Run:
             "epochs_planned": self.config.train.epochs,
             "last": {k: v for k, v in last.items() if k != "kl_per_dim"},
             "kl_per_dim": last.get("kl_per_dim"),
-            "seconds": round(sum(m.get("seconds", 0.0) for m in metrics), 2),
+            "seconds": self.train_seconds(metrics),
             "checkpoints": self.checkpoints.epochs(),
             "snapshots": self.snapshots(),
         }

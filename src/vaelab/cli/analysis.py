@@ -1,5 +1,5 @@
 """Measuring a trained model: `vaelab analyze`, `vaelab diagnose`, and `vaelab info` (a run's summary with the
-headline numbers of its saved analyses)."""
+headline numbers of its saved analyses, or where a study stands)."""
 from __future__ import annotations
 
 import functools
@@ -25,6 +25,7 @@ from vaelab.cli.subjects import (clamp_output_option, data_option, decoder_outpu
                                  model_option, open_subject, out_option, parse_range, pythae_option)
 from vaelab.report import write_diagnosis_page
 from vaelab.runs import Run
+from vaelab.studies.progress import standing_lines, study_standing
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,16 @@ def diagnose(measured: Measured,
 
 
 @app.command()
-def info(run: Path = typer.Argument(..., help="The run directory."),
+def info(run: Path = typer.Argument(..., help="A run directory, or a study folder (where the study stands)."),
          as_json: bool = json_option("the summary")):
-    """Summarise a run: status, config, last metrics, active dimensions, checkpoints, analyses."""
+    """Summarise a run (status, config, last metrics, checkpoints, analyses), or where a study stands.
+
+    Given a study folder: its runs' states and epochs, the runs training now, its compute so far and the training
+    left at the runs' own pace, while it runs or after it stopped."""
+    if (run / "study.yaml").is_file():
+        standing = study_standing(run)
+        typer.echo(json.dumps(standing.to_json(), indent=2) if as_json else "\n".join(standing_lines(standing)))
+        return
     r = Run(run)
     s = r.summary()
     if as_json:

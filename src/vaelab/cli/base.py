@@ -42,7 +42,8 @@ COMMANDS: dict[str, CommandRow] = {
     "resume": CommandRow("vaelab.cli.train",
                         "Continue an interrupted run from its newest valid checkpoint."),
     "info": CommandRow("vaelab.cli.analysis",
-                        "Summarise a run: status, config, last metrics, active dimensions, checkpoints, analyses."),
+                        "Summarise a run (status, config, last metrics, checkpoints, analyses), or where a study "
+                        "stands."),
     "analyze": CommandRow("vaelab.cli.analysis",
                         "Measure a trained model's latent space with each analysis (--list shows them)."),
     "diagnose": CommandRow("vaelab.cli.analysis",

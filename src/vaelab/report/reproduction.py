@@ -23,6 +23,7 @@ from vaelab.fileio import atomic_write_text, make_dirs
 from vaelab.report.catalogue import draw
 from vaelab.report.html import findings
 from vaelab.studies import provenance
+from vaelab.studies.provenance import duration
 from vaelab.studies.claims import counts_text, outcome_counts
 from vaelab.studies.scorecard import scorecard
 from vaelab.studies.view import open_study
@@ -34,13 +35,6 @@ MAX_ANIMATION_BYTES = 1 << 20  # animations (GIF) larger than this stay in the s
 def _cell(text: Any) -> str:
     """Text for one markdown table cell (pipes escaped, one line)."""
     return " ".join(str(text or "").split()).replace("|", "\\|")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "not recorded"
-    minutes = seconds / 60
-    return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def _coverage(made: dict, runs: int) -> str:
@@ -78,7 +72,7 @@ def deciding_markdown(outcomes: list, seeds: int, runs: int, compute: float, cpu
     for o in open_claims:
         extra = o.seeds_to_decide / seeds - 1
         on = f" ({cpu})" if cpu else ""
-        cost = (f", about {_duration(extra * compute)} of worker time at this study's pace on this machine{on}"
+        cost = (f", about {duration(extra * compute)} of worker time at this study's pace on this machine{on}"
                 if compute > 0 else "")
         lines.append(f"- *{_cell(o.claim)}*: about {o.seeds_to_decide} seeds per setting instead of {seeds}, at the "
                      f"estimate and spread measured: the study with {o.seeds_to_decide - seeds} more seeds is "
@@ -132,11 +126,11 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
               f"- Machine: {machine.get('cpu', 'not recorded')}" + (f", {machine['cores']} cores" if machine.get("cores")
                                                                    else "") + (f", GPU {machine['gpu']}" if machine.get("gpu")
                                                                                else ", no GPU"),
-              f"- Wall time: {_duration(made.get('seconds'))}" + (f" over {made['invocations']} invocations"
+              f"- Wall time: {duration(made.get('seconds'))}" + (f" over {made['invocations']} invocations"
                                                                   if (made.get("invocations") or 0) > 1 else "")
               + (f"; peak memory {made['peak_rss_gb']:.1f} GB (largest process)" if made.get("peak_rss_gb") else "")
               + _coverage(made, len(view.rows)),
-              (f"- Compute: {_duration(compute['training'])} of training and {_duration(compute['analyses'])} of "
+              (f"- Compute: {duration(compute['training'])} of training and {duration(compute['analyses'])} of "
                "analyses, summed over the runs' own records (worker time: runs trained side by side each count)"),
               f"- vaelab {made.get('vaelab') or 'version not recorded'}; started {made.get('started') or '?'}; page "
               f"written {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -190,7 +184,7 @@ def write_index(to: str | Path) -> Path:
         c = r.get("claims", {})
         lines.append(f"| {_cell(r.get('document') or '-')} | [{_cell(r.get('title') or r['study'])}]({r['page']}) | "
                      f"{_cell(r.get('scale') or 'full')} | {c.get('held', 0)} | {c.get('did not hold', 0)} | "
-                     f"{c.get('inconclusive', 0)} | {r.get('finished')}/{r.get('runs')} | {_duration(r.get('seconds'))} | "
+                     f"{c.get('inconclusive', 0)} | {r.get('finished')}/{r.get('runs')} | {duration(r.get('seconds'))} | "
                      f"{_cell((r.get('machine') or {}).get('cpu', '?'))} | {_cell(r.get('vaelab') or '?')} |")
     path = to / "README.md"
     atomic_write_text(path, "\n".join(lines) + "\n")

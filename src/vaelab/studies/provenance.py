@@ -70,6 +70,14 @@ def command_line() -> str:
     return "vaelab.report.run_study(...) from " + (" ".join(sys.argv) or "python")
 
 
+def duration(seconds: float | None) -> str:
+    """'45 s', '12 min', '3.2 h' ('not recorded' for None)."""
+    if seconds is None:
+        return "not recorded"
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
 def read(folder: str | Path) -> dict[str, Any]:
     """The study's provenance ({"invocations": [...]}); empty when none was recorded."""
     try:

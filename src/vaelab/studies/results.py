@@ -62,10 +62,23 @@ def run_numbers(run_dir: Path) -> dict[str, Any]:
         last = metrics[-1]
         out.update({"epochs": last["epoch"], "train_loss": last["train_loss"], "test_loss": last["test_loss"],
                     "test_recon": -last["test_recon"], "test_kl": last["test_kl"],
-                    "train_seconds": round(sum(m.get("seconds", 0) for m in metrics), 2)})
+                    "train_seconds": Run.train_seconds(metrics)})
     for decl, result, params in saved_results(run_dir):
         out.update(decl.numbers(result, params))
     return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+
+
+def analysis_seconds(run_dir: Path) -> tuple[float, int]:
+    """(the seconds the run's saved analyses took, summed over their parts: compute and figures; how many there are)."""
+    seconds, saved = 0.0, 0
+    for path in (Path(run_dir) / "analysis").glob("*.json"):
+        try:
+            parts = json.loads(path.read_text()).get("seconds") or {}  # {"compute": s, "figures": s}
+            seconds += sum(float(v) for v in parts.values())
+            saved += 1
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return seconds, saved
 
 
 @dataclass
@@ -107,14 +120,7 @@ class StudyResults:
         time). Runs trained side by side each count, so this is worker-seconds, and it survives invocations that
         were killed before they could record their wall time."""
         training = sum(float(r.get("train_seconds") or 0) for r in self.rows)
-        analyses = 0.0
-        for row in self.rows:
-            for path in (self.run_dir(row) / "analysis").glob("*.json"):
-                try:
-                    parts = json.loads(path.read_text()).get("seconds") or {}  # {"compute": s, "figures": s}
-                    analyses += sum(float(v) for v in parts.values())
-                except (OSError, ValueError, TypeError, AttributeError):
-                    continue
+        analyses = sum(analysis_seconds(self.run_dir(row))[0] for row in self.rows)
         return {"training": round(training, 1), "analyses": round(analyses, 1)}
 
     def label(self, row) -> str:
