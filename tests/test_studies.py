@@ -293,6 +293,11 @@ def test_where_a_study_stands_while_it_is_stopped_part_way(tmp_path):
     assert "interrupted: latent_dim = 2 at epoch 2/3" in text and "of training left" in text
     assert json.loads(subprocess.run([sys.executable, "-m", "vaelab", "info", str(folder), "--json"],
                                      capture_output=True, text=True).stdout)["counts"]["interrupted"] == 2  # unlocked
+    checks = tmp_path / "theory"  # a study of checks only
+    checks.mkdir()
+    (checks / "study.yaml").write_text(yaml.safe_dump(load_study("theory").model_dump(mode="json")))
+    out = subprocess.run([sys.executable, "-m", "vaelab", "info", str(checks)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("no runs (a study of checks only)"), out.stderr
 
 
 def test_seeds_of_a_study_are_vectorised_and_match_separate_runs(tmp_path):

@@ -111,6 +111,8 @@ def standing_lines(s: StudyStanding) -> list[str]:
     trained = sum(min(r.epochs_done, r.epochs) for r in s.runs)
     planned = sum(r.epochs for r in s.runs)
     saved = sum(min(r.analyses, s.analyses_planned) for r in s.runs)
+    if not runs:
+        return [f"study {s.name} (scale {s.scale}) at {s.folder}: no runs (a study of checks only)"]
     lines = [f"study {s.name} (scale {s.scale}) at {s.folder}: {runs} runs",
              "  " + ", ".join(f"{s.count(state)} {state}" for state in STATES if s.count(state)),
              f"  epochs trained {trained:,} of {planned:,}; analyses saved {saved} of {runs * s.analyses_planned}"]
