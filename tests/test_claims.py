@@ -286,6 +286,10 @@ def test_read_over_many_runs_gives_their_range_and_names_the_runs_that_did_not_h
     assert out.outcome == INCONCLUSIVE  # replicates that disagree
     assert out.measurement == ("in 9 runs, test_loss 0.500 to 9.50 vs 1.00 (-50% to +850%); not held or open in 1: "
                                "latent_dim = 200, seed 0: test_loss 0.500 vs 1.00 (-50%)")
+    assert out.why == "greater than 1.00, read per run; held in 8, did not hold in 1 of 9 runs"
+    out = _decide(tmp_path, rows, {**rule, "direction": "less"})  # most runs fail: counted, not listed
+    assert out.outcome == INCONCLUSIVE and out.measurement == "in 9 runs, test_loss 0.500 to 9.50 vs 1.00 (-50% to +850%)"
+    assert out.why == "less than 1.00, read per run; held in 1, did not hold in 8 of 9 runs"
 
 
 def test_verdict_reads_the_diagnosis(tmp_path):
@@ -485,13 +489,11 @@ def test_a_reproduction_page_says_what_would_decide_an_open_claim_and_its_cost(t
     assert outcome.outcome == INCONCLUSIVE and wanted and wanted > 3
     text = write_reproduction(tmp_path, tmp_path / "repro").read_text()
     assert "Compute: 15 min of training and 45 min of analyses" in text, text
-    extra = wanted / 3 - 1
-    hours = extra * 3600 / 3600
-    cost = f"{extra * 60:.0f} min" if extra * 60 < 120 else f"{hours:.1f} h"
+    assert wanted == 7  # (the count itself is tested against the rule rerun on more seeds, above)
     line = next(x for x in text.splitlines() if x.startswith("- *a claim*"))
-    assert line == (f"- *a claim*: about {wanted} seeds per setting instead of 3, at the estimate and spread measured: "
-                    f"the study with {wanted - 3} more seeds is {round(9 * extra)} more runs, about {cost} of worker "
-                    f"time at this study's pace on this machine.")
+    assert line == ("- *a claim*: about 7 seeds per setting instead of 3, at the estimate and spread measured: the "
+                    "study with 4 more seeds is 12 more runs, about 80 min of worker time at this study's pace on this "
+                    "machine.")  # 9 runs x 4/3; 1 h of worker time x 4/3
     summary = json.loads((tmp_path / "repro" / "002-noisy" / "reproduction.json").read_text())
     assert summary["compute_seconds"] == {"training": 900.0, "analyses": 2700.0}
 
@@ -518,7 +520,7 @@ def test_a_killed_study_invocation_still_counts_up_to_its_last_heartbeat(tmp_pat
     out = subprocess.run([sys.executable, "-c", KILLED_INVOCATION, str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == -9, out.stderr
     [killed] = provenance.read(tmp_path)["invocations"]
-    assert killed["running"] and not killed["complete"] and 0.8 <= killed["seconds"] <= 2.0
+    assert killed["running"] and not killed["complete"] and 0.8 <= killed["seconds"] <= 10.0
     assert killed["runs_trained"] == 1
     with provenance.Invocation(tmp_path) as invocation:
         invocation.end(complete=True)

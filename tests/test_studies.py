@@ -293,6 +293,9 @@ def test_where_a_study_stands_while_it_is_stopped_part_way(tmp_path):
     assert "interrupted: latent_dim = 2 at epoch 2/3" in text and "of training left" in text
     assert json.loads(subprocess.run([sys.executable, "-m", "vaelab", "info", str(folder), "--json"],
                                      capture_output=True, text=True).stdout)["counts"]["interrupted"] == 2  # unlocked
+    (runs / names[1] / "metrics.jsonl").write_text("{not json\n")  # a damaged file: that run, not the command
+    out = subprocess.run([sys.executable, "-m", "vaelab", "info", str(folder)], capture_output=True, text=True)
+    assert out.returncode == 0 and "1 unreadable" in out.stdout, out.stderr
     checks = tmp_path / "theory"  # a study of checks only
     checks.mkdir()
     (checks / "study.yaml").write_text(yaml.safe_dump(load_study("theory").model_dump(mode="json")))

@@ -153,6 +153,23 @@ def test_a_locked_run_is_refused(tmp_path):
     assert proc.returncode == 2 and "in use by process" in proc.stdout
 
 
+def test_a_run_lock_waits_out_a_readers_brief_look_and_the_reader_sees_the_trainer(tmp_path):
+    """`vaelab info` asks who holds a run's lock by taking a shared lock for a moment: a trainer starting then waits
+    it out instead of refusing, and the reader names the trainer while it holds the lock."""
+    import fcntl
+    import threading
+
+    from vaelab.runs import lock_holder
+
+    (tmp_path / ".lock").write_text("")
+    reader = open(tmp_path / ".lock")
+    fcntl.flock(reader, fcntl.LOCK_SH)  # a reader mid-look
+    threading.Timer(0.1, reader.close).start()  # ... done 0.1 s later
+    with RunLock(tmp_path):
+        assert lock_holder(tmp_path) == f"process {os.getpid()}"
+    assert lock_holder(tmp_path) is None and lock_holder(tmp_path / "nowhere") is None
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_sigint_and_sigterm_mark_the_run_interrupted_and_say_how_to_resume(tmp_path, sig):
     proc = subprocess.Popen(cli("train", "--arch", "64-64-8", "--epochs", "100000", "--out", str(tmp_path), "--name", "i",

@@ -166,6 +166,9 @@ class CheckpointStore:
         return None
 
 
+LOCK_TRIES = 25  # 0.5 s: RunLock waits out a reader's brief shared lock, never a trainer's
+
+
 class RunLock:
     """An exclusive lock on a run directory (``.lock``), so two processes never train one run at once."""
 
@@ -179,13 +182,19 @@ class RunLock:
             self.fh = open(self.path, "a+")
         except OSError as exc:
             raise StorageError.from_os_error(exc, self.path) from None
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.seek(0)
-            holder = self.fh.read().strip() or "another process"
-            self.fh.close()
-            raise RunError(f"run {self.path.parent} is in use by {holder}; wait for it to finish or choose another --name") from None
+        for attempt in range(LOCK_TRIES):  # a reader (lock_holder) may hold a shared lock for a moment
+            try:
+                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt < LOCK_TRIES - 1:
+                    time.sleep(0.02)
+                    continue
+                self.fh.seek(0)
+                holder = self.fh.read().strip() or "another process"
+                self.fh.close()
+                raise RunError(f"run {self.path.parent} is in use by {holder}; wait for it to finish or choose another "
+                               "--name") from None
         self.fh.seek(0)
         self.fh.truncate()
         self.fh.write(f"process {os.getpid()}")

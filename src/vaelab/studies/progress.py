@@ -8,13 +8,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from vaelab.errors import RunError
 from vaelab.runs import Run, lock_holder, run_progress
 from vaelab.studies import provenance
 from vaelab.studies.provenance import duration
 from vaelab.studies.results import analysis_seconds
 from vaelab.studies.view import open_study
 
-STATES = ("finished", "training", "interrupted", "failed", "not started")
+STATES = ("finished", "training", "interrupted", "failed", "not started", "unreadable")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class RunStanding:
     analyses: int
     training_seconds: float
     analysis_seconds: float
+    vectorised: bool = False  # trained in a group of seeds (its epoch seconds are its share of the group's)
 
 
 @dataclass
@@ -61,11 +63,27 @@ def _state(run_dir: Path, epochs: int) -> tuple[str, int]:
     progress = run_progress(run_dir, epochs)
     if progress.state == "absent":
         return "not started", 0
+    if lock_holder(run_dir):  # before "failed": a failed run retried keeps that status until its trainer starts
+        return "training", progress.epochs_done
     if progress.state == "failed":
         return "failed", progress.epochs_done
-    if lock_holder(run_dir):
-        return "training", progress.epochs_done
     return ("finished" if progress.done else "interrupted"), progress.epochs_done
+
+
+def _standing(run_dir: Path, name: str, setting: str, epochs: int) -> RunStanding:
+    """One run's standing; a run whose files cannot be read (a damaged status or metrics file) is "unreadable"."""
+    seconds, saved = analysis_seconds(run_dir)
+    try:
+        state, done = _state(run_dir, epochs)
+        if state == "not started":
+            return RunStanding(name, setting, state, 0, epochs, None, saved, 0.0, round(seconds, 2))
+        run = Run(run_dir)
+        metrics = run.metrics
+        vectorised = bool(metrics and metrics[-1].get("vectorised"))  # (an interrupted run's status drops it)
+    except (OSError, ValueError, TypeError, AttributeError, RunError):
+        return RunStanding(name, setting, "unreadable", 0, epochs, None, saved, 0.0, round(seconds, 2))
+    return RunStanding(name, setting, state, done, epochs, _pace(metrics), saved, Run.train_seconds(metrics),
+                       round(seconds, 2), vectorised)
 
 
 def _pace(metrics: list[dict[str, Any]]) -> Optional[float]:
@@ -80,22 +98,16 @@ def study_standing(folder: str | Path) -> StudyStanding:
     out = StudyStanding(str(folder), spec.name, spec.scale or "full", len(spec.analyses),
                         invocations=provenance.summary(folder))
     for planned in spec.expand():
-        run_dir = folder / "runs" / planned.name
-        epochs = planned.config.train.epochs
-        state, done = _state(run_dir, epochs)
-        metrics = Run(run_dir).metrics if state != "not started" else []
-        seconds, saved = analysis_seconds(run_dir)
         setting = ", ".join([planned.variant] * bool(planned.variant)
                             + [f"{k.rsplit('.', 1)[-1]} = {v}" for k, v in planned.values.items()])
-        out.runs.append(RunStanding(planned.name, setting or "run", state, done, epochs,
-                                    _pace(metrics), saved, Run.train_seconds(metrics),
-                                    round(seconds, 2)))
+        out.runs.append(_standing(folder / "runs" / planned.name, planned.name, setting or "run",
+                                  planned.config.train.epochs))
     paces: dict[str, list[float]] = {}
     for r in out.runs:
         if r.epoch_seconds:
             paces.setdefault(r.setting, []).append(r.epoch_seconds)
     for r in out.runs:
-        if r.epochs_done >= r.epochs or r.state == "failed":
+        if r.epochs_done >= r.epochs or r.state in ("failed", "unreadable"):
             continue
         pace = r.epoch_seconds or (statistics.median(paces[r.setting]) if r.setting in paces else None)
         if pace is None:
@@ -122,8 +134,10 @@ def standing_lines(s: StudyStanding) -> list[str]:
             groups.setdefault((r.state, r.setting, r.epochs_done), []).append(r)
     for (state, setting, done), members in groups.items():
         paced = [m.epoch_seconds for m in members if m.epoch_seconds]
-        pace = f", {duration(sum(paced))} an epoch" if paced else ""
-        seeds = f" ({len(members)} seeds)" if len(members) > 1 else ""
+        together = len(members) > 1 and all(m.vectorised for m in members)  # one group: its epoch is their sum
+        pace = (f", {duration(sum(paced))} an epoch" if together else f", {duration(statistics.median(paced))} an epoch"
+                + (" each" if len(members) > 1 else "")) if paced else ""
+        seeds = f" ({len(members)} seeds" + (" as one vectorised group)" if together else ")") if len(members) > 1 else ""
         lines.append(f"  {state}: {setting}{seeds} at epoch {done}/{members[0].epochs}{pace}")
     made = s.invocations
     compute = s.to_json()["compute_seconds"]

@@ -13,6 +13,7 @@ away) still counts up to its last minute, and its runs trained so far.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import resource
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +73,12 @@ def command_line() -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """'45 s', '12 min', '3.2 h' ('not recorded' for None)."""
+    """'0.6 s', '45 s', '12 min', '3.2 h' ('not recorded' for None)."""
     if seconds is None:
         return "not recorded"
     minutes = seconds / 60
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
@@ -84,7 +88,7 @@ def read(folder: str | Path) -> dict[str, Any]:
         data = json.loads((Path(folder) / PROVENANCE).read_text())
     except (OSError, ValueError):
         return {"invocations": []}
-    return data if isinstance(data.get("invocations"), list) else {"invocations": []}
+    return data if isinstance(data, dict) and isinstance(data.get("invocations"), list) else {"invocations": []}
 
 
 def trained_runs(folder: str | Path) -> dict[str, Any]:
@@ -114,14 +118,17 @@ def _entry(started: dt.datetime, seconds: float, runs_trained: int, complete: bo
 
 
 def _write(folder: str | Path, entry: dict[str, Any], replace: str | None = None) -> None:
-    """Append ``entry`` to provenance.json, or put it in place of the entry whose id is ``replace`` (atomically)."""
-    data = read(folder)
-    at = next((i for i, e in enumerate(data["invocations"]) if replace and e.get("id") == replace), None)
-    if at is None:
-        data["invocations"].append(entry)
-    else:
-        data["invocations"][at] = entry
-    atomic_write_text(Path(folder) / PROVENANCE, json.dumps(data, indent=2) + "\n")
+    """Append ``entry`` to provenance.json, or put it in place of the entry whose id is ``replace`` (atomically, and
+    under a lock file, so that two invocations of one study never write over each other's entries)."""
+    with open(Path(folder) / f".{PROVENANCE}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = read(folder)
+        at = next((i for i, e in enumerate(data["invocations"]) if replace and e.get("id") == replace), None)
+        if at is None:
+            data["invocations"].append(entry)
+        else:
+            data["invocations"][at] = entry
+        atomic_write_text(Path(folder) / PROVENANCE, json.dumps(data, indent=2) + "\n")
 
 
 def record(folder: str | Path, started: dt.datetime, seconds: float, runs_trained: int, complete: bool = True,
@@ -148,6 +155,7 @@ class Invocation:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._ended = False  # the final entry is written
 
     def __enter__(self) -> "Invocation":
         self._save(complete=False, running=True)
@@ -160,7 +168,10 @@ class Invocation:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):
-            self._save(complete=False, running=True)
+            try:
+                self._save(complete=False, running=True)
+            except Exception as exc:  # noqa: BLE001 - a failed heartbeat (a full disk) must not end the study
+                warnings.warn(f"provenance.json not updated ({exc}); the study goes on", stacklevel=1)
 
     def _save(self, complete: bool, running: bool) -> dict[str, Any]:
         with self._lock:
@@ -171,13 +182,16 @@ class Invocation:
             return entry
 
     def end(self, complete: bool) -> dict[str, Any] | None:
-        """Stop the heartbeat and write the final entry (once; ``complete``: results and report written)."""
-        if self._stop.is_set():
+        """Stop the heartbeat and write the final entry (once: None after it is written; ``complete``: results and
+        report written). A failed write leaves it unwritten, so the exit of the ``with`` block tries again."""
+        if self._ended:
             return None
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        return self._save(complete=complete, running=False)
+        entry = self._save(complete=complete, running=False)
+        self._ended = True
+        return entry
 
 
 def summary(folder: str | Path) -> dict[str, Any]:

@@ -46,12 +46,17 @@ class Read(RuleBase):
         than = reader.name(self.than) if isinstance(self.than, str) else intervals.number(self.than)
         d = all_of(parts, every=False)
         rule_text = f"{self.direction} than {than}" + (f" by more than {100 * self.margin:g}%" if self.margin else "")
-        measurement = d.measurement if len(parts) <= LISTED else self._range(reader, read, parts)
-        return Decision(d.outcome, measurement, f"{rule_text}, read per run" + (f"; {d.why}" if d.why else ""))
+        if len(parts) <= LISTED:
+            return Decision(d.outcome, d.measurement, f"{rule_text}, read per run" + (f"; {d.why}" if d.why else ""))
+        counts = [(sum(p.outcome == o for _, p in parts), word) for o, word in
+                  ((HELD, "held"), (NOT_HELD, "did not hold"), (INCONCLUSIVE, f"within the {100 * self.margin:g}% margin"))]
+        tally = ", ".join(f"{word} in {n}" for n, word in counts if n)
+        why = "" if d.outcome == HELD else f"; {tally} of {len(parts)} runs"
+        return Decision(d.outcome, self._range(reader, read, parts), f"{rule_text}, read per run{why}")
 
     def _range(self, reader: Reader, read: list[tuple[float, float, float]], parts: list[tuple[str, Decision]]) -> str:
         """Many runs in a few words: 'in 45 runs, geodesic_sigma_rise 4.04 to 9.92 vs 1.00 (+304% to +892%)', then
-        each run that did not hold or is open, by name."""
+        each run that did not hold or is open, by name, when they are few (up to LISTED)."""
         def span(values):
             low, high = min(values), max(values)
             return intervals.number(low) if low == high else f"{intervals.number(low)} to {intervals.number(high)}"
@@ -60,4 +65,4 @@ class Read(RuleBase):
         text = (f"in {len(read)} runs, {reader.name(self.metric)} {span(a)} vs {span(b)} "
                 f"({100 * min(change):+.0f}%" + (f" to {100 * max(change):+.0f}%)" if min(change) != max(change) else ")"))
         odd = [f"{label}: {d.measurement}" for label, d in parts if d.outcome != HELD]
-        return text + (f"; not held or open in {len(odd)}: " + "; ".join(odd) if odd else "")
+        return text + (f"; not held or open in {len(odd)}: " + "; ".join(odd) if 0 < len(odd) <= LISTED else "")
