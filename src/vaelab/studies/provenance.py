@@ -119,8 +119,9 @@ def _entry(started: dt.datetime, seconds: float, runs_trained: int, complete: bo
 
 def _write(folder: str | Path, entry: dict[str, Any], replace: str | None = None) -> None:
     """Append ``entry`` to provenance.json, or put it in place of the entry whose id is ``replace`` (atomically, and
-    under a lock file, so that two invocations of one study never write over each other's entries)."""
-    with open(Path(folder) / f".{PROVENANCE}.lock", "a") as lock:
+    under a lock on the study folder, so that two invocations of one study never write over each other's entries)."""
+    lock = os.open(folder, os.O_RDONLY)  # the study folder itself is the lock: nothing is left behind
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = read(folder)
         at = next((i for i, e in enumerate(data["invocations"]) if replace and e.get("id") == replace), None)
@@ -129,6 +130,8 @@ def _write(folder: str | Path, entry: dict[str, Any], replace: str | None = None
         else:
             data["invocations"][at] = entry
         atomic_write_text(Path(folder) / PROVENANCE, json.dumps(data, indent=2) + "\n")
+    finally:
+        os.close(lock)  # (closing releases the lock)
 
 
 def record(folder: str | Path, started: dt.datetime, seconds: float, runs_trained: int, complete: bool = True,
