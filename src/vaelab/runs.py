@@ -169,6 +169,12 @@ class CheckpointStore:
 LOCK_TRIES = 25  # 0.5 s: RunLock waits out a reader's brief shared lock, never a trainer's
 
 
+def _holder(fh) -> str:
+    """Who a lock file names ("process 123")."""
+    fh.seek(0)
+    return fh.read().strip() or "another process"
+
+
 class RunLock:
     """An exclusive lock on a run directory (``.lock``), so two processes never train one run at once."""
 
@@ -187,14 +193,12 @@ class RunLock:
                 fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if attempt < LOCK_TRIES - 1:
-                    time.sleep(0.02)
-                    continue
-                self.fh.seek(0)
-                holder = self.fh.read().strip() or "another process"
-                self.fh.close()
-                raise RunError(f"run {self.path.parent} is in use by {holder}; wait for it to finish or choose another "
-                               "--name") from None
+                if attempt == LOCK_TRIES - 1:
+                    holder = _holder(self.fh)
+                    self.fh.close()
+                    raise RunError(f"run {self.path.parent} is in use by {holder}; wait for it to finish or choose "
+                                   "another --name") from None
+                time.sleep(0.02)
         self.fh.seek(0)
         self.fh.truncate()
         self.fh.write(f"process {os.getpid()}")
@@ -219,7 +223,7 @@ def lock_holder(run_dir: str | os.PathLike) -> str | None:
         try:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return fh.read().strip() or "another process"
+            return _holder(fh)
         fcntl.flock(fh, fcntl.LOCK_UN)
         return None
 

@@ -110,9 +110,8 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
     summary = {"study": spec.name, "document": spec.document, "title": spec.title, "scale": spec.scale,
                "runs": len(view.rows), "finished": len(view.finished()), "claims": counts,
                "seconds": made.get("seconds"), "compute_seconds": compute, "peak_rss_gb": made.get("peak_rss_gb"),
-               "machine": machine,
-               "vaelab": made.get("vaelab"), "commands": made.get("commands"), "started": made.get("started"),
-               "page": f"{slug}/README.md"}
+               "machine": machine, "vaelab": made.get("vaelab"), "commands": made.get("commands"),
+               "started": made.get("started"), "page": f"{slug}/README.md"}
     doc = f"Document {spec.document}: " if spec.document else ""
     scale = spec.scale or "full"
     lines = [f"# {doc}{spec.title or spec.name}", "",

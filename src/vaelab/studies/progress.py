@@ -12,7 +12,7 @@ from vaelab.errors import RunError
 from vaelab.runs import Run, lock_holder, run_progress
 from vaelab.studies import provenance
 from vaelab.studies.provenance import duration
-from vaelab.studies.results import analysis_seconds
+from vaelab.studies.results import analysis_seconds, setting_label
 from vaelab.studies.view import open_study
 
 STATES = ("finished", "training", "interrupted", "failed", "not started", "unreadable")
@@ -53,10 +53,13 @@ class StudyStanding:
     def count(self, state: str) -> int:
         return sum(r.state == state for r in self.runs)
 
+    def compute_seconds(self) -> dict[str, float]:
+        """Worker seconds spent so far, from the runs' own records: {"training": s, "analyses": s}."""
+        return {"training": round(sum(r.training_seconds for r in self.runs), 1),
+                "analyses": round(sum(r.analysis_seconds for r in self.runs), 1)}
+
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "counts": {s: self.count(s) for s in STATES},
-                "compute_seconds": {"training": round(sum(r.training_seconds for r in self.runs), 1),
-                                    "analyses": round(sum(r.analysis_seconds for r in self.runs), 1)}}
+        return {**asdict(self), "counts": {s: self.count(s) for s in STATES}, "compute_seconds": self.compute_seconds()}
 
 
 def _state(run_dir: Path, epochs: int) -> tuple[str, int]:
@@ -75,13 +78,10 @@ def _standing(run_dir: Path, name: str, setting: str, epochs: int) -> RunStandin
     seconds, saved = analysis_seconds(run_dir)
     try:
         state, done = _state(run_dir, epochs)
-        if state == "not started":
-            return RunStanding(name, setting, state, 0, epochs, None, saved, 0.0, round(seconds, 2))
-        run = Run(run_dir)
-        metrics = run.metrics
-        vectorised = bool(metrics and metrics[-1].get("vectorised"))  # (an interrupted run's status drops it)
+        metrics = Run(run_dir).metrics if state != "not started" else []
     except (OSError, ValueError, TypeError, AttributeError, RunError):
-        return RunStanding(name, setting, "unreadable", 0, epochs, None, saved, 0.0, round(seconds, 2))
+        state, done, metrics = "unreadable", 0, []
+    vectorised = bool(metrics and metrics[-1].get("vectorised"))  # (an interrupted run's status drops it)
     return RunStanding(name, setting, state, done, epochs, _pace(metrics), saved, Run.train_seconds(metrics),
                        round(seconds, 2), vectorised)
 
@@ -98,10 +98,8 @@ def study_standing(folder: str | Path) -> StudyStanding:
     out = StudyStanding(str(folder), spec.name, spec.scale or "full", len(spec.analyses),
                         invocations=provenance.summary(folder))
     for planned in spec.expand():
-        setting = ", ".join([planned.variant] * bool(planned.variant)
-                            + [f"{k.rsplit('.', 1)[-1]} = {v}" for k, v in planned.values.items()])
-        out.runs.append(_standing(folder / "runs" / planned.name, planned.name, setting or "run",
-                                  planned.config.train.epochs))
+        out.runs.append(_standing(folder / "runs" / planned.name, planned.name,
+                                  setting_label(planned.variant, planned.values) or "run", planned.config.train.epochs))
     paces: dict[str, list[float]] = {}
     for r in out.runs:
         if r.epoch_seconds:
@@ -135,12 +133,18 @@ def standing_lines(s: StudyStanding) -> list[str]:
     for (state, setting, done), members in groups.items():
         paced = [m.epoch_seconds for m in members if m.epoch_seconds]
         together = len(members) > 1 and all(m.vectorised for m in members)  # one group: its epoch is their sum
-        pace = (f", {duration(sum(paced))} an epoch" if together else f", {duration(statistics.median(paced))} an epoch"
-                + (" each" if len(members) > 1 else "")) if paced else ""
-        seeds = f" ({len(members)} seeds" + (" as one vectorised group)" if together else ")") if len(members) > 1 else ""
+        if not paced:
+            pace = ""
+        elif together:
+            pace = f", {duration(sum(paced))} an epoch"
+        else:
+            pace = f", {duration(statistics.median(paced))} an epoch" + (" each" if len(members) > 1 else "")
+        seeds = ""
+        if len(members) > 1:
+            seeds = f" ({len(members)} seeds as one vectorised group)" if together else f" ({len(members)} seeds)"
         lines.append(f"  {state}: {setting}{seeds} at epoch {done}/{members[0].epochs}{pace}")
     made = s.invocations
-    compute = s.to_json()["compute_seconds"]
+    compute = s.compute_seconds()
     wall = (f"{made['invocations']} invocation(s) recorded, {duration(made['seconds'])} of wall time"
             if made.get("seconds") is not None else "no invocation recorded yet")
     lines.append(f"  {wall}; compute so far {duration(compute['training'])} of training and "

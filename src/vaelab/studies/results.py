@@ -68,6 +68,12 @@ def run_numbers(run_dir: Path) -> dict[str, Any]:
     return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
 
 
+def setting_label(variant: Optional[str], values: dict[str, Any]) -> str:
+    """'variant, latent_dim = 20': a place in a study's grid, without its seed ('' for a study of one setting)."""
+    parts = [str(variant)] if variant else []
+    return ", ".join(parts + [f"{k.rsplit('.', 1)[-1]} = {v}" for k, v in values.items()])
+
+
 def analysis_seconds(run_dir: Path) -> tuple[float, int]:
     """(the seconds the run's saved analyses took, summed over their parts: compute and figures; how many there are)."""
     seconds, saved = 0.0, 0
@@ -125,6 +131,4 @@ class StudyResults:
 
     def label(self, row) -> str:
         """'variant, latent_dim = 20': the run's place in the study (its name where it has none)."""
-        parts = [str(row["variant"])] if row.get("variant") else []
-        parts += [f"{k.rsplit('.', 1)[-1]} = {row.get(k)}" for k in self.spec.grid]
-        return ", ".join(parts) or row["run"]
+        return setting_label(row.get("variant"), {k: row.get(k) for k in self.spec.grid}) or row["run"]
