@@ -386,12 +386,12 @@ def test_every_builtin_study_states_claims_valid_at_every_scale():
 
 
 # --- the report and the command -------------------------------------------------------------------------------
-def _study_folder(tmp_path):
+def _study_folder(tmp_path, document="002"):
     """A study folder by hand: study.yaml as a study writes it, results.json, no analyses."""
     from vaelab.studies.results import write_results
 
     rows = _grid_rows({2: [100, 104, 98], 20: [150, 149, 155], 200: [300, 290, 310]})
-    spec = StudySpec(name="hand", document="002", grid={"model.latent_dim": [2, 20, 200]}, seeds=[0, 1, 2],
+    spec = StudySpec(name="hand", document=document, grid={"model.latent_dim": [2, 20, 200]}, seeds=[0, 1, 2],
                      claims=[_claim(TREND, id="samples-degrade", explains="vaelab says more"),
                              _claim({**TREND, "metric": "log_likelihood"}, id="unmeasured")])
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -466,6 +466,16 @@ def test_a_reproduction_page_and_index_from_a_study_folder(tmp_path):
     out = subprocess.run([sys.executable, "-m", "vaelab", "reproduction", str(tmp_path / "nowhere"), "--to", str(to)],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "not a vaelab study folder" in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+def test_a_study_of_two_documents_gets_a_page_folder_without_spaces(tmp_path):
+    """The fixes study is of "002 and 000": its page folder is a path a link can name, its title says 'Documents'."""
+    from vaelab.report.reproduction import write_reproduction
+
+    page = write_reproduction(_study_folder(tmp_path / "study", document="002 and 000"), tmp_path / "repro")
+    assert page == tmp_path / "repro" / "002-and-000-hand" / "README.md"
+    assert page.read_text().startswith("# Documents 002 and 000: hand")
+    assert "[hand](002-and-000-hand/README.md)" in (tmp_path / "repro" / "README.md").read_text()
 
 
 def test_a_reproduction_page_says_what_would_decide_an_open_claim_and_its_cost(tmp_path):

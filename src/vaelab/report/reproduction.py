@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
     left_out = [f for f in drawn if f not in figures]
     outcomes = scorecard(folder, view)
     made = provenance.summary(folder)
-    slug = f"{spec.document}-{spec.name}" if spec.document else spec.name
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{spec.document}-{spec.name}" if spec.document else spec.name).strip("-")
     page_dir = to / slug
     tmp = to / f".{slug}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -112,7 +113,8 @@ def write_reproduction(folder: str | Path, to: str | Path = "docs/reproductions"
                "seconds": made.get("seconds"), "compute_seconds": compute, "peak_rss_gb": made.get("peak_rss_gb"),
                "machine": machine, "vaelab": made.get("vaelab"), "commands": made.get("commands"),
                "started": made.get("started"), "page": f"{slug}/README.md"}
-    doc = f"Document {spec.document}: " if spec.document else ""
+    several = len(re.findall(r"\d+", spec.document or "")) > 1  # "002 and 000"
+    doc = f"Document{'s' * several} {spec.document}: " if spec.document else ""
     scale = spec.scale or "full"
     lines = [f"# {doc}{spec.title or spec.name}", "",
              f"Study `{spec.name}` at scale **{scale}**" + (f" ({spec.scale_description})" if spec.scale_description
