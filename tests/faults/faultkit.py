@@ -37,11 +37,17 @@ def _interactive_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(*args, env: dict | None = None) -> subprocess.Popen:
-    """Start ``python -m vaelab ARGS`` in its own process group (so the group can be killed like a crashed machine)."""
+def _background_signals() -> None:
+    """In the child: SIGINT ignored, as a non-interactive shell starts a background job (``vaelab study ... &``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start(*args, env: dict | None = None, ignore_sigint: bool = False) -> subprocess.Popen:
+    """Start ``python -m vaelab ARGS`` in its own process group (so the group can be killed like a crashed machine);
+    ``ignore_sigint``: as a script's background job, else as a terminal's foreground command."""
     return subprocess.Popen([sys.executable, "-m", "vaelab", *map(str, args)], env=env or vaelab_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_interactive_signals)
+                            preexec_fn=_background_signals if ignore_sigint else _interactive_signals)
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:

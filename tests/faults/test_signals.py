@@ -46,24 +46,27 @@ def test_a_real_signal_from_outside_is_handled_the_same_way(tmp_path, reference_
     assert hidden_leftovers(run_dir) == []
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigint-to-a-background-study"])
 def test_ctrl_c_of_a_study_says_how_to_continue(tmp_path, how):
     """Ctrl-C reaches the whole process group; a SIGTERM (a scheduler's preemption) only the study's own process,
-    which takes the same path: its workers stop and checkpoint, the invocation is recorded, exit 130."""
+    which takes the same path: its workers stop and checkpoint, the invocation is recorded, exit 130. A study started
+    in the background by a script ignores SIGINT itself, but `kill -INT -- -PGID` still stops its trainers: the study
+    stops too and starts no further run (the third run here)."""
     spec = tmp_path / "s.yaml"
     spec.write_text("name: s\nbase:\n  data: {name: digits}\n  model: {arch: 64-32-4}\n  train: {epochs: 300, batch_size: 64}\n"
-                    "grid:\n  model.latent_dim: [2, 3]\n")
-    proc = start("study", spec, "--out", tmp_path / "out", "--no-progress")
+                    "grid:\n  model.latent_dim: [2, 3, 5]\n")
+    args = ("study", spec, "--out", tmp_path / "out", "--no-progress", "--workers", "2")
+    proc = start(*args) if how != "sigint-to-a-background-study" else start(*args, ignore_sigint=True)
     wait_for(lambda: len(list((tmp_path / "out" / "s" / "runs").glob("*/metrics.jsonl"))) == 2, timeout=180)
-    if how == "ctrl-c":
-        os.killpg(proc.pid, signal.SIGINT)  # the terminal sends Ctrl-C to the whole process group
-    else:
+    if how == "sigterm":
         proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal sends Ctrl-C to the whole process group
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "run the same command again to continue" in one_line(stderr)
     states = [json.loads(p.read_text())["state"] for p in (tmp_path / "out" / "s" / "runs").glob("*/status.json")]
-    assert states == ["interrupted"] * 2
+    assert states == ["interrupted"] * 2  # the third run never started
     [made] = json.loads((tmp_path / "out" / "s" / "provenance.json").read_text())["invocations"]
     assert made["complete"] is False and made["seconds"] > 0 and made["command"].startswith("vaelab study ")
     for run_dir in (tmp_path / "out" / "s" / "runs").iterdir():

@@ -59,7 +59,12 @@ class LocalExecutor:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
                     t = running.pop(fut)
-                    yield from _result(fut, t)
+                    rows = _result(fut, t)
+                    yield from rows
+                    if any(r["status"] == "interrupted" for r in rows):
+                        # a signal reached a worker: the study stops as on Ctrl-C, even where its own process did not
+                        # get it (a background job ignores SIGINT; `kill -INT -- -PGID` still reaches the trainers)
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             _stop_workers(pool, running)
             raise
