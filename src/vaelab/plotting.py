@@ -27,12 +27,17 @@ def pyplot():
 
 
 def save_figure(fig, folder: str | Path, stem: str) -> list[str]:
-    """Write ``fig`` as folder/stem.png and folder/stem.svg atomically; close it; return the paths."""
+    """Write ``fig`` as folder/stem.png and folder/stem.svg atomically; close it; return the paths.
+
+    Constrained layout fits the figure once, for the first format; the others keep that layout (the SVG then has
+    the PNG's positions, within 0.1 pt of its own fit) instead of solving it again: 1.24 s against 1.52 s for a
+    six-panel figure (benchmarks/figure_save.py)."""
     plt = pyplot()
     paths = []
     for fmt in FORMATS:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt)  # constrained layout fits the figure; "tight" would draw it once more
+        fig.savefig(buf, format=fmt)  # "tight" would draw it once more
+        fig.set_layout_engine("none")  # the positions just fitted stay
         path = Path(folder) / f"{stem}.{fmt}"
         atomic_write_bytes(path, buf.getvalue())
         paths.append(str(path))
