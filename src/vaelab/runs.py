@@ -244,10 +244,7 @@ class Run:
 
     @property
     def status(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / "status.json").read_text())
-        except (OSError, ValueError):
-            return {"state": "unknown"}
+        return read_status(self.path)
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -334,6 +331,14 @@ def run_progress(run_dir: str | os.PathLike, epochs: int) -> Progress:
         return Progress("absent", 0, epochs)
     done = CheckpointStore(run_dir / "checkpoints").epochs()
     return Progress(Run(run_dir).status.get("state", "unknown"), done[0] if done else 0, epochs)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """status.json of ``run_dir``; {"state": "unknown"} when it is missing or unreadable."""
+    try:
+        return json.loads((Path(run_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {"state": "unknown"}
 
 
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from vaelab.config import RunConfig
 from vaelab.errors import RunError, RunInterrupted
 from vaelab.fileio import atomic_write_text
-from vaelab.runs import CheckpointStore, RunLock, run_progress, write_status
+from vaelab.runs import CheckpointStore, RunLock, lock_holder, read_status, run_progress, write_status
 
 # Config fields that may change when a run is resumed (more epochs, another device); anything else may not.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "eval_batch_size"), ("train", "snapshot_every"),
@@ -69,6 +69,23 @@ def stop_on_signals():
             signal.signal(sig, old)
 
 
+def mark_interrupted(run_dir: Path, where: str | None) -> int:
+    """Record that training of ``run_dir`` stopped (``where``: the checkpoint written at the stop, if any); returns the
+    epoch of its newest checkpoint, from which a resume continues."""
+    epochs = CheckpointStore(Path(run_dir) / "checkpoints").epochs()
+    write_status(Path(run_dir), "interrupted", epoch=epochs[0] if epochs else 0, at=where)
+    return epochs[0] if epochs else 0
+
+
+def mark_abandoned(run_dir: Path, why: str) -> bool:
+    """A run whose status still says "running" although no process holds its lock (its trainer was killed) is marked
+    interrupted, so that nothing reports it as training; ``why``: what ended it. True when it was marked."""
+    if read_status(run_dir).get("state") != "running" or lock_holder(run_dir) is not None:
+        return False
+    mark_interrupted(run_dir, why)
+    return True
+
+
 def prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Make ``run_dir`` ready for ``config``: refuse to overwrite a run unasked, refuse a resume that would change
     what may not change (or go back in epochs), and write config.yaml."""
@@ -107,11 +124,7 @@ def training_session(configs: list[RunConfig], run_dirs: list[Path], *, resume: 
         try:
             yield stop
         except KeyboardInterrupt:
-            last = []
-            for d in run_dirs:
-                epochs = CheckpointStore(d / "checkpoints").epochs()
-                last.append(epochs[0] if epochs else 0)
-                write_status(d, "interrupted", epoch=last[-1], at=stop.where)
+            last = [mark_interrupted(d, stop.where) for d in run_dirs]
             if len(run_dirs) == 1:
                 raise RunInterrupted(run_dirs[0], last[0], stop.where) from None
             raise RunInterrupted(run_dirs[0].parent, 0, stop.where or "the last finished epoch of each run") from None

@@ -3,11 +3,18 @@ resume (exit 130), and the resumed run is bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import torch
+
+from vaelab.runs import RunLock, write_status
+from vaelab.studies import pools
+from vaelab.studies.tasks import RunTask
 
 from faultkit import (STEPS_PER_EPOCH, TRAIN_ARGS, final_weights, hidden_leftovers, losses, one_line,
                       start, train, vaelab, vaelab_env, wait_for)
@@ -71,3 +78,39 @@ def test_ctrl_c_of_a_study_says_how_to_continue(tmp_path, how):
     assert made["complete"] is False and made["seconds"] > 0 and made["command"].startswith("vaelab study ")
     for run_dir in (tmp_path / "out" / "s" / "runs").iterdir():
         assert hidden_leftovers(run_dir) == []
+
+
+def _busy_ignoring_sigterm(started: str) -> None:
+    """A worker's task that does not react to SIGTERM for two minutes, as a trainer inside one long step; it touches
+    the file ``started`` once it ignores SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open(started, "w").close()
+    time.sleep(120)
+
+
+def test_a_worker_that_does_not_stop_is_ended_and_its_run_marked_interrupted(tmp_path, monkeypatch):
+    """A worker that does not reach a step boundary within the study's wait after Ctrl-C (a long first compile, a
+    stuck data read) is killed; its run's status must not go on saying "running": the study marks it interrupted
+    (it resumes from its last checkpoint), and leaves a run that another process holds alone."""
+    def task(name):
+        run_dir = tmp_path / "runs" / name
+        run_dir.mkdir(parents=True)
+        write_status(run_dir, "running", epoch=3)
+        return RunTask(name=name, config={"name": name, "model": {"arch": "64-32-4"}}, runs_dir=str(tmp_path / "runs"))
+
+    monkeypatch.setattr(pools, "STOP_WAIT_S", 1.0)
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn"))
+    try:
+        stuck, held = task("stuck"), task("held")
+        running = {pool.submit(_busy_ignoring_sigterm, str(tmp_path / f"started-{t.name}")): t for t in (stuck, held)}
+        wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 2, timeout=120)
+        with RunLock(tmp_path / "runs" / "held"):  # another process is training this one
+            t0 = time.monotonic()
+            pools._stop_workers(pool, running)
+            assert time.monotonic() - t0 < 30
+        assert all(not p.is_alive() for p in pool._processes.values())
+        status = json.loads((tmp_path / "runs" / "stuck" / "status.json").read_text())
+        assert status["state"] == "interrupted" and "was ended" in status["at"] and status["epoch"] == 0
+        assert json.loads((tmp_path / "runs" / "held" / "status.json").read_text())["state"] == "running"
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

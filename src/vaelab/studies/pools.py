@@ -12,7 +12,10 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterator
 
+from pathlib import Path
+
 from vaelab.errors import ConfigError, RunInterrupted, StorageError
+from vaelab.session import mark_abandoned
 from vaelab.studies.one_run import execute_task
 from vaelab.studies.tasks import Task
 
@@ -148,16 +151,24 @@ STOP_WAIT_S = 60.0
 
 def _stop_workers(pool, running: dict) -> None:
     """Ctrl-C of the study: ask every worker to stop (SIGTERM: training checkpoints at the next step boundary), wait
-    for them a while, then end those still busy (their work is atomic; a re-run resumes it)."""
+    for them a while, then end those still busy (their work is atomic; a re-run resumes it from its last checkpoint,
+    and their runs are marked interrupted here, since their trainers can no longer say so)."""
 
     processes = list(getattr(pool, "_processes", {}).values())
     for p in processes:
         if p.is_alive():
             os.kill(p.pid, signal.SIGTERM)
     wait(list(running), timeout=STOP_WAIT_S)
-    for p in processes:
-        if p.is_alive():
-            p.kill()
+    unfinished = [task for fut, task in running.items() if not fut.done()]
+    killed = [p for p in processes if p.is_alive()]
+    for p in killed:
+        p.kill()
+    for p in killed:
+        p.join(timeout=10)
+    if killed:
+        for member in (m for task in unfinished for m in task.members):
+            mark_abandoned(Path(member.runs_dir) / member.run_config().name,
+                           f"its last checkpoint (its worker did not stop within {STOP_WAIT_S:.0f} s and was ended)")
 
 
 def _result(fut, task: Task) -> list[dict]:
