@@ -100,6 +100,31 @@ def test_vamp_log_prob_matches_a_loop_over_its_components(float64, monkeypatch):
         assert torch.allclose(model.prior.log_prob(z), expected, atol=1e-10)
 
 
+@pytest.mark.parametrize("d, k, offset", [(200, 500, 0.0), (800, 500, 30.0), (16384, 100, 5.0), (65536, 20, 0.0)])
+def test_mixture_log_prob_in_float32_is_within_hundredths_of_a_nat_of_float64(d, k, offset):
+    """Training computes log p(z) of a mixture in float32 (under bf16 autocast too); against the direct sum
+    sum_d (z_d - m_kd)^2 / v_kd in float64, for codes drawn from the mixture, posterior variances down to e^-6 and
+    everything shifted ``offset`` away from the origin (where the uncentred expansion would cancel)."""
+    from vaelab.models.priors import mixture_log_prob
+
+    g = torch.Generator().manual_seed(d)
+    means = offset + torch.randn(k, d, generator=g)
+    logvars = -6 * torch.rand(k, d, generator=g)
+    pick = torch.randint(k, (32,), generator=g)
+    z = means[pick] + torch.exp(0.5 * logvars[pick]) * torch.randn(32, d, generator=g)
+    log_w = torch.full((k,), -math.log(k))
+    m64, v64, z64 = means.double(), logvars.double(), z.double()
+    per_k = torch.stack([-0.5 * ((z64 - m64[j]).pow(2) * torch.exp(-v64[j]) + v64[j] + math.log(2 * math.pi)).sum(-1)
+                         for j in range(k)])  # (K, 32)
+    expected = torch.logsumexp(per_k - math.log(k), 0)
+    got = mixture_log_prob(z, means, logvars, log_w)
+    assert got.dtype == torch.float32
+    assert (got.double() - expected).abs().max() < 0.01 + 1e-6 * expected.abs().max()  # float32's own rounding
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(mixture_log_prob(z, means, logvars, log_w), got)
+    assert (mixture_log_prob(z64, m64, v64, log_w.double()) - expected).abs().max() < 1e-6
+
+
 def test_vamp_samples_have_the_mixtures_mean_and_covariance(float64):
     model = vamp_model(k=4, spread=4.0)
     with torch.no_grad():
