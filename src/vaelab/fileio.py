@@ -1,14 +1,15 @@
 """Atomic file writes: write a temporary file in the same folder, fsync, rename into place.
 
 A reader sees either the old file or the new one, never a half-written one, whatever kills the writer. A write that
-fails (disk full, read-only folder) removes its temporary file and raises :class:`vaelab.errors.StorageError`.
+fails (disk full, read-only folder) removes its temporary file and raises :class:`vaelab.errors.StorageError`. A
+written file gets the permissions of any new file (0666 less the process's umask), as ``open`` would give it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,24 @@ def make_dirs(path: Path) -> None:
         raise StorageError.from_os_error(exc, path) from None
 
 
+def _new_temporary(path: Path) -> Path:
+    """Create ``.NAME.PID.XXXXXXXX.tmp`` beside ``path``, empty, with mode 0666 less the umask (mkstemp's 0600
+    would make every report and page unreadable to anyone else)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     make_dirs(path.parent)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = _new_temporary(path)
         write_durable(Path(tmp), data)
         faults.reached("atomic-write")
         os.replace(tmp, path)

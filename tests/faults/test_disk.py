@@ -77,3 +77,22 @@ def test_a_really_read_only_folder(tmp_path):
         assert "Permission denied" in one_line(out.stderr)
     finally:
         folder.chmod(stat.S_IRWXU)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=["umask-022", "umask-027", "umask-077"])
+def test_written_files_get_the_permissions_of_any_new_file(tmp_path, umask):
+    # An atomic write goes through a temporary file; the file it leaves must be as readable as `open` would make it
+    # (0666 less the umask), not mkstemp's 0600, or a report or page is unreadable to everyone else.
+    from vaelab.fileio import atomic_write_text
+
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "page.md", "new")
+        atomic_write_text(tmp_path / "page.md", "replaced")  # a rewrite too
+        (tmp_path / "reference").write_text("x")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "page.md").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "reference").stat().st_mode)
+    assert (tmp_path / "page.md").read_text() == "replaced"
+    assert hidden_leftovers(tmp_path) == []
