@@ -460,7 +460,8 @@ def test_a_reproduction_page_and_index_from_a_study_folder(tmp_path):
     entry = provenance.record(folder, now, 60.0, 6, code="9.9+gabc")
     assert entry["vaelab"] == "9.9+gabc" and entry["machine"]["cores"] >= 1 and entry["peak_rss_gb"] > 0
     text = write_reproduction(folder, to).read_text()
-    assert "Wall time: 90 s over 2 invocations; peak memory" in text and "vaelab 9.9+gabc" in text
+    assert "Wall time: 90 s over 2 invocations; peak memory" in text
+    assert f"vaelab {provenance.version()}, 9.9+gabc;" in text  # the two versions that ran it
     assert "recorded invocations trained" not in text  # 3 + 6 runs: every run's training was timed
     assert sorted(p.name for p in to.iterdir()) == ["002-hand", "README.md"]
     out = subprocess.run([sys.executable, "-m", "vaelab", "reproduction", str(tmp_path / "nowhere"), "--to", str(to)],
@@ -541,6 +542,17 @@ def test_a_killed_study_invocation_still_counts_up_to_its_last_heartbeat(tmp_pat
         (False, True, 1), (True, False, 0), (False, False, 0)]
     made = provenance.summary(tmp_path)
     assert made["invocations"] == 3 and made["runs_trained"] == 1 and made["seconds"] >= 0.8
+    assert made["vaelab"] == provenance.version()  # one version, named once
+
+
+def test_a_study_resumed_after_an_upgrade_names_every_version_that_ran_it(tmp_path):
+    from vaelab.studies import provenance
+
+    import datetime as dt
+
+    for code in ("1.0+gaaa", "1.1+gbbb", "1.1+gbbb", "1.2+gccc"):
+        provenance.record(tmp_path, dt.datetime.now(dt.timezone.utc), 1.0, 0, code=code)
+    assert provenance.summary(tmp_path)["vaelab"] == "1.0+gaaa, 1.1+gbbb, 1.2+gccc"
 
 
 @pytest.mark.slow

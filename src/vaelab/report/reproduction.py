@@ -1,8 +1,8 @@
 """`vaelab reproduction DIR`: a finished study kept as a small markdown page with PNG figures, for a folder of
 reproductions (docs/reproductions/ in this repository): the document's claims scored, what would decide the claims
 left open (the seeds and their cost at the study's pace), the headline figures, the findings, and how it was made
-(the commands, the machine, the wall time, the peak memory, the vaelab version, from the study's provenance.json;
-the compute summed over the runs' own records). Everything on the page is read from the study folder; nothing is
+(the commands, the machine, the wall time, the peak memory, every vaelab version that ran it, from the study's
+provenance.json; the compute summed over the runs' own records). Everything on the page is read from the study folder; nothing is
 typed by hand.
 
     TO/<document>-<study>/README.md          the page

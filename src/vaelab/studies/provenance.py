@@ -198,8 +198,9 @@ class Invocation:
 
 
 def summary(folder: str | Path) -> dict[str, Any]:
-    """What a reader needs: the commands, total wall time, the largest peak memory, the machine and version of the
-    last invocation, and how many runs the recorded invocations trained (None values when nothing was recorded;
+    """What a reader needs: the commands, total wall time, the largest peak memory, the machine of the last
+    invocation, every vaelab version that ran the study (in order, comma-separated: a study resumed after an upgrade
+    says so), and how many runs the recorded invocations trained (None values when nothing was recorded;
     runs_trained None when it is unknown: an interrupted invocation recorded before counts came from the runs'
     status files counted only the runs whose results had come back)."""
     inv = read(folder)["invocations"]
@@ -208,5 +209,5 @@ def summary(folder: str | Path) -> dict[str, Any]:
     known = all(i.get("complete", True) or i.get("counted_from") for i in inv)
     return {"commands": list(dict.fromkeys(i["command"] for i in inv)), "seconds": sum(i["seconds"] for i in inv),
             "peak_rss_gb": max(i.get("peak_rss_gb") or 0 for i in inv), "machine": inv[-1].get("machine"),
-            "vaelab": inv[-1].get("vaelab"), "started": inv[0].get("started"), "invocations": len(inv),
+            "vaelab": ", ".join(dict.fromkeys(i["vaelab"] for i in inv if i.get("vaelab"))) or None, "started": inv[0].get("started"), "invocations": len(inv),
             "runs_trained": sum(i.get("runs_trained") or 0 for i in inv) if known else None}
