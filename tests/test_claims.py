@@ -546,9 +546,9 @@ def test_a_killed_study_invocation_still_counts_up_to_its_last_heartbeat(tmp_pat
 
 
 def test_a_study_resumed_after_an_upgrade_names_every_version_that_ran_it(tmp_path):
-    from vaelab.studies import provenance
-
     import datetime as dt
+
+    from vaelab.studies import provenance
 
     for code in ("1.0+gaaa", "1.1+gbbb", "1.1+gbbb", "1.2+gccc"):
         provenance.record(tmp_path, dt.datetime.now(dt.timezone.utc), 1.0, 0, code=code)

@@ -2,8 +2,8 @@
 reproductions (docs/reproductions/ in this repository): the document's claims scored, what would decide the claims
 left open (the seeds and their cost at the study's pace), the headline figures, the findings, and how it was made
 (the commands, the machine, the wall time, the peak memory, every vaelab version that ran it, from the study's
-provenance.json; the compute summed over the runs' own records). Everything on the page is read from the study folder; nothing is
-typed by hand.
+provenance.json; the compute summed over the runs' own records). Everything on the page is read from the study
+folder; nothing is typed by hand.
 
     TO/<document>-<study>/README.md          the page
     TO/<document>-<study>/reproduction.json  its summary (what the index reads)

@@ -209,5 +209,6 @@ def summary(folder: str | Path) -> dict[str, Any]:
     known = all(i.get("complete", True) or i.get("counted_from") for i in inv)
     return {"commands": list(dict.fromkeys(i["command"] for i in inv)), "seconds": sum(i["seconds"] for i in inv),
             "peak_rss_gb": max(i.get("peak_rss_gb") or 0 for i in inv), "machine": inv[-1].get("machine"),
-            "vaelab": ", ".join(dict.fromkeys(i["vaelab"] for i in inv if i.get("vaelab"))) or None, "started": inv[0].get("started"), "invocations": len(inv),
+            "vaelab": ", ".join(dict.fromkeys(i["vaelab"] for i in inv if i.get("vaelab"))) or None,
+            "started": inv[0].get("started"), "invocations": len(inv),
             "runs_trained": sum(i.get("runs_trained") or 0 for i in inv) if known else None}
