@@ -43,11 +43,11 @@ def make_dirs(path: Path) -> None:
         raise StorageError.from_os_error(exc, path) from None
 
 
-def _new_temporary(path: Path) -> Path:
-    """Create ``.NAME.PID.XXXXXXXX.tmp`` beside ``path``, empty, with mode 0666 less the umask (mkstemp's 0600
-    would make every report and page unreadable to anyone else)."""
+def new_temporary(path: Path, suffix: str = ".tmp") -> Path:
+    """Create ``.NAME.PID.XXXXXXXX.tmp`` (or ``suffix``) beside ``path``, empty, with mode 0666 less the umask
+    (mkstemp's 0600 would make every report, page and fetched dataset unreadable to anyone else)."""
     while True:
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
@@ -60,18 +60,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     make_dirs(path.parent)
     tmp = None
     try:
-        tmp = _new_temporary(path)
-        write_durable(Path(tmp), data)
+        tmp = new_temporary(path)
+        write_durable(tmp, data)
         faults.reached("atomic-write")
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:
         if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         raise StorageError.from_os_error(exc, path) from None
     except BaseException:
         if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         raise
 
 

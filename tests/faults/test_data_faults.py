@@ -69,6 +69,19 @@ def test_a_tampered_array_cache_is_rebuilt_from_the_verified_files(fake):
     assert torch.equal(load_dataset("fashion-mnist", root).x_train, good.x_train)
 
 
+def test_a_fetched_dataset_and_its_cache_get_the_permissions_of_any_new_file(fake):
+    # A data folder shared by a lab (VAELAB_DATA) must be readable by the others: 0666 less the umask, not 0600.
+    _, _, root = fake
+    previous = os.umask(0o022)
+    try:
+        fetch_dataset("fashion-mnist", root, log=lambda m: None)
+        load_dataset("fashion-mnist", root)  # writes the array cache
+    finally:
+        os.umask(previous)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (root / "fashion-mnist").iterdir()}
+    assert "arrays.npz" in modes and set(modes.values()) == {"0o644"}, modes
+
+
 def test_ctrl_c_during_a_fetch_leaves_nothing(fake, monkeypatch):
     spec, _, root = fake
     monkeypatch.setenv("VAELAB_FAULT_KILL", "fetch-copy@2:SIGINT")

@@ -23,7 +23,7 @@ from vaelab import faults
 from vaelab.data import idx
 from vaelab.data.registry import DatasetSpec, IdxFile, data_root, dataset_spec
 from vaelab.errors import DataError
-from vaelab.fileio import atomic_write_bytes, sha256_bytes, sha256_file
+from vaelab.fileio import atomic_write_bytes, new_temporary, sha256_bytes, sha256_file
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 APT_TIMEOUT_S = 600
@@ -58,15 +58,15 @@ def _install(candidate: Path, target: Path, spec_file: IdxFile) -> None:
 
 def _copy_verified(stream, dest: Path, spec_file: IdxFile) -> None:
     """Copy a readable stream to a hidden .part file in ``dest``, then verify and rename it into place."""
-    with tempfile.NamedTemporaryFile(dir=dest, prefix=f".{spec_file.name}.", suffix=".part", delete=False) as tmp:
-        try:
-            shutil.copyfileobj(stream, tmp)
+    tmp = new_temporary(dest / spec_file.name, suffix=".part")
+    try:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(stream, out)
             faults.reached("fetch-copy")
-        except BaseException:  # Ctrl-C, disk full: nothing half-copied stays behind
-            tmp.close()
-            Path(tmp.name).unlink(missing_ok=True)
-            raise
-    _install(Path(tmp.name), dest / spec_file.name, spec_file)
+    except BaseException:  # Ctrl-C, disk full: nothing half-copied stays behind
+        tmp.unlink(missing_ok=True)
+        raise
+    _install(tmp, dest / spec_file.name, spec_file)
 
 
 def _from_mirror(spec: DatasetSpec, dest: Path, missing: list[IdxFile], log: Log) -> None:
