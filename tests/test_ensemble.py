@@ -120,6 +120,29 @@ def test_a_member_killed_before_its_first_checkpoint_restarts_the_group_together
         assert b.metrics[-1]["vectorised"] == 2 and [r["epoch"] for r in b.metrics] == [1, 2, 3]
 
 
+def test_a_member_killed_before_renaming_its_finished_checkpoint_resumes_with_its_group_exactly(tmp_path):
+    """Killed after one member wrote its epoch-3 checkpoint into its hidden folder but before the rename (and before
+    the other member's write): resuming finishes that checkpoint, so the members stand at epochs 3 and 2 and resume
+    together from epoch 2, vectorised, bit-identical to an uninterrupted ensemble. (Compared before the recovery they
+    looked alike at epoch 2, then one loaded epoch 3 and the group fell back to one by one: 1e-4 off in a study.)"""
+    import shutil
+
+    cfgs = seeds(2, model={"arch": "64-64-8"}, train={"epochs": 4, "batch_size": 64, "lr": 3e-3})
+    whole = train_ensemble(cfgs, tmp_path / "a", progress=False, log=quiet)
+    half = [c.model_copy(update={"train": c.train.model_copy(update={"epochs": 3})}) for c in cfgs]
+    train_ensemble(half, tmp_path / "b", progress=False, log=quiet)
+    m0, m1 = (tmp_path / "b" / m / "checkpoints" for m in ("m0", "m1"))
+    (m0 / "epoch-000003").rename(m0 / ".tmp-epoch-000003-99999")  # complete, fsynced, not yet renamed
+    shutil.rmtree(m1 / "epoch-000003")  # m1's epoch-3 write never happened
+    lines = []
+    resumed = train_ensemble(cfgs, tmp_path / "b", progress=False, log=lines.append)
+    assert any("completed the checkpoint of epoch 3" in line for line in lines), lines
+    assert sum("resuming" in line and "from epoch 2" in line for line in lines) == 2, lines
+    for a, b in zip(whole, resumed):
+        assert_same(a, b, rtol=0, atol=0)
+        assert [r["vectorised"] for r in b.metrics] == [2] * 4
+
+
 def test_what_cannot_be_vectorised_is_refused(tmp_path, monkeypatch):
     a, b = seeds(2, model={"arch": "64-32-4"})
     assert vectorise_reason([a]) == "fewer than two runs"

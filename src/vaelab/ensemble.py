@@ -41,7 +41,7 @@ from vaelab.errors import TrainingDiverged
 from vaelab.objectives import Objective
 from vaelab.runs import CheckpointStore, Run
 from vaelab.session import training_session
-from vaelab.trainer import fit
+from vaelab.trainer import fit, log_to_stderr, recover_run
 from vaelab.training_step import Member, NotVectorisable, noise_shape
 
 
@@ -251,7 +251,10 @@ def train_ensemble(configs: list[RunConfig], out: str | Path = "runs", *, datase
     if reason:
         raise NotVectorisable(reason)
     run_dirs = [Path(out) / c.name for c in configs]
+    log = log or log_to_stderr
     with training_session(configs, run_dirs, resume=True, overwrite=False) as stop:
+        for run_dir in run_dirs:  # a checkpoint a killed writer finished but did not rename counts in the comparison
+            recover_run(run_dir, log)
         try:
             fit(configs, run_dirs, dataset, progress, log, stop, StackedStep, precision_probe,
                 at_epoch=common_checkpoint(run_dirs))
@@ -262,7 +265,7 @@ def train_ensemble(configs: list[RunConfig], out: str | Path = "runs", *, datase
 
 def common_checkpoint(run_dirs: list[Path]) -> int | None:
     """When the members' newest valid checkpoints are of different epochs (the process was killed between the
-    members' checkpoint writes), the newest epoch at which every member has a valid whole-epoch checkpoint (the store
+    members' checkpoint writes; read after :func:`vaelab.trainer.recover_run`, so as they will be loaded), the newest epoch at which every member has a valid whole-epoch checkpoint (the store
     keeps two), so they resume together, vectorised, exactly as an uninterrupted ensemble; 0 when some member has no
     valid checkpoint yet (killed during the first epoch's writes: they all start again, together); else None (they
     agree, or there is no such epoch: then they train one by one)."""

@@ -117,6 +117,19 @@ def train(config: RunConfig, out: str | os.PathLike = "runs", *, resume: bool = 
     return Run(run_dir)
 
 
+def log_to_stderr(message: str) -> None:
+    """The trainers' default ``log``."""
+    print(message, file=sys.stderr)
+
+
+def recover_run(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Finish or remove what a killed writer left in ``run_dir`` (hidden checkpoint folders, stale temporary files),
+    each action logged; call under the run's lock, before its checkpoints are read."""
+    for line in CheckpointStore(run_dir / "checkpoints").recover():
+        log(f"{run_dir}: {line}")
+    remove_stale_temporaries(run_dir)
+
+
 def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None, progress: bool | None, log,
         stop: StopRequest | None, step_function: Callable[[list[Member], Objective, int], StepFunction],
         precision_probe: dict | None = None, at_epoch: int | None = None) -> None:
@@ -124,7 +137,7 @@ def fit(configs: list[RunConfig], run_dirs: list[Path], dataset: Dataset | None,
     its newest valid checkpoint (or from its checkpoint of ``at_epoch``; 0: from the start), with the step function
     ``step_function(members, objective, steps_left)`` builds (steps_left: the optimizer steps still to train).
     ``log``: where the lines go (default: stderr)."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or log_to_stderr
     cfg0 = configs[0]
     device = resolve_device(cfg0.train.device)
     data = dataset if dataset is not None else load_dataset(cfg0.data.name, train_size=cfg0.data.train_size,
@@ -176,9 +189,7 @@ def _load_member(config: RunConfig, run_dir: Path, device: torch.device, image_s
         raise RunError(f"dataset images are {image_shape} but the model expects {model.image_shape}")
     generator = torch.Generator(device=device).manual_seed(config.train.seed)
     member = Member(config, run_dir, CheckpointStore(run_dir / "checkpoints"), model, generator)
-    for line in member.store.recover():  # what a killed writer left behind
-        log(f"{run_dir}: {line}")
-    remove_stale_temporaries(run_dir)
+    recover_run(run_dir, log)
     if at_epoch == 0:  # (vaelab.ensemble.common_checkpoint: another member of its group has no checkpoint yet)
         log(f"{run_dir}: starts again from epoch 0 with its group (another member has no checkpoint yet)")
         return member
